@@ -1,0 +1,130 @@
+"""Definitions of the two small embedded models, one per family compared in the papers.
+
+* ``R2Plus1DSmall`` — a 3-D CNN in the R(2+1)D style built from torchvision's ``VideoResNet`` ``BasicBlock``
+  at reduced width (16/32/64/128 channels; torchvision's ``VideoResNet`` hard-codes 64..512). Its last block
+  ``layer4`` keeps 8 of the 16 input frames (T'=8, 7×7 at 112 px), which is the CAM target layer.
+* ``CNNLSTM`` — a per-frame 2-D CNN followed by an LSTM whose per-step logits are averaged over time, as the
+  VGG16-LSTM of [S0]. The CNN output is exposed as a B×C×T×H'×W' volume (module ``frames``), so CAM methods
+  see it exactly like a 3-D CNN's activation, at full temporal resolution.
+
+Both take normalised clips B×3×T×H×W and return logits B×num_classes.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.video.resnet import BasicBlock
+
+
+class Conv2Plus1D(nn.Sequential):
+    """A (1×3×3) spatial then (3×1×1) temporal convolution with separate temporal/spatial strides.
+
+    torchvision's ``Conv2Plus1D`` uses one stride for both axes; the embedded model needs (1, 2, 2) strides to
+    keep temporal resolution for explanations.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, midplanes: int, stride: tuple[int, int, int] = (1, 1, 1)):
+        st, ss = stride[0], stride[1]
+        super().__init__(
+            nn.Conv3d(in_planes, midplanes, (1, 3, 3), stride=(1, ss, ss), padding=(0, 1, 1), bias=False),
+            nn.BatchNorm3d(midplanes),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(midplanes, out_planes, (3, 1, 1), stride=(st, 1, 1), padding=(1, 0, 0), bias=False),
+        )
+
+
+def _layer(inplanes: int, planes: int, stride: tuple[int, int, int]) -> nn.Sequential:
+    downsample = None
+    if stride != (1, 1, 1) or inplanes != planes:
+        downsample = nn.Sequential(nn.Conv3d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm3d(planes))
+    return nn.Sequential(BasicBlock(inplanes, planes, Conv2Plus1D, stride, downsample))
+
+
+class R2Plus1DSmall(nn.Module):
+    """R(2+1)D with one BasicBlock per stage, widths 16/32/64/128; about 0.9 M parameters."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64, 128),
+                 strides: tuple[tuple[int, int, int], ...] = ((1, 2, 2), (1, 2, 2), (2, 2, 2), (1, 1, 1))):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, 24, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(24), nn.ReLU(inplace=True),
+            nn.Conv3d(24, widths[0], (3, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(widths[0]), nn.ReLU(inplace=True),
+        )
+        inplanes = widths[0]
+        for i, (planes, stride) in enumerate(zip(widths, strides), start=1):
+            setattr(self, f"layer{i}", _layer(inplanes, planes, stride))
+            inplanes = planes
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class FrameEncoder(nn.Module):
+    """A 2-D CNN applied to every frame: B×3×T×H×W → B×C×T×H/16×W/16."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 64), strides: tuple[int, ...] = (2, 2, 2, 1)):
+        super().__init__()
+        layers = _conv_bn_relu(3, widths[0], 7, 2)
+        cin = widths[0]
+        for w, s in zip(widths, strides):
+            layers += _conv_bn_relu(cin, w, 3, s) + _conv_bn_relu(w, w, 3, 1)
+            cin = w
+        self.cnn = nn.Sequential(*layers)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        f = self.cnn(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return f.view(b, t, *f.shape[1:]).transpose(1, 2)
+
+
+class CNNLSTM(nn.Module):
+    """Per-frame CNN → flatten → Linear → LSTM → per-step logits averaged over time; about 1.5 M parameters.
+
+    The per-frame features are flattened, not pooled, so the recurrent part sees where the object is.
+    """
+
+    def __init__(self, num_classes: int = 10, size: int = 112, hidden: int = 256):
+        super().__init__()
+        self.frames = FrameEncoder()
+        cells = (size // 16) ** 2
+        self.embed = nn.Sequential(nn.Linear(self.frames.out_channels * cells, hidden), nn.ReLU(inplace=True))
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, num_classes)
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.frames(x)                                   # B×C×T×h×w
+        f = f.transpose(1, 2).flatten(2)                     # B×T×(C·h·w)
+        steps, _ = self.lstm(self.embed(f))
+        return self.fc(steps).mean(1)
+
+
+def _init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm3d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+ARCHITECTURES = {"r2plus1d_small": R2Plus1DSmall, "cnn_lstm": CNNLSTM}
+
+
+def build(arch: str, num_classes: int, **kwargs) -> nn.Module:
+    """Instantiate an embedded architecture by name."""
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown embedded architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](num_classes=num_classes, **kwargs)
