@@ -22,13 +22,13 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 class InputSpec:
     """How a clip is turned into the model's input tensor B×3×T×H×W.
 
-    ``resize`` is the (height, width) the frames are resized to before the centre crop to ``size``; None
-    resizes straight to ``size`` (no crop). ``mean``/``std`` are per RGB channel on [0, 1] pixel values.
+    ``resize`` is the (height, width) the frames are resized to before the centre crop to ``size``, or a
+    one-element (short side,) that keeps the aspect ratio; None resizes straight to ``size`` (no crop). ``mean``/``std`` are per RGB channel on [0, 1] pixel values.
     """
 
     frames: int = 16
     size: tuple[int, int] = (112, 112)
-    resize: tuple[int, int] | None = None
+    resize: tuple[int, ...] | None = None
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
 
@@ -37,7 +37,8 @@ class InputSpec:
 class TokenGrid:
     """How a transformer layer's token sequence maps back to a C×T'×H'×W' volume.
 
-    ``prefix`` tokens (e.g. CLS) are dropped; the rest are laid out as ``order`` ("thw" or "hwt").
+    ``prefix`` tokens (e.g. CLS) are dropped; the rest are laid out as ``order``: "thw" or "hwt" for a
+    B×N×C sequence, "thwc" for a channels-last B×T'×H'×W'×C volume (Swin).
     """
 
     grid: tuple[int, int, int]

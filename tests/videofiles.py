@@ -1,0 +1,74 @@
+"""Makers of small video files, good and bad, for the decoding tests (every file is written by the test)."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from zoo.video import write_mp4
+
+
+def frames(t: int = 24, h: int = 64, w: int = 80) -> np.ndarray:
+    """A moving gradient: frame i is distinguishable from frame j by its mean brightness."""
+    base = np.linspace(0, 200, w, dtype=np.float32)[None, None, :, None]
+    out = np.broadcast_to(base, (t, h, w, 3)).copy()
+    out += (np.arange(t) * (50 / max(t, 1)))[:, None, None, None]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def encode(path: Path, video: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", fps: float = 8,
+           fmt: str | None = None, pts: list[int] | None = None, in_format: str = "rgb24", options=None) -> Path:
+    """Encode frames with any PyAV codec/pixel format; ``pts`` (in 1/1000 s) makes variable frame rate."""
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        s.width, s.height, s.pix_fmt = video.shape[2], video.shape[1], pix_fmt
+        if options:
+            s.options = options
+        if pts is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
+        for i, f in enumerate(video):
+            frame = av.VideoFrame.from_ndarray(f, format=in_format)
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
+            c.mux(s.encode(frame))
+        c.mux(s.encode())
+    return path
+
+
+def mp4(path: Path, t: int = 24, h: int = 64, w: int = 80, fps: float = 8) -> Path:
+    return write_mp4(path, frames(t, h, w), fps=fps)
+
+
+def zero_frames(path: Path) -> Path:
+    """An MP4 container whose writer received no frame (FFmpeg then writes a header without any track)."""
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        c.start_encoding()
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    with av.open(str(path), "w", format="wav") as c:
+        s = c.add_stream("pcm_s16le", rate=16000)
+        tone = (np.sin(np.arange(16000) / 10) * 3000).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        c.mux(s.encode(frame))
+        c.mux(s.encode())
+    return path
+
+
+def truncated(path: Path, keep: float = 0.5, faststart: bool = True) -> Path:
+    """An MP4 cut after ``keep`` of its bytes (index first with faststart, so the header survives)."""
+    full = path.with_name("full_" + path.name)
+    noisy = np.random.default_rng(0).integers(0, 256, (48, 96, 128, 3), dtype=np.uint8)  # incompressible: many bytes
+    if faststart:
+        write_mp4(full, noisy)
+    else:
+        encode(full, noisy, fmt="mp4")
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path

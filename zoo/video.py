@@ -1,0 +1,325 @@
+"""Video files in and out: probe, decode T uniformly sampled frames, preprocess for a model, write H.264.
+
+Decoding uses decord (fast random access, so a long clip costs only its sampled frames, and it can resize
+while decoding); PyAV is the fallback for files decord cannot open or read to the end. PyAV also probes the
+container first (metadata only, no decoding) so that bad input is rejected before any frame is decoded.
+
+Every problem with a file raises a subclass of ``VideoError`` with a message meant for a person; recoverable
+oddities (fewer frames than requested, an alpha channel, a truncated tail) become ``Clip.warnings``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zoo.cards import InputSpec
+
+
+class VideoError(ValueError):
+    """A video file cannot be used; the message says why in plain words."""
+
+
+class NotAVideoError(VideoError):
+    pass
+
+
+class StillImageError(NotAVideoError):
+    pass
+
+
+class EmptyVideoError(VideoError):
+    pass
+
+
+class CorruptVideoError(VideoError):
+    pass
+
+
+class VideoTooLargeError(VideoError):
+    pass
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds that keep decoding cheap whatever the upload: over a limit, a clear error instead of a stall.
+
+    Frames are decoded at most at ``decode_side`` pixels on their longer side (huge resolutions are shrunk
+    while decoding); files above ``max_pixels`` per frame, ``max_bytes`` or ``max_duration_s`` are refused.
+    """
+
+    max_bytes: int = 1 << 30
+    max_duration_s: float = 4 * 3600.0
+    max_pixels: int = 8192 * 8192
+    decode_side: int = 640
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    pix_fmt: str
+
+    @property
+    def has_alpha(self) -> bool:
+        return any(tag in self.pix_fmt for tag in ("yuva", "rgba", "argb", "bgra", "abgr", "gbrap", "ya"))
+
+
+@dataclass
+class Clip:
+    """Sampled frames of one file: ``frames`` is uint8 T×H×W×3 RGB (at most ``decode_side`` px), ``indices``
+    the frame numbers they came from, ``times_s`` their timestamps."""
+
+    frames: np.ndarray
+    indices: np.ndarray
+    times_s: np.ndarray
+    info: VideoInfo
+    backend: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def sample_indices(start: int, stop: int, count: int) -> np.ndarray:
+    """One frame from the middle of each of ``count`` equal segments of [start, stop) (repeats if too short)."""
+    n = max(stop - start, 1)
+    return start + np.minimum(((np.arange(count) + 0.5) * n / count).astype(np.int64), n - 1)
+
+
+def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
+    """Read the container's metadata (no decoding) and refuse files that are not usable videos."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotAVideoError(f"{path.name}: no such file.")
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyVideoError(f"{path.name} is empty (0 bytes).")
+    if size > limits.max_bytes:
+        raise VideoTooLargeError(f"{path.name} is {size / 2**20:.0f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB.")
+    _refuse_still_image(path)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            streams = container.streams.video
+            if not container.streams:
+                raise EmptyVideoError(f"{path.name} contains no frames (the container holds no streams).")
+            if not streams:
+                kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+                raise NotAVideoError(f"{path.name} has no video stream (it contains {', '.join(kinds)}).")
+            s = streams[0]
+            ctx = s.codec_context
+            fps = float(s.average_rate or s.guessed_rate or 0) or 0.0
+            duration = float(s.duration * s.time_base) if s.duration and s.time_base else 0.0
+            if not duration and container.duration:
+                duration = container.duration / av.time_base
+            frames = int(s.frames or 0) or (int(round(duration * fps)) if duration and fps else 0)
+            info = VideoInfo(str(path), frames, fps, duration, int(ctx.width or 0), int(ctx.height or 0),
+                             ctx.name or "unknown", str(ctx.format.name) if ctx.format else "unknown")
+    except VideoError:
+        raise
+    except (av.error.InvalidDataError, av.error.EOFError) as e:
+        raise NotAVideoError(f"{path.name} cannot be read as a video: it is not a video, or it is damaged or "
+                             f"incomplete ({e.strerror or e}).") from None
+    except av.error.FFmpegError as e:
+        raise CorruptVideoError(f"{path.name} could not be opened: {e.strerror or e}.") from None
+    if info.width * info.height == 0:
+        raise CorruptVideoError(f"{path.name}: the video stream has no picture size; the file is probably damaged.")
+    if info.width * info.height > limits.max_pixels:
+        raise VideoTooLargeError(f"{path.name} is {info.width}×{info.height}; at most {limits.max_pixels:,} pixels per frame are accepted.")
+    if info.duration_s > limits.max_duration_s:
+        raise VideoTooLargeError(f"{path.name} lasts {info.duration_s / 60:.0f} min; the limit is {limits.max_duration_s / 60:.0f} min.")
+    return info
+
+
+def _refuse_still_image(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            animated = getattr(im, "n_frames", 1) > 1
+            fmt = im.format
+    except (UnidentifiedImageError, OSError, ValueError):
+        return
+    if not animated:
+        raise StillImageError(f"{path.name} is a still {fmt} image, not a video; upload a clip (mp4, webm, mov, avi, gif).")
+
+
+def _decode_size(info: VideoInfo, limits: DecodeLimits) -> tuple[int, int]:
+    scale = min(1.0, limits.decode_side / max(info.width, info.height))
+    return max(2, int(round(info.width * scale))), max(2, int(round(info.height * scale)))
+
+
+def read_clip(path: str | Path, num_frames: int = 16, start_s: float | None = None, end_s: float | None = None,
+              limits: DecodeLimits = DecodeLimits()) -> Clip:
+    """Decode ``num_frames`` frames sampled one per equal segment of [start_s, end_s) of the file.
+
+    Only the sampled frames are decoded (decord random access), at reduced size for huge resolutions.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    info = probe(path, limits)
+    warnings = []
+    if info.has_alpha:
+        warnings.append(f"The video has an alpha channel ({info.pix_fmt}); transparency is ignored.")
+    width, height = _decode_size(info, limits)
+    try:
+        clip = _read_decord(info, num_frames, start_s, end_s, width, height, warnings)
+    except (VideoError, RuntimeError, IndexError, ValueError):
+        clip = _read_pyav(info, num_frames, start_s, end_s, width, height, warnings)
+    unique = len(np.unique(clip.indices))
+    if unique < num_frames:
+        clip.warnings.append(f"The selected segment has only {unique} frame(s); frames were repeated to make {num_frames}.")
+    return clip
+
+
+def _time_range(times: np.ndarray, start_s: float | None, end_s: float | None, name: str) -> tuple[int, int]:
+    lo = 0 if start_s is None else int(np.searchsorted(times, start_s, side="left"))
+    hi = len(times) if end_s is None else int(np.searchsorted(times, end_s, side="left"))
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise VideoError(f"The segment end ({end_s:g} s) must come after its start ({start_s:g} s).")
+    if hi <= lo:
+        last = times[-1] if len(times) else 0.0
+        end = "the end" if end_s is None else f"{end_s:g} s"
+        raise VideoError(f"{name}: no frame lies between {start_s or 0:g} s and {end}; the video runs 0–{last:.2f} s.")
+    return lo, hi
+
+
+def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int, warnings: list[str]) -> Clip:
+    import decord
+
+    try:
+        vr = decord.VideoReader(info.path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
+    except decord.DECORDError as e:
+        raise CorruptVideoError(str(e).splitlines()[0]) from None
+    n = len(vr)
+    if n == 0:
+        raise EmptyVideoError(f"{Path(info.path).name} contains no frames.")
+    times = vr.get_frame_timestamp(np.arange(n))[:, 0]
+    lo, hi = _time_range(times, start_s, end_s, Path(info.path).name)
+    idx = sample_indices(lo, hi, num_frames)
+    try:
+        frames = vr.get_batch(idx).asnumpy()
+    except decord.DECORDError as e:
+        raise CorruptVideoError(str(e).splitlines()[0]) from None
+    return Clip(_rgb(frames), idx, times[idx], info, "decord", warnings)
+
+
+def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int, warnings: list[str]) -> Clip:
+    """Sequential decode that keeps only the sampled frames (two passes over the packets' timestamps)."""
+    name = Path(info.path).name
+    times = []
+    try:
+        with av.open(info.path) as container:
+            stream = container.streams.video[0]
+            base = stream.time_base or Fraction(1, 1)
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    times.append(float(packet.pts * base))
+    except av.error.FFmpegError:
+        pass
+    times = np.sort(np.asarray(times, np.float64))
+    if len(times) == 0:
+        raise EmptyVideoError(f"{name} contains no decodable video frames.")
+    lo, hi = _time_range(times - times[0], start_s, end_s, name)
+    wanted = sample_indices(lo, hi, num_frames)
+    wanted_set, last = set(wanted.tolist()), int(wanted.max())
+    keep: dict[int, np.ndarray] = {}
+    decoded = 0
+    try:
+        with av.open(info.path) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                try:
+                    new = packet.decode()
+                except av.error.FFmpegError:  # a damaged packet: skip it, keep what decodes
+                    continue
+                for frame in new:
+                    if decoded in wanted_set:
+                        keep[decoded] = frame.to_ndarray(format="rgb24", width=width, height=height)
+                    decoded += 1
+                if decoded > last:
+                    break
+    except av.error.FFmpegError:
+        pass
+    if not keep:
+        raise CorruptVideoError(f"{name} is damaged: no frame of the requested segment could be decoded.")
+    if len(keep) < len(set(wanted.tolist())):
+        warnings.append(f"{name} is truncated or damaged: only {decoded} frame(s) decoded; the clip is sampled from those.")
+        available = np.array(sorted(keep))
+        wanted = available[sample_indices(0, len(available), num_frames)]
+    frames = np.stack([keep[i] for i in wanted.tolist()])
+    return Clip(_rgb(frames), wanted, times[np.minimum(wanted, len(times) - 1)] - times[0], info, "pyav", warnings)
+
+
+def _rgb(frames: np.ndarray) -> np.ndarray:
+    """Any decoded array → uint8 T×H×W×3 (grayscale is replicated, alpha dropped)."""
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return np.ascontiguousarray(frames[..., :3], dtype=np.uint8)
+
+
+def fit_frames(frames: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Resize (and centre-crop) uint8 T×H×W×3 frames to the model geometry: float T×3×h×w in [0, 1]."""
+    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+    h, w = spec.size
+    if spec.resize is None:
+        return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    size = tuple(spec.resize)
+    if len(size) == 1:  # short side, aspect ratio kept
+        scale = size[0] / min(x.shape[2], x.shape[3])
+        size = (max(h, round(x.shape[2] * scale)), max(w, round(x.shape[3] * scale)))
+    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
+    return x[:, :, top:top + h, left:left + w]
+
+
+def normalise(x01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """float T×3×h×w in [0, 1] → normalised model input 1×3×T×h×w."""
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return ((x01 - mean) / std).permute(1, 0, 2, 3).unsqueeze(0).contiguous()
+
+
+def preprocess(frames: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, np.ndarray]:
+    """Model input (1×3×T×h×w, normalised) and the same frames un-normalised (uint8 T×h×w×3) for rendering."""
+    if len(frames) != spec.frames:
+        frames = frames[sample_indices(0, len(frames), spec.frames)]
+    x01 = fit_frames(frames, spec)
+    display = (x01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return normalise(x01, spec), display
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 20) -> Path:
+    """Encode uint8 T×H×W×3 RGB frames as browser-playable H.264 (yuv420p, +faststart); odd sizes are padded."""
+    path = Path(path)
+    frames = np.asarray(frames, np.uint8)
+    _, h, w, _ = frames.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w + pad_w, h + pad_h, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def clip_seconds(info: VideoInfo) -> float:
+    """The duration of a probed video, from its metadata or its frame count."""
+    if info.duration_s:
+        return info.duration_s
+    return info.frames / info.fps if info.fps else math.nan
