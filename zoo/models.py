@@ -129,12 +129,13 @@ def _load_embedded(card: ModelCard) -> VideoClassifier:
 
 
 def _load_torchvision(card: ModelCard) -> VideoClassifier:
+    import torchvision.models as tvm
     import torchvision.models.video as tvv
 
     arch, weights_name = card.source["arch"], card.source.get("weights")
     if weights_name is None:
         return VideoClassifier(_build_arch(arch, len(card.labels)), card)
-    weights = tvv.get_weight(weights_name) if "." in weights_name else getattr(tvv, weights_name)
+    weights = tvm.get_weight(weights_name)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if not cached.exists():
         raise ModelLoadError(f"{card.name} needs the torchvision weights {weights_name}, which are not in the local "
