@@ -188,18 +188,25 @@ def transformer_token_grid(config) -> TokenGrid:
     raise ModelLoadError(f"no token layout is known for transformers model type {kind!r}")
 
 
-def _load_transformers(card: ModelCard) -> VideoClassifier:
-    from transformers import AutoModelForVideoClassification
-
-    folder = _snapshot(card, ["config.json", "*.safetensors", "preprocessor_config.json"])
-    try:
-        net = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"{card.source['repo']} could not be loaded by transformers: {str(e).splitlines()[0]}") from None
+def wrap_transformer(net: nn.Module, card: ModelCard) -> VideoClassifier:
+    """A transformers video classifier as a ``VideoClassifier``: labels and token grid from its config."""
     cfg = net.config
     labels = card.labels or tuple(cfg.id2label[i] for i in range(len(cfg.id2label)))
     return VideoClassifier(net, replace(card, labels=labels, token_grid=card.token_grid or transformer_token_grid(cfg)),
                            channels_first_time=False)
+
+
+def _load_transformers(card: ModelCard) -> VideoClassifier:
+    from transformers import AutoModelForVideoClassification
+
+    # Safetensors where the repo has them; older repos only hold pytorch_model.bin, which transformers loads
+    # with torch.load(weights_only=True).
+    folder = _snapshot(card, ["config.json", "*.safetensors", "*.bin", "preprocessor_config.json"])
+    try:
+        net = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{card.source['repo']} could not be loaded by transformers: {str(e).splitlines()[0]}") from None
+    return wrap_transformer(net, card)
 
 
 LOADERS = {"embedded": _load_embedded, "torchvision": _load_torchvision, "hub": _load_hub,

@@ -323,3 +323,21 @@ def clip_seconds(info: VideoInfo) -> float:
     if info.duration_s:
         return info.duration_s
     return info.frames / info.fps if info.fps else math.nan
+
+
+@dataclass
+class PreparedClip:
+    """A file made ready for one model: ``x`` is the normalised input 1×3×T×h×w, ``display`` the same frames
+    un-normalised (uint8 T×h×w×3, what the model sees, for overlays), ``clip`` the decoded source."""
+
+    x: torch.Tensor
+    display: np.ndarray
+    clip: Clip
+
+
+def prepare_clip(path: str | Path, spec: InputSpec, start_s: float | None = None, end_s: float | None = None,
+                 limits: DecodeLimits = DecodeLimits()) -> PreparedClip:
+    """Decode ``spec.frames`` frames of [start_s, end_s) and preprocess them for a model with this input spec."""
+    clip = read_clip(path, spec.frames, start_s, end_s, limits)
+    x, display = preprocess(clip.frames, spec)
+    return PreparedClip(x, display, clip)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One entry point that sets up a virtual environment (idempotent) and then runs something:
+#   bash dev.sh app [--host H --port P]   start the app on the embedded default model (offline)
+#   bash dev.sh test [pytest args]        run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+python=$(command -v python3.11 || command -v python3)
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+reqs=(-r requirements.txt)
+[ "${1:-}" = "test" ] && reqs+=(-r requirements-test.txt)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "${reqs[@]}"
+case "${1:-}" in
+  app) shift; exec .venv/bin/python app.py "$@" ;;
+  test) shift; exec env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \
+          .venv/bin/python -m pytest "$@" ;;
+  *) echo "usage: bash dev.sh app|test [args]" >&2; exit 2 ;;
+esac

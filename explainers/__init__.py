@@ -1,0 +1,113 @@
+"""Explainers for video classifiers: one call for every method, pure PyTorch (no UI, no files, no network).
+
+    from explainers import explain
+    e = explain(model, x, "grad_cam")            # x: 1×C×T×H×W, normalised as the model expects
+    e.saliency                                    # T×H×W in [0, 1]
+
+``model`` is any ``nn.Module`` mapping B×C×T×H×W to logits; a ``zoo`` ``VideoClassifier`` also supplies its
+target layers, token grid and labels. ``REGISTRY`` describes every method (family, paper, needs, cost,
+parameters) for menus and docs.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+# Importing the method modules registers their methods, in this order (the order of menus and tables).
+from explainers import baselines  # noqa: F401, I001
+from explainers import gradients  # noqa: F401
+from explainers import cam  # noqa: F401
+from explainers import occlusion  # noqa: F401
+from explainers._core import Cancelled, Context, PassCounter, ProgressFn, eval_mode, normalise
+from explainers.registry import FAMILIES, REGISTRY, MethodSpec, Param, get_method, methods_by_family
+
+__all__ = ["explain", "Explanation", "Cancelled", "REGISTRY", "FAMILIES", "MethodSpec", "Param", "get_method",
+           "methods_by_family"]
+
+
+@dataclass
+class Explanation:
+    """One saliency volume and everything needed to read and reproduce it."""
+
+    saliency: torch.Tensor          # T×H×W, float, in [0, 1]
+    raw: torch.Tensor | None        # the signed or un-normalised map where one exists
+    method: str
+    params: dict
+    target: int
+    target_label: str
+    score: str                      # "logit" | "prob": what the method explained
+    target_logit: float
+    target_prob: float
+    seed: int
+    forward_passes: int
+    backward_passes: int
+    seconds: float
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def frame_importance(self) -> torch.Tensor:
+        """Share of the saliency mass in each frame (sums to 1; uniform if the map is empty)."""
+        mass = self.saliency.sum((1, 2))
+        return mass / mass.sum() if mass.sum() > 0 else torch.full_like(mass, 1 / len(mass))
+
+    def summary(self) -> dict:
+        """JSON-serialisable description (no tensors) for reports and downloads."""
+        return {"method": self.method, "params": self.params, "target": self.target,
+                "target_label": self.target_label, "score": self.score, "target_logit": self.target_logit,
+                "target_prob": self.target_prob, "seed": self.seed, "forward_passes": self.forward_passes,
+                "backward_passes": self.backward_passes, "seconds": round(self.seconds, 4)}
+
+
+def _check_clip(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[0] != 1:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected one clip as a 1×C×T×H×W tensor, got {shape}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the clip contains NaN or infinite values")
+
+
+def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target: int | None = None,
+            score: str | None = None, seed: int = 0, preset: str | None = None, max_batch: int = 16,
+            progress: ProgressFn | None = None, **params) -> Explanation:
+    """Explain ``model``'s score for class ``target`` (default: its top-1 class) on clip ``x`` with ``method``.
+
+    ``score`` is "logit" or "prob" (default: the method's, METHODS §20.1); ``preset`` picks a parameter set
+    (e.g. "fast", "paper"); ``params`` override single parameters. ``progress(fraction, message)`` is called
+    as the work advances; returning False cancels (``Cancelled`` is raised). Perturbations run in batches of at
+    most ``max_batch`` clips. The model's mode and parameters are left as they were.
+    """
+    spec = get_method(method)
+    values = spec.resolve(preset, params)
+    _check_clip(x)
+    if score not in (None, "logit", "prob"):
+        raise ValueError(f"score must be 'logit' or 'prob', got {score!r}")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    device = next((p.device for p in model.parameters()), x.device)
+    x = x.detach().to(device)
+    with eval_mode(model):
+        with torch.inference_mode():
+            logits = model(x).float()[0]
+        n_classes = logits.numel()
+        if target is None:
+            target = int(logits.argmax())
+        elif not 0 <= int(target) < n_classes:
+            raise ValueError(f"target class {target} does not exist: the model has {n_classes} classes (0–{n_classes - 1})")
+        target = int(target)
+        generator = torch.Generator().manual_seed(seed)
+        ctx = Context(model, x, target, score or spec.score, generator, max_batch, progress, PassCounter())
+        ctx.counter.forward = 1
+        start = time.perf_counter()
+        out = spec.fn(ctx, **values)
+        seconds = time.perf_counter() - start
+    labels = getattr(model, "labels", ())
+    saliency = normalise(out.saliency.detach().float().cpu())
+    return Explanation(
+        saliency=saliency, raw=None if out.raw is None else out.raw.detach().cpu(), method=method, params=values,
+        target=target, target_label=labels[target] if target < len(labels) else f"class {target}",
+        score=ctx.score, target_logit=float(logits[target]), target_prob=float(logits.softmax(-1)[target]),
+        seed=seed, forward_passes=ctx.counter.forward, backward_passes=ctx.counter.backward, seconds=seconds,
+        extras=out.extras)

@@ -1,0 +1,224 @@
+"""Shared plumbing of every explainer, written once.
+
+* ``Context`` — what a method sees: the model, the clip, the target, the score, a seeded generator, the batch
+  cap, and the only two ways to run the model (``scores`` for forward-only batches under
+  ``torch.inference_mode``, ``gradients`` for input gradients); both batch under the memory cap, count the
+  passes and report progress, so every method gets counting, batching and cancelling for free.
+* Hooks as context managers that always remove themselves (``capture``, ``relu_not_inplace``, ``counting``).
+* Map utilities: ``upsample`` to T×H×W, ``normalise`` to [0, 1], ``to_volume`` for transformer tokens.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ProgressFn = Callable[[float, str], "bool | None"]
+
+
+class Cancelled(RuntimeError):
+    """Raised inside a method when the progress callback returned False."""
+
+
+@dataclass
+class PassCounter:
+    """Clips sent forward and clips whose target score was back-propagated."""
+
+    forward: int = 0
+    backward: int = 0
+
+
+@dataclass
+class Context:
+    """Everything one explanation needs; methods never call the model except through ``scores``/``gradients``."""
+
+    model: nn.Module
+    x: torch.Tensor                      # 1×C×T×H×W, normalised
+    target: int
+    score: str                           # "logit" | "prob"
+    generator: torch.Generator
+    max_batch: int = 16
+    progress: ProgressFn | None = None
+    counter: PassCounter = field(default_factory=PassCounter)
+    _done: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(T, H, W) of the clip."""
+        return tuple(self.x.shape[2:])  # type: ignore[return-value]
+
+    def report(self, fraction: float, message: str = "") -> None:
+        """Tell the caller how far we are; raise ``Cancelled`` if it asks to stop."""
+        self._done = fraction
+        if self.progress is not None and self.progress(min(max(fraction, 0.0), 1.0), message) is False:
+            raise Cancelled(message or "cancelled")
+
+    def target_score(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.score == "prob":
+            return logits.softmax(-1)[:, self.target]
+        return logits[:, self.target]
+
+    def batches(self, n: int, span: tuple[float, float] | None = None, message: str = "") -> Iterator[slice]:
+        """Slices of ``range(n)`` of at most ``max_batch`` items; progress advances over ``span``."""
+        lo, hi = span if span is not None else (self._done, 1.0)
+        for start in range(0, n, self.max_batch):
+            self.report(lo + (hi - lo) * start / max(n, 1), message)
+            yield slice(start, min(start + self.max_batch, n))
+        self.report(hi, message)
+
+    def scores(self, make: Callable[[slice], torch.Tensor], n: int, span: tuple[float, float] | None = None,
+               message: str = "", reduce: Callable[[torch.Tensor, torch.Tensor, slice], None] | None = None
+               ) -> torch.Tensor:
+        """Target scores of ``n`` clips, built batch by batch by ``make(slice) -> B×C×T×H×W``; forward only
+        under ``torch.inference_mode``. ``reduce(scores, inputs, slice)`` is called per batch if given."""
+        out = []
+        with torch.inference_mode():
+            for sl in self.batches(n, span, message):
+                xs = make(sl)
+                s = self.target_score(self.model(xs))
+                self.counter.forward += len(xs)
+                if reduce is not None:
+                    reduce(s, xs, sl)
+                out.append(s)
+        return torch.cat(out) if out else torch.empty(0)
+
+    def gradients(self, make: Callable[[slice], torch.Tensor], n: int, span: tuple[float, float] | None = None,
+                  message: str = "", reduce: Callable[[torch.Tensor, torch.Tensor, slice], None] | None = None
+                  ) -> torch.Tensor | None:
+        """d(target score)/d(input) for ``n`` clips built by ``make``; returns N×C×T×H×W, or, with ``reduce``,
+        calls ``reduce(grads, inputs, slice)`` per batch and returns None (keeps memory flat)."""
+        out = []
+        for sl in self.batches(n, span, message):
+            xs = make(sl).detach().requires_grad_(True)
+            with torch.enable_grad():
+                s = self.target_score(self.model(xs))
+                (g,) = torch.autograd.grad(s.sum(), xs)
+            self.counter.forward += len(xs)
+            self.counter.backward += len(xs)
+            if reduce is None:
+                out.append(g)
+            else:
+                reduce(g, xs.detach(), sl)
+        return torch.cat(out) if reduce is None else None
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+@contextlib.contextmanager
+def capture(module: nn.Module, grad: bool = True) -> Iterator[dict]:
+    """Record ``module``'s forward output as ``store["act"]`` and, with ``grad``, its gradient as
+    ``store["grad"]``; tuple outputs (transformer blocks) use their first element. Hooks are removed on exit,
+    also on error."""
+    store: dict = {}
+
+    def hook(_m, _inputs, output):
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        store["act"] = out
+        if grad and out.requires_grad:
+            out.register_hook(lambda g: store.__setitem__("grad", g))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def relu_not_inplace(model: nn.Module) -> Iterator[None]:
+    """Turn every inplace ``nn.ReLU`` into an out-of-place one for the duration (backward hooks need it)."""
+    changed = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
+    for m in changed:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode and restore the model's own mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+# ---------------------------------------------------------------------------------------------- maps
+def upsample(volume: torch.Tensor, size: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:
+    """A T'×H'×W' map → T×H×W (trilinear by default; ``nearest`` repeats time slices)."""
+    v = volume.float()[None, None]
+    kw = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(v, size=size, mode=mode, **kw)[0, 0]
+
+
+def normalise(saliency: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0, 1]; a constant map becomes all zeros."""
+    s = saliency.float()
+    lo, hi = s.min(), s.max()
+    return (s - lo) / (hi - lo) if hi > lo else torch.zeros_like(s)
+
+
+def to_volume(activation: torch.Tensor, grid: tuple[int, int, int] | None, prefix: int = 0,
+              order: str = "thw") -> torch.Tensor:
+    """Any layer output → B×C×T'×H'×W'.
+
+    5-D tensors pass through (channels first, or channels last with ``order="thwc"``); token sequences B×N×C
+    drop ``prefix`` tokens and are laid out on ``grid`` (T', H', W') in ``order`` ("thw" or "hwt").
+    """
+    if activation.dim() == 5:
+        return activation.permute(0, 4, 1, 2, 3) if order == "thwc" else activation
+    if activation.dim() != 3 or grid is None:
+        raise ValueError(f"cannot map a layer output of shape {tuple(activation.shape)} to a T×H×W volume; "
+                         f"the model card must declare its token grid")
+    b, _, c = activation.shape
+    t, h, w = grid
+    tokens = activation[:, prefix:prefix + t * h * w]
+    if order == "hwt":
+        return tokens.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+    return tokens.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def layer_volume(ctx: Context, store: dict, key: str) -> torch.Tensor:
+    """The captured activation or gradient of the target layer as B×C×T'×H'×W'."""
+    tg = getattr(ctx.model, "token_grid", None)
+    return to_volume(store[key], tg.grid if tg else None, tg.prefix if tg else 0, tg.order if tg else "thw")
+
+
+def resolve_layer(model: nn.Module, layer: str | None) -> nn.Module:
+    """The named layer, or the model card's first target layer."""
+    if layer is None:
+        layers = getattr(model, "target_layers", ())
+        if not layers:
+            raise ValueError("this method needs a target layer: pass layer=... or use a model card that names one")
+        layer = layers[0]
+    if hasattr(model, "layer"):
+        return model.layer(layer)
+    return model.get_submodule(layer)
+
+
+def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma))) if radius is None else radius
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2)
+    return k / k.sum()
+
+
+def blur_frames(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
+    """Gaussian blur of every frame of B×C×T×H×W (separable, reflect padding); time is not blurred."""
+    k = gaussian_kernel(sigma, radius).to(x)
+    r = (len(k) - 1) // 2
+    b, c, t, h, w = x.shape
+    f = x.transpose(1, 2).reshape(b * t * c, 1, h, w)
+    f = F.conv2d(F.pad(f, (r, r, 0, 0), mode="reflect" if r < w else "replicate"), k.view(1, 1, 1, -1))
+    f = F.conv2d(F.pad(f, (0, 0, r, r), mode="reflect" if r < h else "replicate"), k.view(1, 1, -1, 1))
+    return f.view(b, t, c, h, w).transpose(1, 2)

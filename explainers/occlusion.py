@@ -1,0 +1,96 @@
+"""Occlusion-style methods, forward-only and batched: 3-D occlusion (OSA) and RISE-3D.
+
+Both score the clip with parts of it hidden (filled with 0 in normalised space, i.e. the dataset's mean
+colour) and give each voxel the RISE-style kept-region weighting of METHODS §13.4:
+S = (1/N) Σ_i (p_i − p_0) · Ω_i / mean(Ω_i), where Ω_i is the i-th keep mask. Masks are built batch by batch
+from a few numbers each (window corners, low-resolution grids), never all at once.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from explainers._core import Context
+from explainers._output import MethodOutput
+from explainers.registry import Param, register
+
+
+def _clean_score(ctx: Context) -> float:
+    return float(ctx.scores(lambda sl: ctx.x, 1, span=(0.0, 0.0)))
+
+
+def _kept_region_map(ctx: Context, masks_of, n: int, message: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_i (p_i − p_0) Ω_i / mean(Ω_i) / N over keep masks ``masks_of(slice) -> B×T×H×W``; also returns p_i."""
+    p0 = _clean_score(ctx)
+    total = torch.zeros(ctx.shape)
+    current = {}
+
+    def perturbed(sl: slice) -> torch.Tensor:
+        current["keep"] = masks_of(sl)
+        return ctx.x * current["keep"][:, None]
+
+    def accumulate(p: torch.Tensor, _xs: torch.Tensor, _sl: slice) -> None:
+        keep = current["keep"]
+        weight = (p - p0) / keep.flatten(1).mean(1).clamp(min=1e-6)
+        total.add_(torch.einsum("b,bthw->thw", weight.float(), keep.float()))
+
+    scores = ctx.scores(perturbed, n, message=message, reduce=accumulate)
+    return total / n, scores
+
+
+def window_starts(length: int, window: int, stride: int) -> torch.Tensor:
+    """Start of every occluder along one axis: centres every ``stride`` from 0, windows clipped at the borders."""
+    return torch.arange(0, length, stride) - window // 2
+
+
+@register("occlusion", name="3-D occlusion (OSA)", family="perturbation", paper="Zeiler & Fergus 2014; 3-D as [S2] §4.1",
+          needs="forward", cost="⌈T/st⌉·⌈H/sh⌉·⌈W/sw⌉ + 1 forwards (1,569 at the defaults)", score="prob",
+          params=(Param("window", (8, 16, 16), "occluder size T×H×W in frames and pixels", 1),
+                  Param("strides", (2, 8, 8), "distance between occluder centres T×H×W", 1)),
+          presets={"fast": {"strides": (4, 16, 16)}, "paper": {}},
+          description="Hides one small cuboid of the clip at a time (grey in time and space) and records how "
+                      "much the class probability drops. Simple and faithful, but needs one forward pass per "
+                      "position.")
+def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, int, int]) -> MethodOutput:
+    t, h, w = ctx.shape
+    starts = [window_starts(n, k, s) for n, k, s in zip((t, h, w), window, strides)]
+    grid = torch.cartesian_prod(*starts)                                        # N×3 corners
+    ranges = [torch.arange(n) for n in (t, h, w)]
+
+    def masks_of(sl: slice) -> torch.Tensor:
+        c = grid[sl]
+        inside = [(r[None] >= c[:, i:i + 1]) & (r[None] < c[:, i:i + 1] + window[i]) for i, r in enumerate(ranges)]
+        hole = inside[0][:, :, None, None] & inside[1][:, None, :, None] & inside[2][:, None, None, :]
+        return (~hole).to(ctx.x.dtype)
+
+    saliency, scores = _kept_region_map(ctx, masks_of, len(grid), "occlusion")
+    return MethodOutput(saliency, extras={"positions": len(grid), "scores": scores})
+
+
+@register("rise", name="RISE-3D", family="perturbation", paper="Petsiuk et al. 2018, extended to T×H×W",
+          needs="forward", cost="masks + 1 forwards", score="prob", stochastic=True,
+          params=(Param("masks", 1000, "number of random masks", 10, 20000),
+                  Param("grid", (4, 7, 7), "low-resolution mask grid T×H×W", 1),
+                  Param("keep", 0.5, "probability that a grid cell is kept", 0.05, 0.95)),
+          presets={"fast": {"masks": 500}, "app": {"masks": 2000}, "paper": {"masks": 4000}},
+          description="Scores the clip through many random smooth masks (random low-resolution patterns, "
+                      "upsampled with random shifts) and averages the masks weighted by the class probability "
+                      "they leave. Model-agnostic; noisier with fewer masks.")
+def rise(ctx: Context, masks: int, grid: tuple[int, int, int], keep: float) -> MethodOutput:
+    size = ctx.shape
+    cell = [math.ceil(n / g) for n, g in zip(size, grid)]
+    cells = (torch.rand(masks, 1, *[g + 1 for g in grid], generator=ctx.generator) < keep).float()
+    shifts = torch.stack([torch.randint(0, c, (masks,), generator=ctx.generator) for c in cell], 1)
+    up = [(g + 1) * c for g, c in zip(grid, cell)]
+
+    def masks_of(sl: slice) -> torch.Tensor:
+        smooth = F.interpolate(cells[sl], size=up, mode="trilinear", align_corners=False)[:, 0]
+        out = torch.empty(smooth.shape[0], *size)
+        for i, (dt, dh, dw) in enumerate(shifts[sl].tolist()):
+            out[i] = smooth[i, dt:dt + size[0], dh:dh + size[1], dw:dw + size[2]]
+        return out.to(ctx.x.dtype)
+
+    saliency, scores = _kept_region_map(ctx, masks_of, masks, "RISE")
+    return MethodOutput(saliency, extras={"scores": scores})

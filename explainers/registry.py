@@ -1,0 +1,113 @@
+"""What each explainer is, described once: the app, the command line, the benchmark and the docs read this.
+
+A ``MethodSpec`` names the method, its family and paper, what it needs (gradients, a target layer, or only
+forward passes), its cost formula, its default score, whether it is stochastic, a plain-language paragraph,
+and its parameters with defaults, ranges and one-line help. ``@register`` attaches a spec to the function
+that computes the map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+FAMILIES = {
+    "baseline": "Baselines (no model)",
+    "gradient": "Gradient methods",
+    "cam": "Class activation maps",
+    "perturbation": "Perturbation methods",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.choices is not None:
+            return "choice"
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "int"
+        if isinstance(self.default, float):
+            return "float"
+        if isinstance(self.default, tuple):
+            return "ints"
+        return "str"
+
+    def validate(self, value: Any) -> Any:
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
+        if self.kind in ("int", "float"):
+            value = int(value) if self.kind == "int" else float(value)
+            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+                raise ValueError(f"{self.name}={value} is outside [{self.minimum}, {self.maximum}]")
+        if self.kind == "ints":
+            value = tuple(int(v) for v in value)
+            if len(value) != len(self.default) or any(v < (self.minimum or 0) for v in value):
+                raise ValueError(f"{self.name} needs {len(self.default)} integers >= {self.minimum or 0}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    id: str
+    name: str
+    family: str
+    paper: str
+    needs: str                       # "nothing" | "forward" | "gradients" | "target_layer"
+    cost: str                        # passes, as a formula of the parameters
+    description: str
+    fn: Callable
+    params: tuple[Param, ...] = ()
+    score: str = "logit"             # default score (METHODS §20.1)
+    stochastic: bool = False
+    presets: dict[str, dict] = field(default_factory=dict)
+
+    def resolve(self, preset: str | None, overrides: dict) -> dict:
+        """Defaults, then the preset, then explicit overrides; every value checked against its Param."""
+        known = {p.name: p for p in self.params}
+        unknown = set(overrides) - set(known)
+        if unknown:
+            raise TypeError(f"{self.id} has no parameter(s) {sorted(unknown)}; it takes {sorted(known) or 'none'}")
+        if preset is not None and preset not in self.presets and preset != "default":
+            raise ValueError(f"{self.id} has no preset {preset!r}; presets: {sorted(self.presets) or 'none'}")
+        values = {p.name: p.default for p in self.params}
+        values.update(self.presets.get(preset or "", {}))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return {k: known[k].validate(v) for k, v in values.items()}
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(id: str, **spec: Any) -> Callable[[Callable], Callable]:
+    """Decorator: record ``fn`` as the implementation of method ``id``."""
+    def wrap(fn: Callable) -> Callable:
+        if id in REGISTRY:
+            raise ValueError(f"method {id!r} registered twice")
+        if spec["family"] not in FAMILIES:
+            raise ValueError(f"unknown family {spec['family']!r}")
+        REGISTRY[id] = MethodSpec(id=id, fn=fn, **spec)
+        return fn
+    return wrap
+
+
+def get_method(method: str) -> MethodSpec:
+    if method not in REGISTRY:
+        raise KeyError(f"unknown method {method!r}; available: {', '.join(REGISTRY)}")
+    return REGISTRY[method]
+
+
+def methods_by_family() -> dict[str, list[MethodSpec]]:
+    """Specs grouped by family, in registration order (for menus)."""
+    groups: dict[str, list[MethodSpec]] = {f: [] for f in FAMILIES}
+    for spec in REGISTRY.values():
+        groups[spec.family].append(spec)
+    return {f: specs for f, specs in groups.items() if specs}

@@ -1,0 +1,227 @@
+"""Explainers I: known answers (not snapshots), hooks, invariance, seeds and batching."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from explainers import REGISTRY, Cancelled, explain, get_method, methods_by_family
+
+SHAPE = (1, 3, 4, 8, 8)
+
+
+class Linear(nn.Module):
+    """logit_k = <w_k, x> + b_k on the whole clip."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(int(torch.tensor(SHAPE[1:]).prod()), classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class Cuboid(nn.Module):
+    """Class 0's logit grows with the energy inside one known cuboid; nothing else matters."""
+
+    box = (slice(4, 8), slice(16, 32), slice(40, 56))
+
+    def forward(self, x):
+        energy = x[:, :, self.box[0], self.box[1], self.box[2]].pow(2).mean((1, 2, 3, 4))
+        return torch.stack([4 * energy, torch.ones_like(energy)], 1)
+
+
+def _inside(saliency: torch.Tensor, box) -> bool:
+    t, h, w = divmod(int(saliency.argmax()), saliency.shape[1] * saliency.shape[2])[0], *divmod(
+        int(saliency.argmax()) % (saliency.shape[1] * saliency.shape[2]), saliency.shape[2])
+    return box[0].start <= t < box[0].stop and box[1].start <= h < box[1].stop and box[2].start <= w < box[2].stop
+
+
+def test_registry_lists_the_issue_methods_with_complete_specs():
+    assert list(REGISTRY) == ["random", "centre", "gradient", "input_x_gradient", "guided_backprop",
+                              "integrated_gradients", "smoothgrad", "grad_cam", "grad_cam_pp", "saliency_tubes",
+                              "occlusion", "rise"]
+    for spec in REGISTRY.values():
+        assert spec.name and spec.paper and spec.cost and len(spec.description) > 40
+        assert spec.needs in ("nothing", "forward", "gradients", "target_layer")
+        assert spec.score == ("prob" if spec.family == "perturbation" else "logit")
+        for p in spec.params:
+            assert p.help
+    assert set(methods_by_family()) == {"baseline", "gradient", "cam", "perturbation"}
+    with pytest.raises(TypeError, match="no parameter"):
+        get_method("rise").resolve(None, {"stepz": 3})
+    with pytest.raises(ValueError, match="outside"):
+        get_method("rise").resolve(None, {"masks": 1})
+
+
+def test_linear_model_gradient_family_exact():
+    model = Linear()
+    x = torch.randn(SHAPE)
+    w = model.fc.weight[1].view(SHAPE[1:])
+    g = explain(model, x, "gradient", target=1)
+    assert torch.allclose(g.raw, w, atol=1e-6)
+    ixg = explain(model, x, "input_x_gradient", target=1)
+    assert torch.allclose(ixg.raw, w * x[0], atol=1e-6)
+    for rule in ("gausslegendre", "riemann_middle", "riemann_trapezoid"):
+        ig = explain(model, x, "integrated_gradients", target=1, steps=7, rule=rule)
+        assert torch.allclose(ig.raw, w * x[0], atol=1e-5)
+        with torch.no_grad():
+            gap = model(x)[0, 1] - model(torch.zeros_like(x))[0, 1]
+        assert ig.raw.sum().item() == pytest.approx(gap.item(), abs=1e-4)  # completeness
+    sg = explain(model, x, "smoothgrad", target=1, samples=5)
+    assert torch.allclose(sg.raw, w, atol=1e-6)
+    var = explain(model, x, "smoothgrad", target=1, samples=5, variant="vargrad")
+    assert var.raw.abs().max() < 1e-6
+    assert g.forward_passes == 2 and g.backward_passes == 1
+    assert ig.forward_passes == 8 and ig.backward_passes == 7
+
+
+def test_integrated_gradients_matches_captum():
+    captum = pytest.importorskip("captum.attr")
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 4 * 8 * 8, 3)).eval()
+    x = torch.randn(SHAPE)
+    ig = captum.IntegratedGradients(model)
+    for rule in ("gausslegendre", "riemann_middle", "riemann_left", "riemann_right"):
+        ours = explain(model, x, "integrated_gradients", target=2, steps=20, rule=rule)
+        ref = ig.attribute(x, target=2, n_steps=20, method=rule)
+        assert torch.allclose(ours.raw, ref[0], atol=1e-5), rule
+    # Captum's trapezoid weights sum to (n-1)/n (step 1/n over n points spanning [0, 1]); ours to 1, so ours is
+    # Captum's times n/(n-1) and keeps completeness (checked on the linear model above).
+    ours = explain(model, x, "integrated_gradients", target=2, steps=20, rule="riemann_trapezoid")
+    ref = ig.attribute(x, target=2, n_steps=20, method="riemann_trapezoid")
+    assert torch.allclose(ours.raw, ref[0] * 20 / 19, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, params", [("occlusion", {"strides": (2, 8, 8)}), ("rise", {"masks": 400})])
+def test_perturbation_maximum_inside_the_cuboid(method, params):
+    x = torch.randn(1, 3, 16, 64, 64)
+    e = explain(Cuboid(), x, method, target=0, **params)
+    assert _inside(e.saliency, Cuboid.box)
+    inside = e.saliency[Cuboid.box].mean()
+    assert inside > 2 * e.saliency.mean()
+
+
+def test_gradient_zero_outside_the_cuboid():
+    x = torch.randn(1, 3, 16, 64, 64)
+    e = explain(Cuboid(), x, "gradient", target=0)
+    outside = e.raw.clone()
+    outside[(slice(None), *Cuboid.box)] = 0
+    assert outside.abs().max() == 0 and e.raw.abs().max() > 0
+
+
+class RedDetector(nn.Module):
+    """conv (hand-set: channel 0 = red, channel 1 = green) → ReLU → global average pool → identity linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv3d(3, 2, 1, bias=False), nn.ReLU(inplace=True),
+                                      nn.AvgPool3d((2, 4, 4)))
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.features[0].weight.zero_()
+            self.features[0].weight[0, 0] = 1.0
+            self.features[0].weight[1, 1] = 1.0
+            self.fc.weight.copy_(torch.eye(2))
+        self.target_layers = ("features",)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3, 4)))
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "grad_cam_pp", "saliency_tubes"])
+def test_cam_lights_the_cells_of_the_evidence(method):
+    x = torch.zeros(1, 3, 8, 32, 32)
+    x[:, 0, 2:4, 8:12, 20:24] = 5.0      # red blob: cell (t=1, h=2, w=5) of the 4×8×8 feature grid
+    x[:, 1, 6:8, 24:28, 0:4] = 5.0       # green blob elsewhere
+    e = explain(RedDetector(), x, method, target=0, upsample="nearest")
+    cam = e.raw
+    assert cam.shape == (4, 8, 8)
+    assert int(cam.argmax()) == 1 * 64 + 2 * 8 + 5
+    assert cam[3, 6, 0] <= cam.max() * 1e-6, "the green blob is not evidence for class 0"
+
+
+def test_guided_backprop_differs_from_gradient_exactly_where_gates_close():
+    torch.manual_seed(3)
+    lin1, lin2 = nn.Linear(12, 16), nn.Linear(16, 2)
+    model = nn.Sequential(nn.Flatten(), lin1, nn.ReLU(inplace=True), lin2).eval()
+    x = torch.randn(1, 3, 1, 2, 2)
+    vanilla = explain(model, x, "gradient", target=0).raw.flatten()
+    guided = explain(model, x, "guided_backprop", target=0).raw.flatten()
+    with torch.no_grad():
+        gate = (lin1(x.flatten(1))[0] > 0).float()
+        upstream = lin2.weight[0]
+        expected_vanilla = lin1.weight.T @ (gate * upstream)
+        expected_guided = lin1.weight.T @ (gate * upstream.clamp(min=0))
+    assert torch.allclose(vanilla, expected_vanilla, atol=1e-6)
+    assert torch.allclose(guided, expected_guided, atol=1e-6)
+    assert not torch.allclose(vanilla, guided)
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU)), "inplace flags restored"
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "guided_backprop", "saliency_tubes", "occlusion"])
+def test_hooks_removed_and_model_restored_after_cancel(method):
+    model = RedDetector()
+    x = torch.rand(1, 3, 8, 32, 32)
+    with pytest.raises(Cancelled):
+        explain(model, x, method, progress=lambda fraction, message: False)
+    assert _hook_count(model) == 0
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+    assert all("forward" not in vars(m) for m in model.modules()), "patched forwards removed"
+    explain(model, x, method)  # still usable
+
+
+def test_model_parameters_and_mode_unchanged_by_every_method():
+    model = RedDetector()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(1, 3, 8, 32, 32)
+    for method in REGISTRY:
+        explain(model, x, method, preset="fast" if "fast" in get_method(method).presets else None)
+        assert model.training and all(m.training for m in model.modules())
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert all(p.grad is None for p in model.parameters())
+
+
+def test_target_defaults_to_top1_and_is_checked():
+    model = Linear()
+    x = torch.randn(SHAPE)
+    e = explain(model, x, "gradient")
+    assert e.target == int(model(x).argmax())
+    with pytest.raises(ValueError, match="target class 3 does not exist: the model has 3 classes"):
+        explain(model, x, "gradient", target=3)
+    with pytest.raises(ValueError, match="1×C×T×H×W"):
+        explain(model, x[0], "gradient")
+    with pytest.raises(KeyError, match="unknown method"):
+        explain(model, x, "nope")
+
+
+@pytest.mark.parametrize("method, params", [("random", {}), ("smoothgrad", {"samples": 4}), ("rise", {"masks": 30})])
+def test_same_seed_same_map(method, params):
+    model, x = RedDetector(), torch.rand(1, 3, 8, 32, 32)
+    a = explain(model, x, method, seed=7, **params)
+    b = explain(model, x, method, seed=7, **params)
+    c = explain(model, x, method, seed=8, **params)
+    assert torch.equal(a.saliency, b.saliency) and not torch.equal(a.saliency, c.saliency)
+
+
+@pytest.mark.parametrize("method, params", [("occlusion", {"strides": (4, 8, 8)}), ("rise", {"masks": 30}),
+                                            ("smoothgrad", {"samples": 5}), ("integrated_gradients", {"steps": 6})])
+def test_batched_equals_unbatched(method, params):
+    model, x = RedDetector(), torch.rand(1, 3, 8, 32, 32)
+    one = explain(model, x, method, max_batch=1, **params)
+    many = explain(model, x, method, max_batch=64, **params)
+    assert torch.allclose(one.saliency, many.saliency, atol=1e-5)
+    assert one.forward_passes == many.forward_passes
+
+
+def test_progress_is_reported_and_monotone():
+    seen = []
+    explain(RedDetector(), torch.rand(1, 3, 8, 32, 32), "occlusion", max_batch=8,
+            progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 3
