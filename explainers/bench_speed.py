@@ -1,0 +1,161 @@
+"""Speed of every explainer against its own pass-count limit, and against Captum / pytorch-grad-cam, in one run.
+
+    python -m explainers.bench_speed [--models synth-r2plus1d-small tv-r2plus1d-18] [--threads 2]
+
+For each model (16×112×112 clips) it measures the per-clip time of one batched forward (batch = ``--batch``) and
+of one forward+backward, then runs every method (``fast`` preset where there is one) and prints wall time, passes,
+and ratio = wall / limit, where limit = forwards × t_forward + backwards × t_forward+backward. Side by side on the
+same model and clip: Captum's ``Occlusion`` (best ``perturbations_per_eval`` of 1/4/16) on our default occluder,
+and pytorch-grad-cam's ``GradCAM`` on the same layer: time ratios and the largest difference of the normalised maps.
+``tv-r2plus1d-18`` runs with random weights (the Kinetics weights are not downloaded).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from explainers import REGISTRY, explain
+from explainers._core import normalise
+from zoo.cards import CARDS_DIR, card_from_dict
+from zoo.models import VideoClassifier, load_model
+
+
+def _model(card_id: str) -> VideoClassifier:
+    raw = json.loads((CARDS_DIR / f"{card_id}.json").read_text())
+    if raw["source"]["kind"] == "torchvision":
+        raw["source"]["weights"] = None
+        raw["input"]["size"] = [112, 112]
+    return load_model(card_from_dict(raw))
+
+
+def _best_of(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def per_clip_costs(model: VideoClassifier, x: torch.Tensor, batch: int) -> tuple[float, float]:
+    """Seconds per clip of a batched forward, and of one forward+backward to the input."""
+    xs = x.expand(batch, -1, -1, -1, -1).contiguous()
+    with torch.inference_mode():
+        model(xs)
+        fwd = _best_of(lambda: model(xs)) / batch
+
+    def fwd_bwd():
+        xi = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xi)[0].max(), xi)
+
+    fwd_bwd()
+    return fwd, _best_of(fwd_bwd)
+
+
+def bench_methods(model: VideoClassifier, x: torch.Tensor, fwd: float, fb: float, batch: int) -> list[dict]:
+    rows = []
+    for method, spec in REGISTRY.items():
+        preset = "fast" if "fast" in spec.presets else None
+        try:
+            explain(model, x, method, preset=preset, max_batch=batch)  # warm-up
+            start = time.perf_counter()
+            e = explain(model, x, method, preset=preset, max_batch=batch)
+            wall = time.perf_counter() - start
+        except ValueError as error:
+            rows.append({"method": method, "note": str(error).split(";")[0]})
+            continue
+        limit = (e.forward_passes - e.backward_passes) * fwd + e.backward_passes * fb
+        rows.append({"method": method, "preset": preset or "default", "seconds": wall, "forwards": e.forward_passes,
+                     "backwards": e.backward_passes, "limit": limit, "ratio": wall / limit if limit else float("nan")})
+    return rows
+
+
+def compare_captum_occlusion(model: VideoClassifier, x: torch.Tensor, batch: int) -> dict:
+    from captum.attr import Occlusion
+
+    target = int(model(x).argmax())
+    window, strides = (8, 16, 16), (2, 8, 8)
+    start = time.perf_counter()
+    ours = explain(model, x, "occlusion", target=target, score="prob", max_batch=batch, window=window, strides=strides)
+    t_ours = time.perf_counter() - start
+    prob = lambda inp: model(inp).softmax(-1)  # noqa: E731
+    best = None
+    for per_eval in (1, 4, 16):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            ref = Occlusion(prob).attribute(x, sliding_window_shapes=(3, *window), strides=(3, *strides),
+                                            baselines=0, target=target, perturbations_per_eval=per_eval)
+        t = time.perf_counter() - start
+        if best is None or t < best[0]:
+            best = (t, per_eval, ref)
+    t_ref, per_eval, ref = best
+    ref_map = normalise(ref[0].sum(0))
+    # Same occluder and stride; OSA centres windows on a grid from 0 and clips them at the borders, Captum keeps
+    # them inside the clip and averages drops per voxel, so maps agree inside and differ along the borders.
+    inner = (slice(4, -4), slice(8, -8), slice(8, -8))
+    return {"ours_s": t_ours, "captum_s": t_ref, "captum_per_eval": per_eval, "time_ratio": t_ours / t_ref,
+            "ours_forwards": ours.forward_passes,
+            "max_abs_diff": float((ours.saliency - ref_map).abs().max()),
+            "max_abs_diff_interior": float((ours.saliency[inner] - ref_map[inner]).abs().max()),
+            "spearman": _spearman(ours.saliency, ref_map)}
+
+
+def compare_pytorch_grad_cam(model: VideoClassifier, x: torch.Tensor) -> dict:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    target = int(model(x).argmax())
+    layer = model.layer(model.target_layers[0])
+    ours = explain(model, x, "grad_cam", target=target)
+    t_ours = _best_of(lambda: explain(model, x, "grad_cam", target=target))
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(target)]))[0]
+        t_ref = _best_of(lambda: cam(input_tensor=x, targets=[ClassifierOutputTarget(target)]))
+    return {"ours_s": t_ours, "pgc_s": t_ref, "time_ratio": t_ours / t_ref,
+            "max_abs_diff": float((ours.saliency - normalise(ref)).abs().max())}
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = a.flatten().argsort().argsort().float()
+    rb = b.flatten().argsort().argsort().float()
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["synth-r2plus1d-small", "tv-r2plus1d-18"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--skip-references", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    for card_id in args.models:
+        model = _model(card_id)
+        x = torch.randn(1, 3, 16, 112, 112)
+        fwd, fb = per_clip_costs(model, x, args.batch)
+        print(f"\n## {card_id} — 16×112×112, {args.threads} threads: forward {fwd * 1e3:.1f} ms/clip "
+              f"(batch {args.batch}), forward+backward {fb * 1e3:.1f} ms\n")
+        print("| method | preset | seconds | forwards | backwards | limit s | ratio |\n|---|---|---|---|---|---|---|")
+        for r in bench_methods(model, x, fwd, fb, args.batch):
+            if "note" in r:
+                print(f"| {r['method']} | – | – | – | – | – | n/a: {r['note']} |")
+            else:
+                print(f"| {r['method']} | {r['preset']} | {r['seconds']:.3f} | {r['forwards']} | {r['backwards']} | "
+                      f"{r['limit']:.3f} | {r['ratio']:.2f} |")
+        if not args.skip_references:
+            occ = compare_captum_occlusion(model, x, args.batch)
+            print(f"\nOcclusion 8×16×16 / (2,8,8), {occ['ours_forwards']} forwards: ours {occ['ours_s']:.2f} s, Captum "
+                  f"{occ['captum_s']:.2f} s (perturbations_per_eval={occ['captum_per_eval']}): ratio "
+                  f"{occ['time_ratio']:.2f}; max |Δ| of normalised maps {occ['max_abs_diff']:.3f} "
+                  f"(interior {occ['max_abs_diff_interior']:.3f}), Spearman {occ['spearman']:.3f}")
+            gc = compare_pytorch_grad_cam(model, x)
+            print(f"Grad-CAM: ours {gc['ours_s'] * 1e3:.0f} ms, pytorch-grad-cam {gc['pgc_s'] * 1e3:.0f} ms: ratio "
+                  f"{gc['time_ratio']:.2f}; max |Δ| of normalised maps {gc['max_abs_diff']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

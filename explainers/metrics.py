@@ -1,0 +1,234 @@
+"""How good is a saliency volume? Faithfulness (insertion/deletion, saliency metric) and localisation against
+ground truth (spatial and temporal pointing games, weak localisation). Spec: METHODS §15, §20.6–§20.8.
+
+Metrics that need the model evaluate every perturbed clip of one curve in as few batched forwards as the batch
+cap allows (29 clips for 28 steps, not 28 calls), under ``torch.inference_mode``, with the softmax probability of
+the target. ``METRICS`` states each metric's direction and what it needs, for reports and the app.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explainers._core import blur_frames, eval_mode, normalise
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    id: str
+    name: str
+    higher_is_better: bool
+    needs: tuple[str, ...]           # "model", "boxes", "window"
+    help: str
+
+
+METRICS = {m.id: m for m in (
+    MetricSpec("insertion", "Insertion AUC (CI)", True, ("model",),
+               "probability as the most salient voxels are restored into a blurred clip; area under the curve"),
+    MetricSpec("deletion", "Deletion AUC (CD)", False, ("model",),
+               "probability as the most salient voxels are replaced by the mean colour; area under the curve"),
+    MetricSpec("s50", "Saliency metric S50", False, ("model",),
+               "log(max(area, 0.05)) − log(p) keeping the voxels with saliency ≥ 0.5, the rest blurred"),
+    MetricSpec("s75", "Saliency metric S75", False, ("model",), "as S50 with threshold 0.75"),
+    MetricSpec("pointing", "Spatial pointing game", True, ("boxes",),
+               "share of frames whose saliency peak lies within 7 px (at 112 px) of the actor's box"),
+    MetricSpec("temporal_pointing", "Temporal pointing game", True, ("window",),
+               "1 if the frame with the most saliency lies inside the action window"),
+    MetricSpec("loc_error_val", "Localisation error (Val)", False, ("boxes",),
+               "% of clips whose box from the map (map ≥ 0.5) has mean IoU ≤ 0.5 with the actor's boxes"),
+    MetricSpec("loc_error_mean", "Localisation error (Mean)", False, ("boxes",),
+               "as Val with the threshold at 1.0 × the frame's mean saliency"),
+    MetricSpec("loc_error_energy", "Localisation error (Energy)", False, ("boxes",),
+               "as Val keeping the top voxels that hold 50 % of the frame's saliency"),
+)}
+
+
+# ------------------------------------------------------------------------------------------- insertion/deletion
+@dataclass
+class Curve:
+    fractions: np.ndarray            # share of units inserted/deleted at each step, 0 … 1
+    probs: np.ndarray                # target probability at each step
+    auc: float
+
+
+def auc(values: np.ndarray) -> float:
+    """Trapezoid area on an evenly spaced [0, 1] axis: (Σ s − s₀/2 − sₙ/2) / n."""
+    v = np.asarray(values, np.float64)
+    return float((v.sum() - v[0] / 2 - v[-1] / 2) / (len(v) - 1))
+
+
+def unit_ranks(saliency: torch.Tensor, mode: str, patch_grid: int = 16, seed: int = 0) -> torch.Tensor:
+    """Rank (0 = most salient) of the unit each voxel belongs to, as a T×H×W long tensor, and the unit count.
+
+    ``voxel``: every voxel is a unit; ``patch``: a patch_grid×patch_grid grid per frame (mean saliency);
+    ``frame``: whole frames (total saliency). Ties are broken at random, seeded.
+    """
+    t, h, w = saliency.shape
+    if mode == "voxel":
+        units = saliency.flatten()
+    elif mode == "patch":
+        units = F.adaptive_avg_pool2d(saliency[:, None].float(), patch_grid)[:, 0].flatten()
+    elif mode == "frame":
+        units = saliency.sum((1, 2))
+    else:
+        raise ValueError(f"mode must be voxel, patch or frame, got {mode!r}")
+    gen = torch.Generator().manual_seed(seed)
+    shuffle = torch.randperm(len(units), generator=gen)
+    order = shuffle[torch.argsort(units[shuffle].float(), descending=True, stable=True)]
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    if mode == "voxel":
+        return rank.view(t, h, w)
+    if mode == "frame":
+        return rank.view(t, 1, 1).expand(t, h, w)
+    cells = rank.view(t, patch_grid, patch_grid)
+    rows = (torch.arange(h) * patch_grid // h)
+    cols = (torch.arange(w) * patch_grid // w)
+    return cells[:, rows][:, :, cols]
+
+
+def blurred(x: torch.Tensor) -> torch.Tensor:
+    """The insertion start: every frame blurred with σ = 5 px at 112 px (scaled), kernel 11 (as RISE)."""
+    scale = x.shape[-2] / 112
+    return blur_frames(x, sigma=5.0 * scale, radius=max(1, round(5 * scale)))
+
+
+def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int) -> np.ndarray:
+    out = []
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, n, max_batch):
+            xs = make(range(start, min(start + max_batch, n)))
+            out.append(model(xs).float().softmax(-1)[:, target])
+    return torch.cat(out).cpu().numpy()
+
+
+def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, steps: int = 28,
+                       mode: str = "voxel", insert_from: torch.Tensor | None = None,
+                       delete_to: torch.Tensor | None = None, max_batch: int = 16, seed: int = 0
+                       ) -> dict[str, Curve]:
+    """Insertion and deletion curves of one clip: 2 × (steps + 1) clips, forwarded in batches of ``max_batch``.
+
+    Deletion replaces the top units by ``delete_to`` (default zeros = the mean colour); insertion restores them
+    into ``insert_from`` (default: the clip blurred per frame). Returns {"insertion": Curve, "deletion": Curve}.
+    """
+    rank = unit_ranks(saliency, mode, seed=seed)
+    n_units = int(rank.max()) + 1
+    counts = torch.round(torch.linspace(0, n_units, steps + 1)).long()
+    start = blurred(x) if insert_from is None else insert_from
+    end = torch.zeros_like(x) if delete_to is None else delete_to
+
+    def make(idx: range) -> torch.Tensor:
+        clips = []
+        for i in idx:
+            curve, k = divmod(i, steps + 1)
+            kept = (rank < counts[k]).to(x.dtype)[None, None]      # 1 where a unit is inserted/deleted
+            clips.append(start * (1 - kept) + x * kept if curve == 0 else x * (1 - kept) + end * kept)
+        return torch.cat(clips)
+
+    probs = _probabilities(model, make, 2 * (steps + 1), target, max_batch)
+    fractions = (counts.float() / n_units).numpy()
+    ins, dele = probs[:steps + 1], probs[steps + 1:]
+    return {"insertion": Curve(fractions, ins, auc(ins)), "deletion": Curve(fractions, dele, auc(dele))}
+
+
+def perturbed_clip(x: torch.Tensor, saliency: torch.Tensor, fraction: float, kind: str, mode: str = "voxel",
+                   seed: int = 0) -> torch.Tensor:
+    """The insertion or deletion clip after ``fraction`` of the units, for display."""
+    rank = unit_ranks(saliency, mode, seed=seed)
+    kept = (rank < round(fraction * (int(rank.max()) + 1))).to(x.dtype)[None, None]
+    if kind == "insertion":
+        return blurred(x) * (1 - kept) + x * kept
+    return x * (1 - kept)
+
+
+# ------------------------------------------------------------------------------------------- saliency metric
+def saliency_metric(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int,
+                    thresholds: tuple[float, ...] = (0.5, 0.75), tau: float = 0.05) -> dict[float, float]:
+    """SM = log(max(a, τ)) − log(p) per threshold: keep voxels with normalised saliency ≥ threshold, blur the rest.
+
+    Lower is better (a small region that keeps the class probable). All thresholds in one batch.
+    """
+    s = normalise(saliency)
+    base = blurred(x)
+    keeps = [(s >= thr).to(x.dtype)[None, None] for thr in thresholds]
+    probs = _probabilities(model, lambda idx: torch.cat([base * (1 - keeps[i]) + x * keeps[i] for i in idx]),
+                           len(thresholds), target, len(thresholds))
+    return {thr: math.log(max(float(k.mean()), tau)) - math.log(max(float(p), 1e-12))
+            for thr, k, p in zip(thresholds, keeps, probs)}
+
+
+# ------------------------------------------------------------------------------------------- ground truth
+def _scaled_tolerance(saliency: torch.Tensor, tolerance_at_112: float) -> float:
+    return tolerance_at_112 * saliency.shape[1] / 112
+
+
+def pointing_game(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndarray | None = None,
+                  tolerance: float = 7.0) -> float:
+    """Share of frames (with a visible box) whose saliency maximum lies within ``tolerance`` px (at 112 px,
+    scaled) of the box: a hit if a disc around the peak intersects the box. x = column, y = row."""
+    tol = _scaled_tolerance(saliency, tolerance)
+    hits = []
+    w = saliency.shape[2]
+    for t, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)):
+        if (visible is not None and not visible[t]) or x1 <= x0 or y1 <= y0:
+            continue
+        row, col = divmod(int(saliency[t].argmax()), w)
+        px, py = col + 0.5, row + 0.5                     # pixel centre; boxes have exclusive ends
+        dx = max(x0 - px, 0.0, px - x1)
+        dy = max(y0 - py, 0.0, py - y1)
+        hits.append(dx * dx + dy * dy <= tol * tol)
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def temporal_pointing_game(saliency: torch.Tensor, window: tuple[int, int]) -> float:
+    """1.0 if the frame with the largest saliency mass lies in the inclusive action window, else 0.0."""
+    return float(window[0] <= int(saliency.sum((1, 2)).argmax()) <= window[1])
+
+
+def threshold_mask(frame: torch.Tensor, rule: str, alpha: float) -> torch.Tensor:
+    """Pixels of one normalised map frame that survive the Val / Mean / Energy rule."""
+    if rule == "val":
+        return frame >= alpha * frame.max()
+    if rule == "mean":
+        return frame >= alpha * frame.mean()
+    if rule == "energy":
+        values, order = frame.flatten().sort(descending=True)
+        cum = values.cumsum(0)
+        keep = int((cum < alpha * cum[-1]).sum()) + 1
+        mask = torch.zeros(frame.numel(), dtype=torch.bool)
+        mask[order[:keep]] = True
+        return mask.view_as(frame)
+    raise ValueError(f"rule must be val, mean or energy, got {rule!r}")
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndarray | None = None,
+                     rule: str = "val", alpha: float | None = None) -> float:
+    """Mean IoU over frames (with a visible box) between the tightest box around the thresholded map and the
+    ground truth. Defaults α: Val 0.5, Mean 1.0, Energy 0.5 (METHODS §20.8)."""
+    alpha = {"val": 0.5, "mean": 1.0, "energy": 0.5}[rule] if alpha is None else alpha
+    s = normalise(saliency)
+    ious = []
+    for t, gt in enumerate(np.asarray(boxes, np.float64)):
+        if (visible is not None and not visible[t]) or gt[2] <= gt[0] or gt[3] <= gt[1]:
+            continue
+        mask = threshold_mask(s[t], rule, alpha)
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        if len(rows) == 0:
+            ious.append(0.0)
+            continue
+        pred = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float64)
+        ious.append(box_iou(pred, gt))
+    return float(np.mean(ious)) if ious else float("nan")

@@ -1,0 +1,93 @@
+"""Every method on every embedded model, and on random-weight instances of the zoo's architectures."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from explainers import REGISTRY, explain
+from zoo.cards import CARDS_DIR, card_from_dict
+from zoo.models import VideoClassifier, load_model, wrap_transformer
+
+# The smallest settings that still exercise each method's whole code path.
+TINY = {"integrated_gradients": {"steps": 2}, "smoothgrad": {"samples": 2}, "rise": {"masks": 10},
+        "occlusion": {"window": (8, 56, 56), "strides": (16, 112, 112)}}
+
+
+def _run_all(model: VideoClassifier, x: torch.Tensor) -> dict[str, object]:
+    results = {}
+    for method in REGISTRY:
+        try:
+            e = explain(model, x, method, **TINY.get(method, {}))
+        except ValueError as error:  # a method that does not apply must say so
+            results[method] = error
+            continue
+        assert e.saliency.shape == x.shape[2:], method
+        assert torch.isfinite(e.saliency).all() and 0 <= e.saliency.min() <= e.saliency.max() <= 1, method
+        assert e.forward_passes >= 1, method
+        results[method] = e
+    return results
+
+
+def _not_applicable(results) -> set[str]:
+    return {m for m, r in results.items() if isinstance(r, ValueError)}
+
+
+@pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm"])
+def test_every_method_on_the_embedded_models(card_id):
+    model = load_model(card_id)
+    results = _run_all(model, torch.randn(1, 3, 16, 112, 112))
+    if card_id == "synth-cnn-lstm":  # as in [S0], Saliency Tubes is for 3-D CNNs only
+        assert _not_applicable(results) == {"saliency_tubes"}
+        assert "3-D CNNs" in str(results["saliency_tubes"])
+    else:
+        assert not _not_applicable(results)
+    assert results["grad_cam"].saliency.max() > 0
+
+
+def _tv_model(card_id: str, size: int) -> VideoClassifier:
+    raw = json.loads((CARDS_DIR / f"{card_id}.json").read_text())
+    raw["source"]["weights"] = None
+    raw["input"]["size"] = [size, size]
+    return load_model(card_from_dict(raw))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card_id, size, inapplicable", [
+    ("tv-r2plus1d-18", 112, set()), ("tv-r3d-18", 112, set()), ("tv-mc3-18", 112, set()), ("tv-s3d", 224, set()),
+    ("tv-mvit-v2-s", 224, {"saliency_tubes"}), ("tv-swin3d-t", 112, {"saliency_tubes"})])
+def test_every_method_on_torchvision_architectures(card_id, size, inapplicable):
+    model = _tv_model(card_id, size)
+    results = _run_all(model, torch.randn(1, 3, 16, size, size))
+    assert _not_applicable(results) == inapplicable
+    assert results["grad_cam"].raw.abs().sum() > 0 or results["grad_cam_pp"].raw.abs().sum() > 0
+
+
+def _tiny_hf(kind: str) -> tuple[VideoClassifier, int]:
+    import transformers as tf
+
+    common = dict(image_size=112, hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128,
+                  num_labels=4)
+    if kind == "videomae":
+        net, frames, layer = tf.VideoMAEForVideoClassification(tf.VideoMAEConfig(num_frames=16, **common)), 16, \
+            "videomae.encoder.layer.-1"
+    else:
+        net, frames, layer = tf.TimesformerForVideoClassification(tf.TimesformerConfig(num_frames=8, **common)), 8, \
+            "timesformer.encoder.layer.-2"
+    card = card_from_dict({"id": f"tiny-{kind}", "family": "video_transformer", "license": "test",
+                           "source": {"kind": "transformers", "repo": "none", "revision": "none"},
+                           "input": {"frames": frames, "size": [112, 112]}, "target_layers": [layer]})
+    return wrap_transformer(net.eval(), card), frames
+
+
+@pytest.mark.parametrize("kind", ["videomae", "timesformer"])
+def test_every_method_on_tiny_video_transformers(kind):
+    torch.manual_seed(0)
+    model, frames = _tiny_hf(kind)
+    results = _run_all(model, torch.randn(1, 3, frames, 112, 112))
+    assert _not_applicable(results) == {"saliency_tubes"}
+    cam_gradient = results["grad_cam_pp"].raw
+    assert cam_gradient.shape == model.token_grid.grid
+    assert results["guided_backprop"].extras["guided_relus"] == 0  # GELU networks: guided = vanilla gradient
+    assert torch.allclose(results["guided_backprop"].raw, results["gradient"].raw)

@@ -1,0 +1,117 @@
+"""Metrics with known answers: AUC, pointing games (incl. x/y order), localisation, insertion/deletion."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from explainers.metrics import (METRICS, auc, box_iou, insertion_deletion, localisation_iou, pointing_game,
+                                saliency_metric, temporal_pointing_game, unit_ranks)
+
+
+def test_auc_of_constant_and_linear_curves():
+    assert auc(np.full(29, 0.37)) == pytest.approx(0.37)
+    assert auc(np.linspace(0, 1, 29)) == pytest.approx(0.5)
+
+
+def test_metric_specs_state_direction_and_needs():
+    assert METRICS["insertion"].higher_is_better and not METRICS["deletion"].higher_is_better
+    assert METRICS["pointing"].needs == ("boxes",) and METRICS["temporal_pointing"].needs == ("window",)
+
+
+def _peak(t=4, h=112, w=112, at=(0, 10, 50)):
+    s = torch.zeros(t, h, w)
+    s[:, at[1], at[2]] = 1.0
+    return s
+
+
+def test_pointing_game_by_hand_including_xy_order():
+    s = _peak(at=(0, 10, 50))                                  # row 10, column 50 in every frame
+    box = np.array([[45, 5, 56, 16]] * 4)                       # x0, y0, x1, y1 around (x=50, y=10)
+    assert pointing_game(s, box) == 1.0
+    swapped = np.array([[5, 45, 16, 56]] * 4)                   # the same box with x and y exchanged
+    assert pointing_game(s, swapped) == 0.0
+    near = np.array([[57, 5, 70, 16]] * 4)                      # 6.5 px right of the peak's centre (50.5)
+    far = np.array([[59, 5, 70, 16]] * 4)                       # 8.5 px
+    assert pointing_game(s, near) == 1.0 and pointing_game(s, far) == 0.0
+    assert pointing_game(s, near, visible=np.array([True, False, False, False])) == 1.0
+    big = torch.nn.functional.interpolate(s[None, None], size=(4, 224, 224))[0, 0]
+    assert pointing_game(big, near * 2) == 1.0                 # tolerance scales with the frame size
+
+
+def test_temporal_pointing_game():
+    s = torch.rand(16, 8, 8) * 0.1
+    s[5] += 1
+    assert temporal_pointing_game(s, (4, 6)) == 1.0
+    assert temporal_pointing_game(s, (7, 9)) == 0.0
+
+
+def test_localisation_of_a_box_shaped_map():
+    s = torch.zeros(3, 112, 112)
+    s[:, 20:40, 60:90] = 1.0
+    gt = np.array([[60, 20, 90, 40]] * 3)
+    for rule in ("val", "mean"):
+        assert localisation_iou(s, gt, rule=rule) == pytest.approx(1.0)
+    assert localisation_iou(s, gt, rule="energy", alpha=1.0) == pytest.approx(1.0)
+    assert localisation_iou(s, gt, rule="energy") < 1.0  # half the energy of a flat box is part of the box
+    assert box_iou(np.array([0, 0, 10, 10.]), np.array([5, 0, 15, 10.])) == pytest.approx(1 / 3)
+    assert localisation_iou(torch.roll(s, 50, dims=2), gt) == 0.0
+
+
+def test_unit_ranks_modes():
+    s = torch.zeros(2, 32, 32)
+    s[1, 0, 0] = 1.0
+    assert unit_ranks(s, "voxel")[1, 0, 0] == 0
+    patch = unit_ranks(s, "patch", patch_grid=16)
+    assert torch.all(patch[1, :2, :2] == 0) and patch[1, 2, 2] > 0
+    frame = unit_ranks(s, "frame")
+    assert torch.all(frame[1] == 0) and torch.all(frame[0] == 1)
+
+
+class CountingCuboid(nn.Module):
+    """P(class 0) rises with the energy inside one cuboid; counts the clips it sees."""
+
+    box = (slice(2, 6), slice(8, 24), slice(8, 24))
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(len(x))
+        e = x[:, :, self.box[0], self.box[1], self.box[2]].pow(2).mean((1, 2, 3, 4))
+        return torch.stack([3 * e, torch.ones_like(e)], 1)
+
+
+@pytest.fixture
+def clip_and_oracle():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 32, 32) * 2
+    oracle = torch.zeros(8, 32, 32)
+    oracle[CountingCuboid.box] = 1.0
+    return x, oracle
+
+
+def test_insertion_deletion_oracle_beats_inverted_and_is_batched(clip_and_oracle):
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    good = insertion_deletion(model, x, oracle, target=0, steps=28, max_batch=64)
+    assert model.seen == [58], "29 insertion + 29 deletion clips in one batch"
+    bad = insertion_deletion(model, x, 1 - oracle, target=0, steps=28)
+    assert good["insertion"].auc > bad["insertion"].auc and good["deletion"].auc < bad["deletion"].auc
+    assert len(good["insertion"].probs) == 29 and good["insertion"].fractions[[0, -1]].tolist() == [0.0, 1.0]
+    assert good["deletion"].probs[0] == pytest.approx(good["insertion"].probs[-1], abs=1e-6)  # both = clean clip
+    one = insertion_deletion(model, x, oracle, target=0, steps=28, max_batch=1)
+    assert np.allclose(one["insertion"].probs, good["insertion"].probs, atol=1e-6)
+    for mode in ("patch", "frame"):
+        curves = insertion_deletion(model, x, oracle, target=0, steps=8, mode=mode)
+        assert curves["insertion"].auc >= insertion_deletion(model, x, 1 - oracle, 0, 8, mode)["insertion"].auc
+
+
+def test_saliency_metric_prefers_a_small_sufficient_region(clip_and_oracle):
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    good = saliency_metric(model, x, oracle, target=0)
+    bad = saliency_metric(model, x, 1 - oracle, target=0)
+    assert set(good) == {0.5, 0.75} and good[0.5] < bad[0.5]
