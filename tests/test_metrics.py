@@ -56,7 +56,7 @@ def test_localisation_of_a_box_shaped_map():
     assert localisation_iou(s, gt, rule="energy", alpha=1.0) == pytest.approx(1.0)
     assert localisation_iou(s, gt, rule="energy") < 1.0  # half the energy of a flat box is part of the box
     assert box_iou(np.array([0, 0, 10, 10.]), np.array([5, 0, 15, 10.])) == pytest.approx(1 / 3)
-    assert localisation_iou(torch.roll(s, 50, dims=2), gt) == 0.0
+    assert localisation_iou(torch.roll(s, 50, dims=1), gt) == 0.0  # the box moved 50 rows down: no overlap
 
 
 def test_unit_ranks_modes():
