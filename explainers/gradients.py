@@ -128,8 +128,8 @@ def integrated_gradients(ctx: Context, steps: int, baseline: str, rule: str, cha
     base = _baseline(ctx, baseline)
     delta = ctx.x - base
     alphas, weights = path_points(steps, rule)
-    alphas_t = torch.tensor(alphas, dtype=ctx.x.dtype).view(-1, 1, 1, 1, 1)
-    weights_t = torch.tensor(weights, dtype=ctx.x.dtype).view(-1, 1, 1, 1, 1)
+    alphas_t = torch.tensor(alphas).view(-1, 1, 1, 1, 1).to(ctx.x)
+    weights_t = torch.tensor(weights).view(-1, 1, 1, 1, 1).to(ctx.x)
     total = torch.zeros_like(ctx.x[0])
 
     def accumulate(g: torch.Tensor, _xs: torch.Tensor, sl: slice) -> None:
@@ -158,7 +158,7 @@ def smoothgrad(ctx: Context, samples: int, noise: float, variant: str, channels:
 
     def noisy(sl: slice) -> torch.Tensor:  # noise of sample i depends on i only, not on the batch size
         eps = [torch.randn(ctx.x.shape[1:], generator=torch.Generator().manual_seed(seed + i)) for i in range(sl.start, sl.stop)]
-        return ctx.x + sigma * torch.stack(eps)
+        return ctx.x + sigma * torch.stack(eps).to(ctx.x)
 
     def accumulate(g: torch.Tensor, _xs: torch.Tensor, _sl: slice) -> None:
         first.add_(g.sum(0))

@@ -116,7 +116,7 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
     Deletion replaces the top units by ``delete_to`` (default zeros = the mean colour); insertion restores them
     into ``insert_from`` (default: the clip blurred per frame). Returns {"insertion": Curve, "deletion": Curve}.
     """
-    rank = unit_ranks(saliency, mode, seed=seed)
+    rank = unit_ranks(saliency, mode, seed=seed).to(x.device)
     n_units = int(rank.max()) + 1
     counts = torch.round(torch.linspace(0, n_units, steps + 1)).long()
     start = blurred(x) if insert_from is None else insert_from
@@ -139,7 +139,7 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
 def perturbed_clip(x: torch.Tensor, saliency: torch.Tensor, fraction: float, kind: str, mode: str = "voxel",
                    seed: int = 0) -> torch.Tensor:
     """The insertion or deletion clip after ``fraction`` of the units, for display."""
-    rank = unit_ranks(saliency, mode, seed=seed)
+    rank = unit_ranks(saliency, mode, seed=seed).to(x.device)
     kept = (rank < round(fraction * (int(rank.max()) + 1))).to(x.dtype)[None, None]
     if kind == "insertion":
         return blurred(x) * (1 - kept) + x * kept
@@ -153,7 +153,7 @@ def saliency_metric(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, t
 
     Lower is better (a small region that keeps the class probable). All thresholds in one batch.
     """
-    s = normalise(saliency)
+    s = normalise(saliency).to(x.device)
     base = blurred(x)
     keeps = [(s >= thr).to(x.dtype)[None, None] for thr in thresholds]
     probs = _probabilities(model, lambda idx: torch.cat([base * (1 - keeps[i]) + x * keeps[i] for i in idx]),

@@ -24,7 +24,7 @@ def _clean_score(ctx: Context) -> float:
 def _kept_region_map(ctx: Context, masks_of, n: int, message: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ_i (p_i − p_0) Ω_i / mean(Ω_i) / N over keep masks ``masks_of(slice) -> B×T×H×W``; also returns p_i."""
     p0 = _clean_score(ctx)
-    total = torch.zeros(ctx.shape)
+    total = torch.zeros(ctx.shape, device=ctx.x.device)
     current = {}
 
     def perturbed(sl: slice) -> torch.Tensor:
@@ -63,7 +63,7 @@ def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, in
         c = grid[sl]
         inside = [(r[None] >= c[:, i:i + 1]) & (r[None] < c[:, i:i + 1] + window[i]) for i, r in enumerate(ranges)]
         hole = inside[0][:, :, None, None] & inside[1][:, None, :, None] & inside[2][:, None, None, :]
-        return (~hole).to(ctx.x.dtype)
+        return (~hole).to(ctx.x)
 
     saliency, scores = _kept_region_map(ctx, masks_of, len(grid), "occlusion")
     return MethodOutput(saliency, extras={"positions": len(grid), "scores": scores})
@@ -90,7 +90,7 @@ def rise(ctx: Context, masks: int, grid: tuple[int, int, int], keep: float) -> M
         out = torch.empty(smooth.shape[0], *size)
         for i, (dt, dh, dw) in enumerate(shifts[sl].tolist()):
             out[i] = smooth[i, dt:dt + size[0], dh:dh + size[1], dw:dw + size[2]]
-        return out.to(ctx.x.dtype)
+        return out.to(ctx.x)
 
     saliency, scores = _kept_region_map(ctx, masks_of, masks, "RISE")
     return MethodOutput(saliency, extras={"scores": scores})
