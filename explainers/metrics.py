@@ -196,8 +196,10 @@ def threshold_mask(frame: torch.Tensor, rule: str, alpha: float) -> torch.Tensor
         return frame >= alpha * frame.max()
     if rule == "mean":
         return frame >= alpha * frame.mean()
-    if rule == "energy":
-        values, order = frame.flatten().sort(descending=True)
+    if rule == "energy":  # ties in random (seeded) order, so a flat region is kept evenly, not row by row
+        shuffle = torch.randperm(frame.numel(), generator=torch.Generator().manual_seed(0))
+        values, order = frame.flatten()[shuffle].sort(descending=True, stable=True)
+        order = shuffle[order]
         cum = values.cumsum(0)
         keep = int((cum < alpha * cum[-1]).sum()) + 1
         mask = torch.zeros(frame.numel(), dtype=torch.bool)

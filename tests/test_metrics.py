@@ -54,7 +54,7 @@ def test_localisation_of_a_box_shaped_map():
     for rule in ("val", "mean"):
         assert localisation_iou(s, gt, rule=rule) == pytest.approx(1.0)
     assert localisation_iou(s, gt, rule="energy", alpha=1.0) == pytest.approx(1.0)
-    assert localisation_iou(s, gt, rule="energy") < 1.0  # half the energy of a flat box is part of the box
+    assert localisation_iou(s, gt, rule="energy") > 0.8  # half of a flat box, spread over it: nearly its box
     assert box_iou(np.array([0, 0, 10, 10.]), np.array([5, 0, 15, 10.])) == pytest.approx(1 / 3)
     assert localisation_iou(torch.roll(s, 50, dims=1), gt) == 0.0  # the box moved 50 rows down: no overlap
 

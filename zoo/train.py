@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
-from zoo.models import save_embedded_weights
+from zoo.models import load_embedded_weights, save_embedded_weights
 
 EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
 POOL_OFFSETS = {"hard": 0, "medium": 200_000, "easy": 400_000, "trivial": 600_000}
@@ -88,12 +88,15 @@ def evaluate(model: torch.nn.Module, clips: np.ndarray, labels: np.ndarray, mean
 
 
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
-          lr: float, seed: int, log) -> torch.nn.Module:
+          lr: float, seed: int, log, init: Path | None = None) -> torch.nn.Module:
+    """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture."""
     card = load_card(EMBEDDED_CARDS[arch])
     mean, std = torch.tensor(card.input.mean), torch.tensor(card.input.std)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build(arch, len(synthetic.CLASSES))
+    if init is not None:
+        load_embedded_weights(model, init)
     fmt = torch.channels_last_3d if arch == "r2plus1d_small" else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
@@ -103,7 +106,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     t0, running = time.time(), []
     for step in range(steps):
         model.train()
-        weights = torch.tensor(curriculum_weights(step / steps), dtype=torch.float)
+        weights = torch.tensor(curriculum_weights(1.0 if init else step / steps), dtype=torch.float)
         source = torch.multinomial(weights, batch, replacement=True, generator=gen)
         idx = [int(torch.randint(len(pools[PRESET_ORDER[s]]), (1,), generator=gen)) for s in source]
         clips = np.stack([pools[PRESET_ORDER[s]][i] for s, i in zip(source.tolist(), idx)])
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                         metavar=("TRIVIAL", "EASY", "MEDIUM", "HARD"), help="training clips per preset")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("assets/models"))
+    parser.add_argument("--init", action="store_true",
+                        help="continue from the weights in --out (final curriculum mixture, no warm start phases)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python -m zoo.train " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
 
     for arch in args.arch:
         t1 = time.time()
-        model = train(arch, pools, val, args.steps, args.batch, args.lr, args.seed, log)
+        init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if args.init else None
+        model = train(arch, pools, val, args.steps, args.batch, args.lr, args.seed, log, init)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         }
         log(f"{arch}: {json.dumps(result)}")
         raw = json.loads((CARDS_DIR / f"{card_id}.json").read_text())
+        if args.init:  # keep the whole history: this run continued the one recorded before
+            result["continued_from"] = raw.get("training")
+            result["train_minutes"] = round(minutes + raw.get("training", {}).get("train_minutes", 0), 1)
         raw["training"] = result
         (CARDS_DIR / f"{card_id}.json").write_text(json.dumps(raw, indent=2) + "\n")
 
