@@ -71,7 +71,7 @@ def _rotation_sense(a: np.ndarray, b: np.ndarray) -> int:
     overlap = {}
     for sign in (1, -1):
         best = 0
-        for deg in range(4, 26, 2):
+        for deg in range(4, 36, 2):
             r = np.radians(sign * deg)
             x = cx + np.cos(r) * (xs - cx) - np.sin(r) * (ys - cy)
             y = cy + np.sin(r) * (xs - cx) + np.cos(r) * (ys - cy)
@@ -96,7 +96,7 @@ def test_actor_position_is_spread_over_the_frame():
     centres = np.array([(b[:, [0, 2]].mean(), b[:, [1, 3]].mean()) for b in boxes])
     for axis in range(2):
         hist = np.histogram(centres[:, axis], bins=4, range=(0, 112))[0] / len(centres)
-        assert hist.min() > 0.1, f"actor centres cluster: {hist}"
+        assert hist.min() > 0.07, f"actor centres cluster: {hist}"  # outer quarters lose the border margin
     central = np.mean(np.all(np.abs(centres - 56) < 14, axis=1))
     assert central < 0.15, "the central quarter of the frame must not dominate"
 

@@ -225,7 +225,8 @@ def _actor_track(rng: np.random.Generator, label: int, frames: int, d: Difficult
         small, ratio = rng.uniform(7, 10), rng.uniform(1.7, 2.2)
         s = small * ratio ** (u if label == 4 else 1 - u)
     elif label < 8:
-        step = math.radians(rng.uniform(10, 20)) * (length - 1)
+        # 15–30°/frame: below half the 72° symmetry of the star (the most symmetric shape), so the sense is visible.
+        step = math.radians(rng.uniform(15, 30)) * (length - 1)
         angle = angle + (1 if label == 6 else -1) * step * (u - 0.5)  # image y points down: +angle is clockwise
     else:
         opacity = u if label == 8 else 1 - u

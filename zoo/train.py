@@ -130,16 +130,16 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", default=list(EMBEDDED_CARDS), choices=list(EMBEDDED_CARDS))
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, nargs="+", default=[3000], help="one value, or one per --arch")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, nargs="+", default=[1e-3], help="one value, or one per --arch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, nargs=4, default=(1000, 2000, 3000, 8000),
                         metavar=("TRIVIAL", "EASY", "MEDIUM", "HARD"), help="training clips per preset")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("assets/models"))
-    parser.add_argument("--init", action="store_true",
-                        help="continue from the weights in --out (final curriculum mixture, no warm start phases)")
+    parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
+                        help="architectures that continue from their weights in --out (final curriculum mixture)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python -m zoo.train " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -156,10 +156,13 @@ def main(argv: list[str] | None = None) -> None:
     test = (render_pool(test_seeds, "hard", args.threads), np.array(test_seeds) % len(synthetic.CLASSES))
     log(f"rendered {sum(len(p) for p in pools.values())} training clips in {time.time() - t0:.0f}s")
 
-    for arch in args.arch:
+    if not all(len(v) in (1, len(args.arch)) for v in (args.steps, args.lr)):
+        parser.error("--steps and --lr take one value or one per --arch")
+    for i, arch in enumerate(args.arch):
+        steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
-        init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if args.init else None
-        model = train(arch, pools, val, args.steps, args.batch, args.lr, args.seed, log, init)
+        init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
+        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -172,14 +175,14 @@ def main(argv: list[str] | None = None) -> None:
             "test_split": f"SynthActions-10 test, {len(test_seeds)} hard clips (seeds {test_seeds[0]}..{test_seeds[-1]})",
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_bytes": path.stat().st_size,
-            "steps": args.steps, "batch": args.batch, "seed": args.seed,
+            "steps": steps, "lr": lr, "batch": args.batch, "seed": args.seed,
             "train_minutes": round(minutes, 1),
             "machine": f"{torch.get_num_threads()} CPU threads, bf16 autocast",
             "command": command,
         }
         log(f"{arch}: {json.dumps(result)}")
         raw = json.loads((CARDS_DIR / f"{card_id}.json").read_text())
-        if args.init:  # keep the whole history: this run continued the one recorded before
+        if init is not None:  # keep the whole history: this run continued the one recorded before
             result["continued_from"] = raw.get("training")
             result["train_minutes"] = round(minutes + raw.get("training", {}).get("train_minutes", 0), 1)
         raw["training"] = result
