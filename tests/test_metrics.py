@@ -115,3 +115,32 @@ def test_saliency_metric_prefers_a_small_sufficient_region(clip_and_oracle):
     good = saliency_metric(model, x, oracle, target=0)
     bad = saliency_metric(model, x, 1 - oracle, target=0)
     assert set(good) == {0.5, 0.75} and good[0.5] < bad[0.5]
+
+
+def test_masked_predictions_keep_the_class_with_the_oracle(clip_and_oracle):
+    from explainers.metrics import masked_predictions
+
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    assert masked_predictions(model, x, oracle, keep=(0.05, 0.2)) == {0.05: 0, 0.2: 0}
+    assert model.seen == [2]
+    from explainers.metrics import blurred
+
+    inverted = masked_predictions(model, x, 1 - oracle, keep=(0.05,))  # keeps no cuboid voxel at 5 %
+    assert inverted == {0.05: int(model(blurred(x)).argmax())}
+
+
+def test_cascading_randomisation_separates_model_dependent_methods():
+    from explainers.metrics import cascading_randomisation
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.randn(1, 3, 4, 16, 16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    centre = cascading_randomisation(model, x, "centre")
+    assert [name for name, _ in centre] == ["6", "2", "0"]        # from the top
+    assert all(rho == pytest.approx(1.0) for _, rho in centre)
+    gradient = cascading_randomisation(model, x, "gradient")
+    assert gradient[-1][1] < 0.5, gradient
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "randomised a copy only"
