@@ -45,7 +45,7 @@ def card_markdown(card_id: str) -> str:
     card = load_card(card_id)
     lines = [f"**{card.name}** — {card.family.replace('_', ' ')}, input {card.input.frames}×"
              f"{card.input.size[0]}×{card.input.size[1]}", "", card.description, "",
-             f"Dataset: {card.dataset or 'n/a'} · Licence: {card.license}"]
+             f"Dataset: {card.dataset or 'n/a'} · Licence: {card.license}", ""]
     if card.training:
         t = card.training
         lines.append(f"Held-out accuracy {t['test_top1']:.1%} ({t['test_split']}); with frames shuffled "
@@ -86,8 +86,8 @@ def build_demo() -> gr.Blocks:
             with gr.Column():
                 video = gr.Video(label="Clip", sources=["upload"])
                 with gr.Row():
-                    start = gr.Number(label="Start (s)", value=None, minimum=0)
-                    end = gr.Number(label="End (s)", value=None, minimum=0)
+                    start = gr.Number(label="Segment start (s)", value=0, minimum=0)
+                    end = gr.Number(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
                 model = gr.Dropdown(choices, value=DEFAULT_MODEL, label="Model")
                 card = gr.Markdown(card_markdown(DEFAULT_MODEL))
                 run = gr.Button("Classify", variant="primary")
