@@ -88,7 +88,7 @@ def evaluate(model: torch.nn.Module, clips: np.ndarray, labels: np.ndarray, mean
 
 
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
-          lr: float, seed: int, log, init: Path | None = None) -> torch.nn.Module:
+          lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0) -> torch.nn.Module:
     """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture."""
     card = load_card(EMBEDDED_CARDS[arch])
     mean, std = torch.tensor(card.input.mean), torch.tensor(card.input.std)
@@ -116,6 +116,8 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
             loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
         sched.step()
         running.append(loss.item())
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, nargs=4, default=(1000, 2000, 3000, 8000),
                         metavar=("TRIVIAL", "EASY", "MEDIUM", "HARD"), help="training clips per preset")
+    parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm (0: off)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("assets/models"))
     parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
-        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init)
+        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
             "test_split": f"SynthActions-10 test, {len(test_seeds)} hard clips (seeds {test_seeds[0]}..{test_seeds[-1]})",
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_bytes": path.stat().st_size,
-            "steps": steps, "lr": lr, "batch": args.batch, "seed": args.seed,
+            "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "batch": args.batch, "seed": args.seed,
             "train_minutes": round(minutes, 1),
             "machine": f"{torch.get_num_threads()} CPU threads, bf16 autocast",
             "command": command,
