@@ -9,6 +9,8 @@ import torch
 from explainers import REGISTRY, explain
 from zoo.cards import CARDS_DIR, card_from_dict
 from zoo.models import VideoClassifier, load_model, wrap_transformer
+from zoo.synthetic import make_clip
+from zoo.video import preprocess
 
 # The smallest settings that still exercise each method's whole code path.
 TINY = {"integrated_gradients": {"steps": 2}, "smoothgrad": {"samples": 2}, "rise": {"masks": 10},
@@ -37,7 +39,8 @@ def _not_applicable(results) -> set[str]:
 @pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm"])
 def test_every_method_on_the_embedded_models(card_id):
     model = load_model(card_id)
-    results = _run_all(model, torch.randn(1, 3, 16, 112, 112))
+    x, _ = preprocess(make_clip(1_000_004).video, model.input_spec)  # a real clip (grow), not noise
+    results = _run_all(model, x)
     if card_id == "synth-cnn-lstm":  # as in [S0], Saliency Tubes is for 3-D CNNs only
         assert _not_applicable(results) == {"saliency_tubes"}
         assert "3-D CNNs" in str(results["saliency_tubes"])
