@@ -112,9 +112,10 @@ def compare_pytorch_grad_cam(model: VideoClassifier, x: torch.Tensor) -> dict:
     layer = model.layer(model.target_layers[0])
     ours = explain(model, x, "grad_cam", target=target)
     t_ours = _best_of(lambda: explain(model, x, "grad_cam", target=target))
+    xg = x.clone().requires_grad_(True)  # our models' parameters are frozen: the graph needs a leaf with grad
     with GradCAM(model=model, target_layers=[layer]) as cam:
-        ref = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(target)]))[0]
-        t_ref = _best_of(lambda: cam(input_tensor=x, targets=[ClassifierOutputTarget(target)]))
+        ref = torch.from_numpy(cam(input_tensor=xg, targets=[ClassifierOutputTarget(target)]))[0]
+        t_ref = _best_of(lambda: cam(input_tensor=xg, targets=[ClassifierOutputTarget(target)]))
     return {"ours_s": t_ours, "pgc_s": t_ref, "time_ratio": t_ours / t_ref,
             "max_abs_diff": float((ours.saliency - normalise(ref)).abs().max())}
 
