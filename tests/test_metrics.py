@@ -144,3 +144,15 @@ def test_cascading_randomisation_separates_model_dependent_methods():
     gradient = cascading_randomisation(model, x, "gradient")
     assert gradient[-1][1] < 0.5, gradient
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "randomised a copy only"
+
+
+def test_perturbed_clip_endpoints(clip_and_oracle):
+    from explainers.metrics import blurred, perturbed_clip
+
+    x, oracle = clip_and_oracle
+    assert torch.equal(perturbed_clip(x, oracle, 0.0, "deletion"), x)
+    assert torch.equal(perturbed_clip(x, oracle, 1.0, "deletion"), torch.zeros_like(x))
+    assert torch.allclose(perturbed_clip(x, oracle, 0.0, "insertion"), blurred(x))
+    assert torch.equal(perturbed_clip(x, oracle, 1.0, "insertion"), x)
+    half = perturbed_clip(x, oracle, oracle.mean().item(), "deletion")  # exactly the cuboid removed
+    assert half[(slice(None), slice(None), *CountingCuboid.box)].abs().sum() == 0

@@ -9,7 +9,6 @@ oddities (fewer frames than requested, an alpha channel, a truncated tail) becom
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -316,13 +315,6 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int =
             container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         container.mux(stream.encode())
     return path
-
-
-def clip_seconds(info: VideoInfo) -> float:
-    """The duration of a probed video, from its metadata or its frame count."""
-    if info.duration_s:
-        return info.duration_s
-    return info.frames / info.fps if info.fps else math.nan
 
 
 @dataclass
