@@ -57,9 +57,9 @@ class Context:
         if self.progress is not None and self.progress(min(max(fraction, 0.0), 1.0), message) is False:
             raise Cancelled(message or "cancelled")
 
-    def target_score(self, logits: torch.Tensor) -> torch.Tensor:
+    def target_score(self, logits: torch.Tensor, score: str | None = None) -> torch.Tensor:
         logits = logits.float()
-        if self.score == "prob":
+        if (score or self.score) == "prob":
             return logits.softmax(-1)[:, self.target]
         return logits[:, self.target]
 
@@ -72,15 +72,16 @@ class Context:
         self.report(hi, message)
 
     def scores(self, make: Callable[[slice], torch.Tensor], n: int, span: tuple[float, float] | None = None,
-               message: str = "", reduce: Callable[[torch.Tensor, torch.Tensor, slice], None] | None = None
-               ) -> torch.Tensor:
+               message: str = "", reduce: Callable[[torch.Tensor, torch.Tensor, slice], None] | None = None,
+               score: str | None = None) -> torch.Tensor:
         """Target scores of ``n`` clips, built batch by batch by ``make(slice) -> B×C×T×H×W``; forward only
-        under ``torch.inference_mode``. ``reduce(scores, inputs, slice)`` is called per batch if given."""
+        under ``torch.inference_mode``. ``reduce(scores, inputs, slice)`` is called per batch if given;
+        ``score`` overrides the context's "logit"/"prob"."""
         out = []
         with torch.inference_mode():
             for sl in self.batches(n, span, message):
                 xs = make(sl)
-                s = self.target_score(self.model(xs))
+                s = self.target_score(self.model(xs), score)
                 self.counter.forward += len(xs)
                 if reduce is not None:
                     reduce(s, xs, sl)
@@ -105,6 +106,26 @@ class Context:
             else:
                 reduce(g, xs.detach(), sl)
         return torch.cat(out) if reduce is None else None
+
+    def objective(self, xs: torch.Tensor) -> torch.Tensor:
+        """Differentiable target scores of a batch, for methods that optimise a mask: log p for score="prob"
+        (−log p is the papers' loss), the logit otherwise. Counts one forward and one backward per clip (the
+        caller back-propagates through them)."""
+        logits = self.model(xs).float()
+        self.counter.forward += len(xs)
+        self.counter.backward += len(xs)
+        return logits.log_softmax(-1)[:, self.target] if self.score == "prob" else logits[:, self.target]
+
+    def rgb(self) -> torch.Tensor:
+        """The clip as RGB in [0, 1], T×H×W×3: un-normalised with the model's mean/std where the model has an
+        input spec, otherwise min-max scaled (for methods that look at the pixels: flow, superpixels)."""
+        x = self.x[0].detach().float().cpu()
+        spec = getattr(self.model, "input_spec", None)
+        if spec is not None:
+            x = x * torch.tensor(spec.std).view(3, 1, 1, 1) + torch.tensor(spec.mean).view(3, 1, 1, 1)
+        else:
+            x = normalise(x)
+        return x.clamp(0, 1).permute(1, 2, 3, 0)
 
 
 # ---------------------------------------------------------------------------------------------- hooks
@@ -213,12 +234,16 @@ def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
     return k / k.sum()
 
 
-def blur_frames(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
-    """Gaussian blur of every frame of B×C×T×H×W (separable, reflect padding); time is not blurred."""
+def blur_frames(x: torch.Tensor, sigma: float, radius: int | None = None, padding: str = "reflect") -> torch.Tensor:
+    """Gaussian blur of every frame of B×C×T×H×W (separable); time is not blurred. ``padding`` "reflect"
+    (replicate where the kernel is wider than the frame) or "zeros" (TorchRay's: borders fade to 0)."""
     k = gaussian_kernel(sigma, radius).to(x)
     r = (len(k) - 1) // 2
     b, c, t, h, w = x.shape
     f = x.transpose(1, 2).reshape(b * t * c, 1, h, w)
-    f = F.conv2d(F.pad(f, (r, r, 0, 0), mode="reflect" if r < w else "replicate"), k.view(1, 1, 1, -1))
-    f = F.conv2d(F.pad(f, (0, 0, r, r), mode="reflect" if r < h else "replicate"), k.view(1, 1, -1, 1))
-    return f.view(b, t, c, h, w).transpose(1, 2)
+    if padding == "zeros":
+        f = F.conv2d(F.conv2d(f, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0))
+    else:
+        f = F.conv2d(F.pad(f, (r, r, 0, 0), mode="reflect" if r < w else "replicate"), k.view(1, 1, 1, -1))
+        f = F.conv2d(F.pad(f, (0, 0, r, r), mode="reflect" if r < h else "replicate"), k.view(1, 1, -1, 1))
+    return f.reshape(b, t, c, h, w).transpose(1, 2)

@@ -38,7 +38,7 @@ class Param:
         if isinstance(self.default, float):
             return "float"
         if isinstance(self.default, tuple):
-            return "ints"
+            return "ints" if all(isinstance(v, int) for v in self.default) else "floats"
         return "str"
 
     def validate(self, value: Any) -> Any:
@@ -52,6 +52,11 @@ class Param:
             value = tuple(int(v) for v in value)
             if len(value) != len(self.default) or any(v < (self.minimum or 0) for v in value):
                 raise ValueError(f"{self.name} needs {len(self.default)} integers >= {self.minimum or 0}, got {value}")
+        if self.kind == "floats":  # any length >= 1, each value in [minimum, maximum]
+            value = tuple(float(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
+            lo, hi = self.minimum, self.maximum
+            if not value or any((lo is not None and v < lo) or (hi is not None and v > hi) for v in value):
+                raise ValueError(f"{self.name} needs one or more numbers in [{lo}, {hi}], got {value}")
         return value
 
 

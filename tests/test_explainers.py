@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from explainers import REGISTRY, Cancelled, explain, get_method, methods_by_family
+from tests.tiny import TINY
 
 SHAPE = (1, 3, 4, 8, 8)
 
@@ -41,7 +42,7 @@ def _inside(saliency: torch.Tensor, box) -> bool:
 def test_registry_lists_the_issue_methods_with_complete_specs():
     assert list(REGISTRY) == ["random", "centre", "gradient", "input_x_gradient", "guided_backprop",
                               "integrated_gradients", "smoothgrad", "grad_cam", "grad_cam_pp", "saliency_tubes",
-                              "occlusion", "rise"]
+                              "occlusion", "rise", "ep3d", "ep3d_evenly", "ep_unsync", "ep3d_temporal_gauss", "step"]
     for spec in REGISTRY.values():
         assert spec.name and spec.paper and spec.cost and len(spec.description) > 40
         assert spec.needs in ("nothing", "forward", "gradients", "target_layer")
@@ -182,7 +183,7 @@ def test_model_parameters_and_mode_unchanged_by_every_method():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(1, 3, 8, 32, 32)
     for method in REGISTRY:
-        explain(model, x, method, preset="fast" if "fast" in get_method(method).presets else None)
+        explain(model, x, method, **TINY.get(method, {}))
         assert model.training and all(m.training for m in model.modules())
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
         assert all(p.grad is None for p in model.parameters())

@@ -12,9 +12,7 @@ from zoo.models import VideoClassifier, load_model, wrap_transformer
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
 
-# The smallest settings that still exercise each method's whole code path.
-TINY = {"integrated_gradients": {"steps": 2}, "smoothgrad": {"samples": 2}, "rise": {"masks": 10},
-        "occlusion": {"window": (8, 56, 56), "strides": (16, 112, 112)}}
+from tests.tiny import TINY
 
 
 def _run_all(model: VideoClassifier, x: torch.Tensor) -> dict[str, object]:

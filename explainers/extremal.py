@@ -1,0 +1,309 @@
+"""Extremal perturbations on video: EP-3D and its variants, and STEP ([S0] §3–4, [S1] §3.2; METHODS §1–6, §20.2).
+
+Written by hand: TorchRay's extremal perturbation is image-only and the papers' video code pins torch 1.2 and
+has no licence. One optimiser (``extremal_masks``) serves every variant; each registered method is a
+configuration of it:
+
+* ``ep3d``                — one area constraint over the whole T×H×W volume;
+* ``ep3d_evenly``         — the same area in every frame ("Extm. Ptb. Sync");
+* ``ep_unsync``           — each frame optimised alone with all other frames fully blurred, T problems in a batch;
+* ``ep3d_temporal_gauss`` — the seed masks smoothed along time (Δt) inside every iteration;
+* ``step``                — EP-3D plus the ellipsoid key-region loss L_K from iteration 100.
+
+The building blocks follow TorchRay's image version: a blur pyramid (``BlurPyramid``), per-frame smooth-max
+upsampling of low-resolution seed masks (``MaskGenerator``) and a sorted-mask area regulariser whose weight λ
+grows every iteration. All areas (and, for Unsync, all frames) of one clip are optimised together, in batches
+of at most ``max_batch`` clips whose gradients accumulate before each SGD step.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from explainers._core import Context, blur_frames
+from explainers._output import MethodOutput
+from explainers.registry import Param, register
+
+LAMBDA0, LAMBDA_GROWTH = 300.0, 1.0008668     # area regulariser weight and its growth per iteration
+CORE_WEIGHT, CORE_START = 300.0, 100          # STEP: L_K weight and the iteration it switches on
+MOMENTUM = 0.9
+
+
+PHASE_BUDGET = 1 << 21                        # elements of the phase × candidate × pixel tensor held at once
+
+
+def _phase_chunks(u: torch.Tensor, phases: int):
+    size = max(1, PHASE_BUDGET // max(1, u.numel()))
+    for a in range(0, phases, size):
+        yield a, min(a + size, phases)
+
+
+class _SmoothMax(torch.autograd.Function):
+    """o = Σ_k v_k softmax(c·v)_k with v_k = w_qk · u_k for every sub-pixel phase q, computed in chunks of
+    phases so that the phases × candidates × pixels tensor never exists at once (backward recomputes it).
+
+    u: N×K×L candidate seed values (the K = (2r+1)² neighbours of each of L low-resolution positions, in [0, 1]);
+    weight: Q×K kernel weight of each candidate for each phase (Q = step²). Returns N×Q×L.
+    """
+
+    @staticmethod
+    def forward(ctx, u, weight, coldness):
+        cw = coldness * weight
+        out = u.new_empty(u.shape[0], weight.shape[0], u.shape[2])
+        den = torch.empty_like(out)
+        for a, b in _phase_chunks(u, weight.shape[0]):
+            e = torch.mul(cw[a:b, :, None], u[:, None]).exp_()           # N×q×K×L; v ≤ 1: no overflow
+            den[:, a:b] = e.sum(2)
+            out[:, a:b] = torch.einsum("nqkl,qk->nql", e.mul_(u[:, None]), weight[a:b]).div_(den[:, a:b])
+        ctx.save_for_backward(u, weight, out, den)
+        ctx.coldness = coldness
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, weight, out, den = ctx.saved_tensors
+        c = ctx.coldness
+        gu = torch.zeros_like(u)
+        g_den = grad / den
+        for a, b in _phase_chunks(u, weight.shape[0]):
+            w = weight[a:b, :, None]
+            v = w * u[:, None]
+            e = (c * v).exp_()
+            # ∂o/∂v_k = e_k / den · (1 + c·(v_k − o)),  ∂v_k/∂u_k = w_k
+            gu += v.sub_(out[:, a:b, None]).mul_(c).add_(1).mul_(e).mul_(g_den[:, a:b, None]).mul_(w).sum(1)
+        return gu, None, None
+
+
+class MaskGenerator:
+    """Smooth masks from low-resolution seeds (TorchRay's ``MaskGenerator``, METHODS §1.2).
+
+    Each seed cell i sits at pixel ``step·i`` of the frame; an output pixel takes the smooth maximum
+    (softmax-weighted mean, temperature ``coldness``) of its (2r+1)² neighbouring seeds, each multiplied by the
+    kernel k(z) = exp(−2·max(z − ½, 0)²) of its distance z in units of ``sigma``: a flat top of radius σ/2 and
+    a Gaussian fall-off. ``__call__`` maps N×h̄×w̄ seeds to (N×H×W masks, N×H'×W' padded masks); the padded
+    ones (a margin of σ around the frame) are what the area regulariser measures.
+    """
+
+    def __init__(self, shape: tuple[int, int], step: int = 7, sigma: float = 11.0, coldness: float = 20.0):
+        self.shape, self.step, self.sigma, self.coldness = tuple(shape), step, sigma, coldness
+        self.padding = 1 + math.ceil(2 * sigma / step)
+        self.radius = 1 + math.ceil(sigma / step)
+        self.crop = round(sigma)
+        self.seed_shape = tuple(self._seeds(n) for n in shape)
+        self.mid = tuple(n + 2 * self.padding - 2 * self.radius for n in self.seed_shape)
+        self.out_shape = tuple(step * m - step + 1 for m in self.mid)
+        phase = torch.arange(step, dtype=torch.float32)
+        cand = torch.arange(2 * self.radius + 1, dtype=torch.float32)
+        d = phase[:, None] - sigma - step * (cand[None, :] - self.padding)   # phase × candidate, one axis
+        dist = (d[:, None, :, None] ** 2 + d[None, :, None, :] ** 2).sqrt()    # qy × qx × ky × kx
+        z = dist / sigma
+        self.weight = torch.exp(-2 * (z - 0.5).clamp(min=0) ** 2).reshape(step * step, -1)
+
+    def _seeds(self, n: int) -> int:
+        """TorchRay's ⌈n/step⌉ seeds along an axis of n pixels, plus one where rounding would leave the padded
+        mask shorter than margin + n (small frames)."""
+        seeds = math.ceil(n / self.step)
+        while self.step * (seeds + 2 * self.padding - 2 * self.radius - 1) + 1 < self.crop + n:
+            seeds += 1
+        return seeds
+
+    def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, s, r = len(seeds), self.step, self.radius
+        u = F.unfold(seeds[:, None], 2 * r + 1, padding=self.padding)     # N×K×(mid_h·mid_w)
+        o = _SmoothMax.apply(u, self.weight.to(u), self.coldness)         # N×step²×(mid_h·mid_w)
+        mh, mw = self.mid
+        o = o.view(n, s, s, mh, mw).permute(0, 3, 1, 4, 2).reshape(n, mh * s, mw * s)
+        padded = o[:, :self.out_shape[0], :self.out_shape[1]].clamp(0, 1)
+        c = self.crop
+        return padded[:, c:c + self.shape[0], c:c + self.shape[1]], padded
+
+
+class BlurPyramid:
+    """The clip blurred per frame at ``levels`` strengths, σ_l = max_blur·(1 − l/(L−1)) (level L−1 is the clip
+    itself), zero padding as TorchRay's ``imsmooth``. ``apply(mask)`` interpolates linearly between levels at
+    mask·(L−1): mask 1 keeps a voxel, 0 blurs it fully (METHODS §1.1)."""
+
+    def __init__(self, x: torch.Tensor, levels: int = 8, max_blur: float = 20.0):
+        sigmas = [max_blur * (1 - level / (levels - 1)) for level in range(levels)]
+        self.levels = torch.stack([blur_frames(x, s, radius=math.ceil(4 * s), padding="zeros")[0] if s > 0 else x[0]
+                                   for s in sigmas])                     # L×C×T×H×W
+
+    def apply(self, mask: torch.Tensor) -> torch.Tensor:
+        """N×T×H×W masks in [0, 1] → N×C×T×H×W perturbed clips (differentiable in the mask)."""
+        position = mask[:, None] * (len(self.levels) - 1)
+        out = torch.zeros(len(mask), *self.levels.shape[1:], dtype=self.levels.dtype, device=self.levels.device)
+        for level, frames in enumerate(self.levels):
+            out = out + (1 - (position - level).abs()).clamp(min=0) * frames
+        return out
+
+
+def area_loss(padded: torch.Tensor, keep: torch.Tensor, per_frame: bool, perm: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between the sorted padded mask values and a template whose last ``keep`` values
+    are 1 and the others 0, over the whole volume or (``per_frame``) each frame separately; P×F×H'×W' masks
+    and P counts → P losses. ``perm`` shuffles the values before sorting so that ties (all ones at the start)
+    are broken at random."""
+    values = padded.flatten(2) if per_frame else padded.flatten(1)[:, None]
+    values = values[..., perm].sort(-1).values
+    n = values.shape[-1]
+    template = (torch.arange(n, device=values.device)[None] >= n - keep[:, None]).to(values)
+    return ((values - template[:, None]) ** 2).mean(-1).mean(-1)
+
+
+def ellipsoid(size: tuple[int, int, int], shape: str = "ellipsoid") -> torch.Tensor:
+    """Binary T×H×W kernel: voxels with (2t/(T−1)−1)² + (2i/(H−1)−1)² + (2j/(W−1)−1)² ≤ 1 (no time term for
+    a cylinder)."""
+    axes = [torch.linspace(-1, 1, n) if n > 1 else torch.zeros(1) for n in size]
+    t, i, j = torch.meshgrid(*axes, indexing="ij")
+    r = i ** 2 + j ** 2 + (t ** 2 if shape == "ellipsoid" else 0)
+    return (r <= 1 + 1e-6).float()
+
+
+def key_region_loss(padded: torch.Tensor, keep: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """STEP's L_K ([S1] Eq. 7–9, METHODS §5): correlate the padded masks P×T×H'×W' with the ellipsoid (stride
+    1 in time, its own size in space), sort the normalised responses, and pull the top k to 1 and the rest to
+    0, where k = ⌈kept voxels / continuous ellipsoid volume⌉. Returns P losses."""
+    kt, kh, kw = kernel.shape
+    resp = F.conv3d(padded[:, None], kernel[None, None].to(padded), stride=(1, kh, kw)).flatten(1)
+    resp = resp[:, perm].sort(-1, descending=True).values / kernel.sum()
+    n = resp.shape[1]
+    k = (keep / math.floor(kt * kh * kw * math.pi / 6)).ceil().clamp(1, n)
+    top = torch.arange(n, device=resp.device)[None] < k[:, None]
+    rest = (~top).sum(1).clamp(min=1)
+    return ((resp - 1) ** 2 * top).sum(1) / top.sum(1) + (resp ** 2 * ~top).sum(1) / rest
+
+
+def smooth_time(seeds: torch.Tensor, delta_t: int) -> torch.Tensor:
+    """Seeds P×T×h×w smoothed along T with k(u) = exp(−u²/(0.6·Δt)), |u| ≤ Δt, renormalised at the clip ends
+    ([S1] Eq. 12)."""
+    u = torch.arange(-delta_t, delta_t + 1, dtype=seeds.dtype, device=seeds.device)
+    k = torch.exp(-u ** 2 / (0.6 * delta_t))[None, None]
+    p, t, h, w = seeds.shape
+    flat = seeds.permute(0, 2, 3, 1).reshape(-1, 1, t)
+    norm = F.conv1d(torch.ones(1, 1, t, dtype=seeds.dtype, device=seeds.device), k, padding=delta_t)
+    return (F.conv1d(flat, k, padding=delta_t) / norm).reshape(p, h, w, t).permute(0, 3, 1, 2)
+
+
+def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_frame: bool = False,
+                   unsync: bool = False, delta_t: int = 0, key_frames: int = 0, key_shape: str = "ellipsoid",
+                   step: int = 7, sigma: float = 11.0, max_blur: float = 20.0, levels: int = 8,
+                   lr: float = 0.05) -> MethodOutput:
+    """Optimise one smooth preservation mask per area (METHODS §2–§6, §20.2) and return their blurred sum.
+
+    Minimises −score(blur-perturbed clip) + λ·area loss (+ 300·L_K from iteration 100 when ``key_frames``)
+    with SGD (momentum 0.9, dampening 0.9) on per-frame seed masks initialised to 1 and clamped to [0, 1];
+    λ = 300 grows ×1.0008668 per iteration. ``step``, ``sigma`` and the blur are in pixels at 112 px and scale
+    with the frame size. Extras: the per-area masks (A×T×H×W), the preserved fraction (voxels with mask ≥ ½)
+    and final target probability of each area's perturbed clip, and the score of every iteration (``history``,
+    iterations × A).
+    """
+    t, h, w = ctx.shape
+    scale = min(h, w) / 112
+    gen = MaskGenerator((h, w), max(2, round(step * scale)), sigma * scale)
+    pyramid = BlurPyramid(ctx.x, levels, max_blur * scale)
+    area_t = torch.tensor(areas, dtype=torch.float32, device=ctx.x.device)
+    n_areas = len(areas)
+    if unsync:      # problem (a, τ): frame τ alone, all other frames fully blurred
+        frames = torch.arange(t, device=ctx.x.device).repeat(n_areas)
+        area_t = area_t.repeat_interleave(t)
+    problems, seed_frames = len(area_t), 1 if unsync else t
+    # The template keeps area·(voxels of the clip), counted on the padded masks: TorchRay counts area·(padded
+    # voxels), which keeps (H'/H)² ≈ 1.43× the requested share of a 112-px clip (METHODS §16.6).
+    keep = (area_t * h * w * (1 if per_frame or unsync else seed_frames)).floor()
+    seeds = torch.ones(problems, seed_frames, *gen.seed_shape, device=ctx.x.device, requires_grad=True)
+    opt = torch.optim.SGD([seeds], lr=lr, momentum=MOMENTUM, dampening=MOMENTUM)
+    oh, ow = gen.out_shape
+    perm = torch.randperm(oh * ow * (1 if per_frame else seed_frames), generator=ctx.generator).to(ctx.x.device)
+    kernel = None
+    if key_frames:
+        kernel = ellipsoid((min(key_frames, t), max(3, round(11 * scale) | 1), max(3, round(11 * scale) | 1)), key_shape)
+        n_resp = (t - kernel.shape[0] + 1) * (oh // kernel.shape[1]) * (ow // kernel.shape[2])
+        core_perm = torch.randperm(n_resp, generator=ctx.generator).to(ctx.x.device)
+
+    def masks(rows: slice, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = smooth_time(s, delta_t) if delta_t else s
+        cropped, padded = gen(s.flatten(0, 1))
+        cropped, padded = cropped.view(len(s), seed_frames, h, w), padded.view(len(s), seed_frames, oh, ow)
+        if unsync:
+            cropped = F.one_hot(frames[rows], t).to(cropped)[:, :, None, None] * cropped
+        return cropped, padded
+
+    lam, history = LAMBDA0, torch.zeros(iterations, problems)
+    for it in range(iterations):
+        seeds.grad = torch.zeros_like(seeds)
+        for start in range(0, problems, ctx.max_batch):
+            rows = slice(start, min(start + ctx.max_batch, problems))
+            cropped, padded = masks(rows, seeds[rows])
+            score = ctx.objective(pyramid.apply(cropped))
+            loss = -score + lam * area_loss(padded, keep[rows], per_frame or unsync, perm)
+            if kernel is not None and it >= CORE_START:
+                loss = loss + CORE_WEIGHT * key_region_loss(padded, keep[rows], kernel, core_perm)
+            seeds.grad += torch.autograd.grad(loss.sum(), seeds)[0]     # never touches the model's parameters
+            history[it, rows] = score.detach().cpu()
+        opt.step()
+        with torch.no_grad():
+            seeds.clamp_(0, 1)
+        lam *= LAMBDA_GROWTH
+        ctx.report((it + 1) / iterations, f"iteration {it + 1}/{iterations}")
+
+    with torch.no_grad():
+        final = torch.cat([masks(slice(a, min(a + ctx.max_batch, problems)), seeds[a:a + ctx.max_batch])[0]
+                           for a in range(0, problems, ctx.max_batch)])
+    probs = ctx.scores(lambda sl: pyramid.apply(final[sl]), problems, span=(1.0, 1.0), score="prob")
+    if unsync:      # problem (a, τ) is non-zero in frame τ only: summing over τ assembles area a's mask
+        final = final.view(n_areas, t, t, h, w).sum(1)
+        probs, history = probs.view(n_areas, t).mean(1), history.view(iterations, n_areas, t).mean(2)
+    final = final.float()
+    if ctx.score == "prob":
+        history = history.exp()
+    summed = blur_frames(final.sum(0)[None, None], sigma=10 * scale)[0, 0]
+    return MethodOutput(summed / summed.max().clamp(min=1e-12), extras={
+        "masks": final.cpu(), "areas": list(areas), "preserved": (final >= 0.5).flatten(1).float().mean(1).tolist(),
+        "probs": probs.cpu().tolist(), "history": history})
+
+
+AREAS = Param("areas", (0.05, 0.1, 0.15, 0.5), "fractions of the clip each mask may keep (one mask per area, "
+              "all optimised together; the map is their sum)", 0.001, 1.0)
+ITERATIONS = Param("iterations", 1200, "SGD iterations (one forward + backward of every area's clip each)", 1, 5000)
+STEP = Param("step", 7, "seed-grid spacing in pixels at 112 px (scales with the frame size)", 2, 32)
+SIGMA = Param("sigma", 11.0, "mask smoothness in pixels at 112 px (scales with the frame size)", 1.0, 64.0)
+COMMON = (AREAS, ITERATIONS, STEP, SIGMA)
+PRESETS = {"fast": {"iterations": 300, "areas": (0.05, 0.1, 0.2)}, "paper": {}}
+EP_COST = "iterations × areas × (forward + backward) + areas forwards"
+
+
+def _ep(**fixed):
+    """A registered variant: the shared optimiser with some options fixed."""
+    def run(ctx: Context, areas: tuple[float, ...], iterations: int, step: int, sigma: float, **params) -> MethodOutput:
+        return extremal_masks(ctx, areas, iterations, step=step, sigma=sigma, **fixed, **params)
+    return run
+
+
+register("ep3d", name="Extremal perturbation 3-D (EP-3D)", family="perturbation", paper="[S0] §3.1, [S1] §3.2.1",
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=PRESETS,
+         description="Learns the smallest smooth region of the clip (a fixed share of all its voxels) that keeps "
+                     "the class probability high when everything else is blurred. One mask per share; the map "
+                     "is their sum. Faithful by construction, but it needs hundreds of forward and backward "
+                     "passes.")(_ep())
+register("ep3d_evenly", name="EP-3D evenly (Extm. Ptb. Sync)", family="perturbation", paper="[S0] §4.2, [S1] §4.4",
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=PRESETS,
+         description="EP-3D with the area constraint applied to every frame separately: each frame keeps the "
+                     "same share of its pixels, so the map shows where in each frame, not when.")(_ep(per_frame=True))
+register("ep_unsync", name="Extremal perturbation per frame (Unsync)", family="perturbation", paper="[S0] §4.2",
+         needs="gradients", cost="T × " + EP_COST, score="prob", stochastic=True, params=COMMON, presets=PRESETS,
+         description="Image-style extremal perturbation for each frame alone, with all other frames blurred; "
+                     "the T problems are optimised in one batch. T times the cost of EP-3D, and blind to "
+                     "motion across frames.")(_ep(unsync=True))
+register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation", paper="[S0] Eq. 7, [S1] Eq. 12",
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
+         params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),),
+         description="EP-3D whose seed masks are smoothed along time in every iteration, so the kept region "
+                     "changes gradually from frame to frame.")(_ep())
+register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
+         params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),
+                          Param("key_shape", "ellipsoid", "key region shape", choices=("ellipsoid", "cylinder"))),
+         description="EP-3D with an extra loss that rewards keeping a few compact spatio-temporal blobs "
+                     "(ellipsoids several frames deep) instead of scattered pixels: smoother, more connected "
+                     "explanations at the same cost.")(_ep())
