@@ -21,6 +21,7 @@ from explainers import baselines  # noqa: F401, I001
 from explainers import gradients  # noqa: F401
 from explainers import cam  # noqa: F401
 from explainers import occlusion  # noqa: F401
+from explainers import aosa  # noqa: F401
 from explainers import swag  # noqa: F401
 from explainers import extremal  # noqa: F401
 from explainers._core import Cancelled, Context, PassCounter, ProgressFn, eval_mode, normalise

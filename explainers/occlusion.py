@@ -21,23 +21,30 @@ def _clean_score(ctx: Context) -> float:
     return float(ctx.scores(lambda sl: ctx.x, 1, span=(0.0, 0.0)))
 
 
-def _kept_region_map(ctx: Context, masks_of, n: int, message: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σ_i (p_i − p_0) Ω_i / mean(Ω_i) / N over keep masks ``masks_of(slice) -> B×T×H×W``; also returns p_i."""
+def kept_region_map(ctx: Context, masks_of, n: int, message: str, fill: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_i (p_i − p_0) Ω_i / mean(Ω_i) / N over keep masks ``masks_of(slice) -> B×T×H×W``, where p_i scores
+    the clip with the hidden voxels set to ``fill`` (default 0, the mean colour); also returns p_i."""
     p0 = _clean_score(ctx)
     total = torch.zeros(ctx.shape, device=ctx.x.device)
     current = {}
 
     def perturbed(sl: slice) -> torch.Tensor:
-        current["keep"] = masks_of(sl)
-        return ctx.x * current["keep"][:, None]
+        keep = current["keep"] = masks_of(sl)[:, None]
+        return ctx.x * keep if fill is None else ctx.x * keep + fill * (1 - keep)
 
     def accumulate(p: torch.Tensor, _xs: torch.Tensor, _sl: slice) -> None:
-        keep = current["keep"]
-        weight = (p - p0) / keep.flatten(1).mean(1).clamp(min=1e-6)
-        total.add_(torch.einsum("b,bthw->thw", weight.float(), keep.float()))
+        keep = current["keep"][:, 0]
+        total.add_(kept_region_weights(p - p0, keep))
 
     scores = ctx.scores(perturbed, n, message=message, reduce=accumulate)
     return total / n, scores
+
+
+def kept_region_weights(delta: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Σ_i delta_i Ω_i / mean(Ω_i) for B score changes and B×T×H×W keep masks (METHODS §13.4)."""
+    weight = delta / keep.flatten(1).float().mean(1).clamp(min=1e-6)
+    return torch.einsum("b,bthw->thw", weight.float(), keep.float())
 
 
 def window_starts(length: int, window: int, stride: int) -> torch.Tensor:
@@ -65,7 +72,7 @@ def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, in
         hole = inside[0][:, :, None, None] & inside[1][:, None, :, None] & inside[2][:, None, None, :]
         return (~hole).to(ctx.x)
 
-    saliency, scores = _kept_region_map(ctx, masks_of, len(grid), "occlusion")
+    saliency, scores = kept_region_map(ctx, masks_of, len(grid), "occlusion")
     return MethodOutput(saliency, extras={"positions": len(grid), "scores": scores})
 
 
@@ -92,5 +99,5 @@ def rise(ctx: Context, masks: int, grid: tuple[int, int, int], keep: float) -> M
             out[i] = smooth[i, dt:dt + size[0], dh:dh + size[1], dw:dw + size[2]]
         return out.to(ctx.x)
 
-    saliency, scores = _kept_region_map(ctx, masks_of, masks, "RISE")
+    saliency, scores = kept_region_map(ctx, masks_of, masks, "RISE")
     return MethodOutput(saliency, extras={"scores": scores})

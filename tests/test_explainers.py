@@ -42,7 +42,7 @@ def _inside(saliency: torch.Tensor, box) -> bool:
 def test_registry_lists_the_issue_methods_with_complete_specs():
     assert list(REGISTRY) == ["random", "centre", "gradient", "input_x_gradient", "guided_backprop",
                               "integrated_gradients", "smoothgrad", "grad_cam", "grad_cam_pp", "saliency_tubes",
-                              "occlusion", "rise", "swag_v_i", "swag_v_g", "swag_v_ig", "ep3d", "ep3d_evenly",
+                              "occlusion", "rise", "aosa", "aosa_approx", "swag_v_i", "swag_v_g", "swag_v_ig", "ep3d", "ep3d_evenly",
                               "ep_unsync", "ep3d_temporal_gauss", "step"]
     for spec in REGISTRY.values():
         assert spec.name and spec.paper and spec.cost and len(spec.description) > 40

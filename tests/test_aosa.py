@@ -1,0 +1,98 @@
+"""AOSA and AOSA-approx: flow tracks against a known motion, frame-out, K = 1 against single tubes computed by
+hand, and the first-order estimate against the exact scores on a model that is linear in the input."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from explainers import explain
+from explainers.aosa import farneback_flow, track_anchors, tube_holes
+from explainers.metrics import spearman
+from explainers._core import normalise
+
+
+def _moving_square(t: int, size: int, start: tuple[int, int], velocity: tuple[float, float], side: int = 20
+                   ) -> torch.Tensor:
+    """T×H×W×3 in [0, 1]: a textured square moving at ``velocity`` (rows, cols per frame) on a plain background."""
+    rng = np.random.default_rng(0)
+    texture = rng.uniform(0.2, 1.0, (side // 4 + 1, side // 4 + 1, 3)).repeat(4, 0).repeat(4, 1)[:side, :side]
+    frames = np.full((t, size, size, 3), 0.5)
+    for k in range(t):
+        y, x = int(round(start[0] + velocity[0] * k)), int(round(start[1] + velocity[1] * k))
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + side, size), min(x + side, size)
+        if y1 > y0 and x1 > x0:
+            frames[k, y0:y1, x0:x1] = texture[y0 - y:y1 - y, x0 - x:x1 - x]
+    return torch.from_numpy(frames).float()
+
+
+def test_tracks_follow_a_square_with_known_velocity():
+    rgb = _moving_square(8, 64, (10, 8), (1.0, 2.0))
+    tracks = track_anchors(farneback_flow(rgb), (64, 64), stride=4)
+    start = tracks.positions[:, 0]
+    inside = ((start[:, 0] >= 14) & (start[:, 0] < 26) & (start[:, 1] >= 12) & (start[:, 1] < 24))
+    assert inside.sum() >= 6
+    expected = start[inside, None, :] + torch.arange(8)[None, :, None] * torch.tensor([1, 2])
+    error = (tracks.positions[inside] - expected).abs().max(-1).values        # per anchor and frame
+    assert (error <= 2 * torch.arange(8).clamp(min=1)).all()                  # ≤ 2 px per frame travelled
+    assert error.float().mean() <= 2.0
+    assert tracks.tracked[inside].all()
+
+
+def test_frame_out_stops_the_occluder():
+    rgb = _moving_square(8, 48, (14, 22), (0.0, 3.0))                          # leaves on the right
+    tracks = track_anchors(farneback_flow(rgb), (48, 48), stride=4)
+    start = tracks.positions[:, 0]
+    on_square = torch.nonzero((start[:, 0] >= 18) & (start[:, 0] < 30) & (start[:, 1] >= 36) & (start[:, 1] < 42))[:, 0]
+    lost = on_square[~tracks.tracked[on_square, -1]]
+    assert len(lost) > 0
+    holes = tube_holes(tracks, lost, (48, 48), occluder=8)
+    for i, anchor in enumerate(lost):
+        gone = int(torch.nonzero(~tracks.tracked[anchor])[0])
+        assert holes[i, :gone].any() and not holes[i, gone:].any()
+
+
+class Linear(nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = nn.Parameter(torch.randn(2, 3 * 8 * 32 * 32, generator=g) * scale, requires_grad=False)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T
+
+
+def _clip() -> torch.Tensor:
+    rgb = _moving_square(8, 32, (6, 4), (1.0, 1.0), side=12)
+    return (rgb.permute(3, 0, 1, 2)[None] - 0.5) / 0.25
+
+
+def test_k1_equals_the_single_tube_map_by_hand():
+    model, x = Linear(0.01), _clip()
+    e = explain(model, x, "aosa", target=0, k=1, stride=8, occluder=8)
+    assert e.forward_passes == 1 + 1 + 16
+    from explainers.aosa import Tracks
+    tracks = Tracks(e.extras["tracks"], e.extras["tracked"])
+    with torch.no_grad():
+        p0 = model(x).softmax(-1)[0, 0]
+        total = torch.zeros(8, 32, 32)
+        for i in range(16):
+            keep = (~tube_holes(tracks, torch.tensor([i]), (32, 32), 8)[0]).float()
+            p = model(x * keep).softmax(-1)[0, 0]
+            total += (p - p0) * keep / keep.mean()
+    assert torch.allclose(e.saliency, normalise(total / 16), atol=1e-4)
+    k3 = explain(model, x, "aosa", target=0, k=3, stride=8, occluder=8)
+    assert k3.extras["groups"].shape == (16, 3) and (k3.extras["groups"][:, 0] == torch.arange(16)).all()
+
+
+def test_approx_ranks_like_exact_on_a_linear_model():
+    model, x = Linear(0.002), _clip()
+    exact = explain(model, x, "aosa", target=0, stride=4, occluder=8)
+    approx = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8)
+    assert spearman(exact.extras["scores"], approx.extras["scores"]) >= 0.7
+    assert spearman(exact.saliency.flatten(), approx.saliency.flatten()) >= 0.7
+    assert approx.backward_passes <= 3
+    logit = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, score="logit", adjust=False)
+    exact_logit = explain(model, x, "aosa", target=0, stride=4, occluder=8, score="logit")
+    assert torch.allclose(logit.extras["scores"], exact_logit.extras["scores"], atol=1e-3)   # exact when linear
