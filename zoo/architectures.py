@@ -4,7 +4,7 @@
   at reduced width (16/32/64/128 channels; torchvision's ``VideoResNet`` hard-codes 64..512). Its last block
   ``layer4`` keeps 8 of the 16 input frames (T'=8, 7×7 at 112 px), which is the CAM target layer.
 * ``CNNLSTM`` — a per-frame 2-D CNN followed by an LSTM whose per-step logits are averaged over time, as the
-  VGG16-LSTM of [S0]. The CNN output is exposed as a B×C×T×H'×W' volume (module ``frames``), so CAM methods
+  VGG16-LSTM of [S0], each frame stacked with its difference to the previous one. The CNN output is exposed as a B×C×T×H'×W' volume (module ``frames``), so CAM methods
   see it exactly like a 3-D CNN's activation, at full temporal resolution.
 
 Both take normalised clips B×3×T×H×W and return logits B×num_classes.
@@ -71,11 +71,12 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Modu
 
 
 class FrameEncoder(nn.Module):
-    """A 2-D CNN applied to every frame: B×3×T×H×W → B×C×T×H/16×W/16."""
+    """A 2-D CNN applied to every frame: B×C_in×T×H×W → B×C×T×H/16×W/16."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 64), strides: tuple[int, ...] = (2, 2, 2, 1)):
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 64), strides: tuple[int, ...] = (2, 2, 2, 1),
+                 in_channels: int = 3):
         super().__init__()
-        layers = _conv_bn_relu(3, widths[0], 7, 2)
+        layers = _conv_bn_relu(in_channels, widths[0], 7, 2)
         cin = widths[0]
         for w, s in zip(widths, strides):
             layers += _conv_bn_relu(cin, w, 3, s) + _conv_bn_relu(w, w, 3, 1)
@@ -92,12 +93,15 @@ class FrameEncoder(nn.Module):
 class CNNLSTM(nn.Module):
     """Per-frame CNN → flatten → Linear → LSTM → per-step logits averaged over time; about 1.5 M parameters.
 
-    The per-frame features are flattened, not pooled, so the recurrent part sees where the object is.
+    The per-frame features are flattened, not pooled, so the recurrent part sees where the object is. Each
+    frame enters the CNN together with its difference to the previous frame (6 channels; zero for the first
+    frame): without it the LSTM alone had to infer motion from per-frame embeddings and stalled at 60 %
+    (rotation direction and grow/appear at chance even on flat backgrounds).
     """
 
     def __init__(self, num_classes: int = 10, size: int = 112, hidden: int = 256):
         super().__init__()
-        self.frames = FrameEncoder()
+        self.frames = FrameEncoder(in_channels=6)
         cells = (size // 16) ** 2
         self.embed = nn.Sequential(nn.Linear(self.frames.out_channels * cells, hidden), nn.ReLU(inplace=True))
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
@@ -105,7 +109,8 @@ class CNNLSTM(nn.Module):
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.frames(x)                                   # B×C×T×h×w
+        previous = torch.cat([x[:, :, :1], x[:, :, :-1]], 2)
+        f = self.frames(torch.cat([x, x - previous], 1))     # B×C×T×h×w
         f = f.transpose(1, 2).flatten(2)                     # B×T×(C·h·w)
         steps, _ = self.lstm(self.embed(f))
         return self.fc(steps).mean(1)
