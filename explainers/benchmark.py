@@ -1,0 +1,196 @@
+"""The papers' tables, regenerated: methods × models × clips of the held-out SynthActions-10 split.
+
+    python -m explainers.benchmark --quick                     # a few minutes on 2 CPU cores
+    python -m explainers.benchmark --models synth-r2plus1d-small synth-cnn-lstm --clips 100 --out runs/full
+
+Every (model, clip, method) gives one JSON line in ``<out>/results.jsonl`` (metrics, time, passes, curves), so an
+interrupted run continues where it stopped. ``<out>/tables.md`` and ``<out>/results.csv`` are rewritten from all
+lines after every run: one table per model with rows = methods and columns = CI ↑, CD ↓, S50 ↓, S75 ↓, S-PT ↑,
+T-PT ↑, localisation error (Val / Mean / Energy) ↓, seconds per map and passes, as in [S0]–[S4].
+``<out>/report.html`` shows the mean insertion and deletion curves of every method (plotly).
+
+The explained class is the clip's ground-truth label (the papers' protocol); a folder of the user's own clips
+(``--folder``, any format the zoo decodes) is explained for the model's top-1 class and gets the metrics that
+need no ground truth.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explainers import REGISTRY, explain
+from explainers import metrics as M
+from zoo import synthetic
+from zoo.models import load_model
+from zoo.video import prepare_clip, preprocess
+
+COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
+           ("temporal_pointing", "T-PT ↑"), ("loc_val", "Loc. err. Val ↓"), ("loc_mean", "Mean ↓"),
+           ("loc_energy", "Energy ↓"), ("seconds", "s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
+QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backprop", "grad_cam", "saliency_tubes",
+                                 "occlusion", "aosa_approx", "swag_v_ig"]}
+
+
+def clips(count: int, folder: Path | None):
+    """(clip id, loader(spec) -> x, ground truth or None): the first ``count`` test clips, then the folder's."""
+    for seed in synthetic.split_seeds("test", count):
+        clip = synthetic.make_clip(seed, "hard")
+        truth = {"label": clip.label, "bbox": clip.bbox, "visible": clip.visible, "window": clip.window}
+        yield f"synth-{seed}", (lambda spec, c=clip: preprocess(c.video, spec)[0]), truth
+    for path in sorted(folder.iterdir()) if folder else ():
+        if path.is_file() and not path.name.startswith("."):
+            yield f"file-{path.name}", (lambda spec, p=path: prepare_clip(p, spec).x), None
+
+
+def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int) -> dict:
+    """One explanation and every metric that applies to it."""
+    target = truth["label"] if truth else None
+    e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None, seed=seed)
+    curves = M.insertion_deletion(model, x, e.saliency, e.target)
+    sm = M.saliency_metric(model, x, e.saliency, e.target)
+    row = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5], "s75": sm[0.75],
+           "seconds": e.seconds, "forwards": e.forward_passes, "backwards": e.backward_passes,
+           "insertion_curve": curves["insertion"].probs.round(4).tolist(),
+           "deletion_curve": curves["deletion"].probs.round(4).tolist(), "target": e.target}
+    if truth:
+        s = e.saliency
+        row["pointing"] = M.pointing_game(s, truth["bbox"], truth["visible"])
+        row["temporal_pointing"] = M.temporal_pointing_game(s, truth["window"])
+        for rule in ("val", "mean", "energy"):
+            row[f"loc_{rule}"] = float(M.localisation_iou(s, truth["bbox"], truth["visible"], rule) <= 0.5)
+    return row
+
+
+def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
+        folder: Path | None = None, log=print) -> list[dict]:
+    """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    done = {(r["model"], r["clip"], r["method"]) for r in rows}
+    todo = [(m, c, k) for m in models for c in [c[0] for c in clips(n_clips, folder)] for k in methods
+            if (m, c, k) not in done]
+    log(f"{len(done)} rows found in {path}, {len(todo)} to compute")
+    start, count = time.time(), 0
+    for model_id in models:
+        model = load_model(model_id)
+        for clip_id, load, truth in clips(n_clips, folder):
+            x = None
+            for method in methods:
+                if (model_id, clip_id, method) in done:
+                    continue
+                x = load(model.input_spec) if x is None else x
+                try:
+                    row = evaluate(model, x, method, truth, preset, seed)
+                except ValueError as error:      # the method does not apply to this model
+                    row = {"error": str(error).split(";")[0]}
+                row.update(model=model_id, clip=clip_id, method=method, preset=preset, seed=seed)
+                with path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                rows.append(row)
+                count += 1
+                eta = (time.time() - start) / count * (len(todo) - count)
+                log(f"[{count}/{len(todo)}] {model_id} {clip_id} {method}: {row.get('seconds', 0):.1f} s "
+                    f"(about {eta / 60:.0f} min left)")
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean of every column per model and method (localisation as error %, pointing games as %)."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        cell = table.setdefault(r["model"], {}).setdefault(r["method"], {"n": 0})
+        cell["n"] += 1
+        for key, _ in COLUMNS:
+            if key in r:
+                cell.setdefault(key, []).append(r[key])
+    for methods in table.values():
+        for cell in methods.values():
+            for key, _ in COLUMNS:
+                if key in cell:
+                    scale = 100 if key.startswith(("loc_", "pointing", "temporal")) else 1
+                    cell[key] = scale * float(np.mean(cell[key]))
+    return table
+
+
+def markdown(table: dict, order: list[str]) -> str:
+    lines = []
+    for model, methods in table.items():
+        n = max(c["n"] for c in methods.values())
+        lines += [f"### {model} — {n} clips", "", "| method | " + " | ".join(h for _, h in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
+        for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
+            cell = methods[method]
+            values = [f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
+                      f"{cell[k]:.1f}" if k.startswith(("loc_", "pointing", "temporal")) else
+                      f"{cell[k]:.3f}" if k in cell else "–" for k, _ in COLUMNS]
+            lines.append(f"| {method} | " + " | ".join(values) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(rows: list[dict], out: Path) -> str:
+    """tables.md, results.csv and report.html from all rows; returns the Markdown."""
+    table = summarise(rows)
+    text = markdown(table, list(REGISTRY))
+    (out / "tables.md").write_text(text + "\n")
+    keys = ["model", "clip", "method", "preset", "seed", "target", *[k for k, _ in COLUMNS], "error"]
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    _html(rows, out / "report.html")
+    return text
+
+
+def _html(rows: list[dict], path: Path) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    models = sorted({r["model"] for r in rows if "error" not in r})
+    fig = make_subplots(rows=max(1, len(models)), cols=2, subplot_titles=[f"{m}: {k}" for m in models
+                                                                         for k in ("insertion ↑", "deletion ↓")])
+    for i, model in enumerate(models, 1):
+        for method in dict.fromkeys(r["method"] for r in rows if r["model"] == model and "error" not in r):
+            chosen = [r for r in rows if r["model"] == model and r["method"] == method and "error" not in r]
+            for j, kind in enumerate(("insertion", "deletion"), 1):
+                curve = np.mean([r[f"{kind}_curve"] for r in chosen], 0)
+                fig.add_trace(go.Scatter(x=np.linspace(0, 1, len(curve)), y=curve, name=method, legendgroup=method,
+                                         showlegend=(i, j) == (1, 1)), row=i, col=j)
+    fig.update_layout(height=400 * max(1, len(models)), title="Mean insertion / deletion curves per method")
+    fig.write_html(path, include_plotlyjs=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["synth-r2plus1d-small", "synth-cnn-lstm"])
+    parser.add_argument("--methods", nargs="+", choices=list(REGISTRY), default=None,
+                        help="default: every method except ep_unsync (T times the cost of EP-3D)")
+    parser.add_argument("--clips", type=int, default=None, help="test clips per model (default 100; --quick: 3)")
+    parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
+    parser.add_argument("--preset", default="fast", help="parameter preset where a method has it")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK['clips']} clips, methods {QUICK['methods']}")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
+    n_clips = args.clips or (QUICK["clips"] if args.quick else 100)
+    started = time.time()
+    rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder)
+    print(write_reports(rows, args.out))
+    print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The benchmark command: rows per (model, clip, method), resumable, and the tables built from them."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from explainers import benchmark
+
+
+def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
+    args = ["--models", "synth-r2plus1d-small", "--methods", "random", "grad_cam", "--clips", "1", "--out", str(tmp_path)]
+    benchmark.main(args)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["clip"], r["method"]) for r in rows] == [("synth-1000000", "random"), ("synth-1000000", "grad_cam")]
+    for r in rows:
+        assert 0 <= r["insertion"] <= 1 and 0 <= r["deletion"] <= 1 and len(r["insertion_curve"]) == 29
+        assert r["target"] == 0                                   # the ground-truth label of seed 1000000
+        assert {"pointing", "temporal_pointing", "loc_val", "loc_mean", "loc_energy"} <= set(r)
+    printed = capsys.readouterr().out
+    assert "| random |" in printed and "| grad_cam |" in printed and "CI ↑" in printed
+
+    benchmark.main(args)                                          # resumes: nothing left to compute
+    assert "2 rows found" in (second := capsys.readouterr().out) and "0 to compute" in second
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    with (tmp_path / "results.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2
+    assert (tmp_path / "tables.md").read_text().startswith("### synth-r2plus1d-small — 1 clips")
+    assert "plotly" in (tmp_path / "report.html").read_text()[:20000].lower()
+
+
+def test_summary_averages_and_scales():
+    rows = [{"model": "m", "method": "a", "insertion": 0.2, "loc_val": 1.0, "pointing": 0.5},
+            {"model": "m", "method": "a", "insertion": 0.4, "loc_val": 0.0, "pointing": 1.0},
+            {"model": "m", "method": "b", "error": "not applicable"}]
+    table = benchmark.summarise(rows)
+    assert table["m"]["a"]["insertion"] == pytest.approx(0.3)
+    assert table["m"]["a"]["loc_val"] == pytest.approx(50.0) and table["m"]["a"]["pointing"] == pytest.approx(75.0)
+    assert "b" not in table["m"]
