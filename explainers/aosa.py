@@ -133,9 +133,9 @@ def aosa(ctx: Context, k: int, stride: int, occluder: int, fill: str) -> MethodO
 
 
 def _first_order(ctx: Context, point: torch.Tensor, keep_point: torch.Tensor, diff: torch.Tensor, keep_of, n: int
-                 ) -> torch.Tensor:
+                 ) -> tuple[torch.Tensor, float]:
     """f̂_i = f(p) + Σ J_p·(x − v)·(Ω_i − Ω_p): the score of every occluded clip from one forward + backward
-    at the expansion point p (itself the clip occluded by Ω_p)."""
+    at the expansion point p (itself the clip occluded by Ω_p); also returns f(p)."""
     with torch.enable_grad():
         xs = point.detach().requires_grad_(True)
         f = ctx.objective(xs)
@@ -146,7 +146,7 @@ def _first_order(ctx: Context, point: torch.Tensor, keep_point: torch.Tensor, di
     for a in range(0, n, ctx.max_batch):
         keep = keep_of(slice(a, a + ctx.max_batch))
         out[a:a + len(keep)] = f_value + ((keep - keep_point) * e).flatten(1).sum(1).cpu()
-    return out
+    return out, f_value
 
 
 @register("aosa_approx", name="AOSA-approx (first-order)", family="perturbation", paper="[S2] §3.4–3.5",
@@ -164,8 +164,7 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, adj
     fill_value = torch.zeros_like(ctx.x) if value is None else value
     diff = (ctx.x - fill_value)[0]
     ones = torch.ones(ctx.shape, dtype=ctx.x.dtype, device=ctx.x.device)
-    estimates = _first_order(ctx, ctx.x, ones, diff, keep_of, n)
-    p0 = float(ctx.scores(lambda sl: ctx.x, 1, span=(0.5, 0.5), score=ctx.score))
+    estimates, p0 = _first_order(ctx, ctx.x, ones, diff, keep_of, n)
     expansions = []
     if adjust and n >= 4:
         d = estimates - p0
@@ -177,7 +176,7 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, adj
                 m = int(idx[d[idx].argmax()] if largest else idx[d[idx].argmin()])
                 keep_m = keep_of(slice(m, m + 1))[0]
                 point = ctx.x * keep_m + fill_value * (1 - keep_m)
-                estimates[outliers] = _first_order(ctx, point, keep_m, diff, keep_of, n)[outliers]
+                estimates[outliers] = _first_order(ctx, point, keep_m, diff, keep_of, n)[0][outliers]
                 expansions.append(m)
     total = torch.zeros(ctx.shape, device=ctx.x.device)
     for a in range(0, n, ctx.max_batch):

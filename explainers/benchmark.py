@@ -38,14 +38,19 @@ QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backpro
 
 
 def clips(count: int, folder: Path | None):
-    """(clip id, loader(spec) -> x, ground truth or None): the first ``count`` test clips, then the folder's."""
+    """(clip id, loader(spec) -> (x, ground truth or None)): the first ``count`` test clips, then the folder's.
+    Nothing is rendered or decoded until a loader is called."""
     for seed in synthetic.split_seeds("test", count):
-        clip = synthetic.make_clip(seed, "hard")
-        truth = {"label": clip.label, "bbox": clip.bbox, "visible": clip.visible, "window": clip.window}
-        yield f"synth-{seed}", (lambda spec, c=clip: preprocess(c.video, spec)[0]), truth
+        yield f"synth-{seed}", lambda spec, seed=seed: _synthetic(seed, spec)
     for path in sorted(folder.iterdir()) if folder else ():
         if path.is_file() and not path.name.startswith("."):
-            yield f"file-{path.name}", (lambda spec, p=path: prepare_clip(p, spec).x), None
+            yield f"file-{path.name}", lambda spec, p=path: (prepare_clip(p, spec).x, None)
+
+
+def _synthetic(seed: int, spec) -> tuple[torch.Tensor, dict]:
+    clip = synthetic.make_clip(seed, "hard")
+    truth = {"label": clip.label, "bbox": clip.bbox, "visible": clip.visible, "window": clip.window}
+    return preprocess(clip.video, spec)[0], truth
 
 
 def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int) -> dict:
@@ -74,18 +79,17 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     path = out / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     done = {(r["model"], r["clip"], r["method"]) for r in rows}
-    todo = [(m, c, k) for m in models for c in [c[0] for c in clips(n_clips, folder)] for k in methods
-            if (m, c, k) not in done]
+    todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods if (m, c, k) not in done]
     log(f"{len(done)} rows found in {path}, {len(todo)} to compute")
     start, count = time.time(), 0
     for model_id in models:
         model = load_model(model_id)
-        for clip_id, load, truth in clips(n_clips, folder):
-            x = None
+        for clip_id, load in clips(n_clips, folder):
+            loaded = None
             for method in methods:
                 if (model_id, clip_id, method) in done:
                     continue
-                x = load(model.input_spec) if x is None else x
+                x, truth = loaded = load(model.input_spec) if loaded is None else loaded
                 try:
                     row = evaluate(model, x, method, truth, preset, seed)
                 except ValueError as error:      # the method does not apply to this model

@@ -217,7 +217,8 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
     perm = torch.randperm(oh * ow * (1 if per_frame else seed_frames), generator=ctx.generator).to(ctx.x.device)
     kernel = None
     if key_frames:
-        kernel = ellipsoid((min(key_frames, t), max(3, round(11 * scale) | 1), max(3, round(11 * scale) | 1)), key_shape)
+        side = max(3, round(11 * scale) | 1)
+        kernel = ellipsoid((min(key_frames, t), side, side), key_shape)
         n_resp = (t - kernel.shape[0] + 1) * (oh // kernel.shape[1]) * (ow // kernel.shape[2])
         core_perm = torch.randperm(n_resp, generator=ctx.generator).to(ctx.x.device)
 
