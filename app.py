@@ -1,9 +1,13 @@
-"""Gradio app: upload a clip or pick an example, pick a model from the zoo, see what it predicts.
+"""Gradio app: upload a clip or pick an example, pick a model and an explainer, and see where and when the model
+looked, and how faithful that is.
 
-UI wiring only; decoding, models and pictures live in ``zoo`` and ``render``. Offline by default: no analytics,
-no Hub downloads (set ``HF_HUB_OFFLINE=0`` to allow loading Hub models that are not cached yet).
+UI wiring only: decoding and models live in ``zoo``, the methods and metrics in ``explainers``, one clip's analysis
+(explanation + metrics + files) in ``analysis``, pictures and figures in ``render``. Offline by default: no
+analytics, no Hub downloads (set ``HF_HUB_OFFLINE=0`` to allow loading Hub models that are not cached yet).
 
     python app.py [--host 127.0.0.1] [--port 7860]
+
+API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (see the README).
 """
 from __future__ import annotations
 
@@ -14,33 +18,35 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-from functools import lru_cache  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import spaces  # noqa: E402
 
-from render import draw_boxes, frame_strip  # noqa: E402
-from zoo.cards import REPO_ROOT, list_cards, load_card  # noqa: E402
-from zoo.models import ModelLoadError, VideoClassifier, load_model  # noqa: E402
-from zoo.video import VideoError, prepare_clip  # noqa: E402
+import analysis  # noqa: E402
+import render  # noqa: E402
+from analysis import EXAMPLES_DIR, Analysis, ClipInput, get_model, load_clip  # noqa: E402
+from explainers import FAMILIES, REGISTRY, Cancelled, methods_by_family  # noqa: E402
+from zoo.cards import list_cards, load_card  # noqa: E402
+from zoo.models import ModelLoadError  # noqa: E402
+from zoo.video import VideoError, write_mp4  # noqa: E402
 
-EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 DEFAULT_MODEL = "synth-r2plus1d-small"
+DEFAULT_METHOD = "grad_cam"
+DEFAULT_COMPARE = ["gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
+TOP1 = "top-1 class"
+WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
+WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
+LEARN = (Path(__file__).parent / "assets" / "learn.md").read_text()
+
+_stop_requests: set[str] = set()
+_stop_lock = threading.Lock()
 
 
-@lru_cache(maxsize=2)
-def get_model(card_id: str) -> VideoClassifier:
-    return load_model(card_id)
-
-
-def example_ground_truth(video_path: str) -> dict | None:
-    """The ground truth of a bundled example, found by file name (Gradio serves copies of the files)."""
-    path = EXAMPLES_DIR / Path(video_path).with_suffix(".json").name
-    return json.loads(path.read_text()) if path.exists() else None
-
-
+# ------------------------------------------------------------------------------------------- text
 def card_markdown(card_id: str) -> str:
     card = load_card(card_id)
     lines = [f"**{card.name}** — {card.family.replace('_', ' ')}, input {card.input.frames}×"
@@ -54,50 +60,327 @@ def card_markdown(card_id: str) -> str:
     return "\n".join(lines)
 
 
-def classify(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None):
-    """Top-5 predictions, the sampled frames as a strip, and notes (warnings, ground truth) for one clip."""
+def method_markdown(method: str) -> str:
+    spec = REGISTRY[method]
+    needs = {"nothing": "nothing from the model", "forward": "only forward passes",
+             "gradients": "gradients", "target_layer": "a target layer and its gradients"}[spec.needs]
+    return (f"**{spec.name}** · {FAMILIES[spec.family]} · {spec.paper}\n\n{spec.description}\n\n"
+            f"Needs {needs}. Cost: {spec.cost}.")
+
+
+def method_choices() -> list[tuple[str, str]]:
+    return [(f"{FAMILIES[family]} · {spec.name}", spec.id) for family, specs in methods_by_family().items()
+            for spec in specs]
+
+
+def preset_choices(method: str) -> list[str]:
+    return [*REGISTRY[method].presets, "default"]
+
+
+def default_preset(method: str) -> str:
+    return "fast" if "fast" in REGISTRY[method].presets else "default"
+
+
+def resolved_params(method: str, preset: str | None) -> dict:
+    """The parameter values a preset gives (JSON-friendly: tuples as lists)."""
+    values = REGISTRY[method].resolve(None if preset == "default" else preset, {})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def target_choices(card_id: str) -> list[str]:
+    return [TOP1, *[f"{i}: {name}" for i, name in enumerate(load_card(card_id).labels)]]
+
+
+def parse_target(target: str | int | None) -> int | None:
+    if target in (None, "", TOP1):
+        return None
+    return int(str(target).split(":")[0])
+
+
+def clip_notes(clip: ClipInput) -> str:
+    notes = [f"⚠️ {w}" for w in clip.prepared.clip.warnings]
+    if clip.truth is not None:
+        window = clip.truth["window"]
+        span = f"sampled frames {window[0]}–{window[1]}" if window else "none of the sampled frames"
+        notes.append(f"Ground truth: **{clip.truth['class_name']}**, action in {span} (yellow boxes: the actor).")
+    info = clip.prepared.clip.info
+    notes.append(f"{Path(clip.path).name}: {info.width}×{info.height}, {info.fps:.2f} fps, {info.frames} frames; "
+                 f"sampled frames {clip.prepared.clip.indices.tolist()}.")
+    return "\n\n".join(notes)
+
+
+def result_markdown(analyses: list[Analysis]) -> str:
+    lines = []
+    for a in analyses:
+        e = a.explanation
+        lines.append(f"**{REGISTRY[e.method].name}** explained **{e.target_label}** (p = {e.target_prob:.3f}) in "
+                     f"{e.seconds:.2f} s with {e.forward_passes} forward and {e.backward_passes} backward passes "
+                     f"(seed {e.seed}). Insertion AUC {a.metrics['insertion']:.3f} (↑), deletion AUC "
+                     f"{a.metrics['deletion']:.3f} (↓).")
+    return "\n\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- handlers
+def _load(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None) -> ClipInput:
     if not video_path:
         raise gr.Error("Upload a clip or pick an example first.")
     try:
-        model = get_model(card_id)
-        prepared = prepare_clip(video_path, model.input_spec, start_s or None, end_s or None)
+        return load_clip(video_path, card_id, start_s, end_s)
     except (VideoError, ModelLoadError) as e:
         raise gr.Error(str(e)) from None
-    top = dict(model.top_k(prepared.x, 5))
-    display = prepared.display
-    notes = [f"⚠️ {w}" for w in prepared.clip.warnings]
-    truth = example_ground_truth(video_path)
-    if truth is not None:
-        display = draw_boxes(display, np.array(truth["bbox"]), np.array(truth["visible"]))
-        notes.append(f"Ground truth: **{truth['class_name']}**, action in frames {truth['window'][0]}–"
-                     f"{truth['window'][1]} (yellow boxes: the actor).")
-    info = prepared.clip.info
-    notes.append(f"{Path(video_path).name}: {info.width}×{info.height}, {info.fps:.2f} fps, {info.frames} frames; "
-                 f"sampled frames {prepared.clip.indices.tolist()}.")
-    return top, frame_strip(display, count=8), "\n\n".join(notes)
+
+
+def classify(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None):
+    """Top-5 predictions, the sampled frames as a strip, and notes (warnings, ground truth) for one clip."""
+    clip = _load(video_path, card_id, start_s, end_s)
+    top = dict(get_model(card_id).top_k(clip.x.to(analysis.DEVICE), 5))
+    return top, render.frame_strip(analysis.marked_frames(clip, scale=1), count=8), clip_notes(clip)
+
+
+def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None):
+    """``classify`` as soon as a clip or model is chosen; nothing while no clip is loaded."""
+    return classify(video_path, card_id, start_s, end_s) if video_path else (None, None, "")
+
+
+def _progress_callback(request: gr.Request | None, progress: gr.Progress, prefix: str = ""):
+    session = request.session_hash if request is not None else None
+    with _stop_lock:
+        _stop_requests.discard(session)
+
+    def report(fraction: float, message: str) -> bool:
+        progress(fraction, desc=f"{prefix}{message}")
+        with _stop_lock:
+            return session not in _stop_requests
+    return report
+
+
+def stop(request: gr.Request) -> None:
+    """Ask the running explanation of this browser session to stop at its next progress report."""
+    with _stop_lock:
+        _stop_requests.add(request.session_hash)
+
+
+def _analyse(clip: ClipInput, method: str, target, preset: str | None, params: dict | None, seed, report) -> Analysis:
+    if method not in REGISTRY:
+        raise gr.Error(f"Unknown method {method!r}.")
+    try:
+        return analysis.analyse(clip, method, parse_target(target), None if preset == "default" else preset,
+                                params or {}, int(seed or 0), report)
+    except Cancelled:
+        raise gr.Error("Stopped. Nothing was changed; run it again when you like.") from None
+    except (ValueError, TypeError) as e:
+        raise gr.Error(f"{REGISTRY[method].name}: {e}") from None
+
+
+def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool):
+    """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses."""
+    files = analysis.save(analyses, tempfile.mkdtemp(prefix="explain-"), cmap, alpha, show_truth, show_structure)
+    clip = analyses[0].clip
+    importance = render.frame_importance_figure(
+        {a.name: a.explanation.frame_importance.numpy() for a in analyses},
+        clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
+    curves = render.curves_figure({a.name: a.curves for a in analyses})
+    header, rows = analysis.metrics_table(analyses)
+    return (str(files["overlay.mp4"]), importance, curves, pd.DataFrame(rows, columns=header),
+            result_markdown(analyses), [str(p) for p in files.values()])
+
+
+@spaces.GPU(duration=120)
+def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
+                 preset: str, target: str, seed: float, params: dict | None, cmap: str = "jet", alpha: float = 0.5,
+                 show_truth: bool = True, show_structure: bool = True, request: gr.Request = None,
+                 progress: gr.Progress = gr.Progress()):
+    """Explain one clip with one method: overlay video, per-frame importance, insertion/deletion curves, metrics,
+    a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the analysis (kept for redraws)."""
+    clip = _load(video_path, card_id, start_s, end_s)
+    result = _analyse(clip, method, target, preset, params, seed, _progress_callback(request, progress))
+    return (*_outputs([result], cmap, alpha, show_truth, show_structure), [result])
+
+
+@spaces.GPU(duration=300)
+def compare_clips(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
+                  methods: list[str], target: str, seed: float, cmap: str = "jet", alpha: float = 0.5,
+                  show_truth: bool = True, request: gr.Request = None, progress: gr.Progress = gr.Progress()):
+    """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
+    curves in one figure."""
+    if not methods:
+        raise gr.Error("Tick at least one method to compare.")
+    clip = _load(video_path, card_id, start_s, end_s)
+    results = []
+    for i, method in enumerate(methods):
+        report = _progress_callback(request, progress, f"[{i + 1}/{len(methods)}] {method}: ")
+        results.append(_analyse(clip, method, target, default_preset(method), {}, seed, report))
+    return (*_outputs(results, cmap, alpha, show_truth, False), results)
+
+
+def walkthrough(request: gr.Request = None, progress: gr.Progress = gr.Progress()):
+    """The Learn tab's guided example: a clip whose answer is known, explained by a baseline and two methods."""
+    return compare_clips(str(WALKTHROUGH_CLIP), DEFAULT_MODEL, None, None, WALKTHROUGH_METHODS, TOP1, 0,
+                         request=request, progress=progress)[:-1]
+
+
+def redraw(results: list[Analysis] | None, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
+    """The overlay video again with other display settings (no model passes)."""
+    if not results:
+        return None
+    frames = analysis.view(results, cmap, alpha, show_truth, show_structure)
+    return str(write_mp4(Path(tempfile.mkdtemp(prefix="view-")) / "view.mp4", frames, fps=analysis.VIDEO_FPS))
+
+
+def show_step(results: list[Analysis] | None, kind: str, step: int):
+    """The perturbed clip at one step of the insertion or deletion curve, and the curves with that step marked."""
+    if not results:
+        return None, None
+    a = results[0]
+    fraction = float(a.curves[kind].fractions[int(step)])
+    figure = render.curves_figure({r.name: r.curves for r in results}, fraction)
+    p = a.curves[kind].probs[int(step)]
+    return (gr.update(value=analysis.perturbed_strip(a, kind, fraction),
+                      label=f"{kind} after {fraction:.0%} of the voxels: p({a.explanation.target_label}) = {p:.3f}"),
+            figure)
+
+
+def on_method(method: str):
+    preset = default_preset(method)
+    return (method_markdown(method), gr.update(choices=preset_choices(method), value=preset),
+            resolved_params(method, preset))
+
+
+def on_model(card_id: str):
+    return card_markdown(card_id), gr.update(choices=target_choices(card_id), value=TOP1)
+
+
+# ------------------------------------------------------------------------------------------- layout
+def parameter_controls(method: str, preset: str, params: gr.JSON) -> None:
+    """One control per registry parameter of ``method`` (values from ``preset``); each edit updates ``params``."""
+    values = resolved_params(method, preset if preset in preset_choices(method) else default_preset(method))
+    for p in REGISTRY[method].params:
+        label, value = f"{p.name}: {p.help}", values[p.name]
+        if p.kind == "choice":
+            control = gr.Dropdown(list(p.choices), value=value, label=label)
+        elif p.kind == "bool":
+            control = gr.Checkbox(value=value, label=label)
+        elif p.kind in ("int", "float"):
+            control = gr.Number(value=value, label=label, minimum=p.minimum, maximum=p.maximum,
+                                precision=0 if p.kind == "int" else None)
+        else:
+            control = gr.Textbox(value=", ".join(map(str, value)) if isinstance(value, list) else value, label=label)
+
+        def update(v, current, name=p.name, kind=p.kind):
+            if kind in ("ints", "floats"):
+                v = [float(s) if kind == "floats" else int(s) for s in str(v).replace(",", " ").split()]
+            return {**(current or {}), name: v}
+        control.change(update, [control, params], params, api_name=False, queue=False)
+
+
+def display_controls():
+    with gr.Row():
+        cmap = gr.Dropdown(list(render.COLOUR_MAPS), value="jet", label="Colour map", scale=1)
+        alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="Heatmap opacity", scale=2)
+        truth = gr.Checkbox(value=True, label="Ground-truth boxes (examples)")
+    return cmap, alpha, truth
+
+
+def result_panel(prefix: str):
+    video = gr.Video(label="Where the model looked", autoplay=True, loop=True, height=420, elem_id=f"{prefix}-overlay")
+    with gr.Row():
+        importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance")
+        curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves")
+    table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+    summary = gr.Markdown()
+    files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4, GIF), results.json", file_count="multiple")
+    return video, importance, curves, table, summary, files
 
 
 def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
-    choices = [(load_card(i).name, i) for i in list_cards()]
+    models = [(load_card(i).name, i) for i in list_cards()]
     with gr.Blocks(title="Where did the video model look?", analytics_enabled=False) as demo:
-        gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, classify.")
+        gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, then explain "
+                    "its prediction with one method (**Explain**) or several side by side (**Compare**). New here? "
+                    "Start with **Learn**.")
         with gr.Row():
             with gr.Column():
                 video = gr.Video(label="Clip", sources=["upload"])
                 with gr.Row():
                     start = gr.Number(label="Segment start (s)", value=0, minimum=0)
                     end = gr.Number(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
-                model = gr.Dropdown(choices, value=DEFAULT_MODEL, label="Model")
-                card = gr.Markdown(card_markdown(DEFAULT_MODEL))
-                run = gr.Button("Classify", variant="primary")
+                model = gr.Dropdown(models, value=DEFAULT_MODEL, label="Model")
+                with gr.Accordion("Model card", open=False):
+                    card = gr.Markdown(card_markdown(DEFAULT_MODEL))
+                run_classify = gr.Button("Classify")
             with gr.Column():
                 label = gr.Label(num_top_classes=5, label="Top-5 predictions")
                 strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
                 notes = gr.Markdown()
         gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)")
-        model.change(card_markdown, model, card, api_name=False)
-        run.click(classify, [video, model, start, end], [label, strip, notes], api_name="classify")
+        target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain")
+        seed = gr.Number(value=0, precision=0, label="Seed (stochastic methods)")
+
+        with gr.Tabs():
+            with gr.Tab("Explain"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        method = gr.Dropdown(method_choices(), value=DEFAULT_METHOD, label="Explainer")
+                        preset = gr.Radio(preset_choices(DEFAULT_METHOD), value=default_preset(DEFAULT_METHOD),
+                                          label="Preset")
+                        with gr.Accordion("Advanced settings", open=False):
+                            params = gr.JSON(resolved_params(DEFAULT_METHOD, default_preset(DEFAULT_METHOD)),
+                                             label="Parameters in effect")
+                            gr.render(inputs=[method, preset])(lambda m, p: parameter_controls(m, p, params))
+                        with gr.Row():
+                            run_explain = gr.Button("Explain", variant="primary", elem_id="explain-button")
+                            stop_explain = gr.Button("Stop", variant="stop")
+                    with gr.Column(scale=1):
+                        about = gr.Markdown(method_markdown(DEFAULT_METHOD))
+                cmap, alpha, truth = display_controls()
+                structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
+                out = result_panel("explain")
+                with gr.Row():
+                    kind = gr.Radio(["insertion", "deletion"], value="deletion", label="Show the clip of")
+                    step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
+                perturbed = gr.Image(label="Perturbed clip", type="numpy")
+                explained = gr.State()
+
+            with gr.Tab("Compare"):
+                methods = gr.CheckboxGroup(method_choices(), value=DEFAULT_COMPARE,
+                                           label="Methods (each at its fast preset)")
+                with gr.Row():
+                    run_compare = gr.Button("Compare", variant="primary")
+                    stop_compare = gr.Button("Stop", variant="stop")
+                c_cmap, c_alpha, c_truth = display_controls()
+                c_out = result_panel("compare")
+                compared = gr.State()
+
+            with gr.Tab("Learn"):
+                gr.Markdown(LEARN)
+                run_walk = gr.Button("Run the walk-through", variant="primary")
+                w_out = result_panel("learn")
+
+        inputs = [video, model, start, end]
+        model.change(on_model, model, [card, target], api_name=False)
+        run_classify.click(classify, inputs, [label, strip, notes], api_name="classify")
+        for trigger in (video.change, model.change):
+            trigger(preview, inputs, [label, strip, notes], api_name=False)
+        method.change(on_method, method, [about, preset, params], api_name=False)
+        preset.change(lambda m, p: resolved_params(m, p), [method, preset], params, api_name=False)
+        ev = run_explain.click(explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth,
+                                              structure], [*out, explained], api_name="explain")
+        ev.then(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
+        stop_explain.click(stop, None, None, cancels=[ev], queue=False, api_name=False)
+        for control in (cmap, alpha, truth, structure):
+            control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
+        for control in (kind, step):
+            control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
+
+        ev = run_compare.click(compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth],
+                               [*c_out, compared], api_name="compare")
+        stop_compare.click(stop, None, None, cancels=[ev], queue=False, api_name=False)
+        for control in (c_cmap, c_alpha, c_truth):
+            control.change(lambda r, c, a, t: redraw(r, c, a, t, False), [compared, c_cmap, c_alpha, c_truth],
+                           c_out[0], api_name=False)
+
+        run_walk.click(walkthrough, None, list(w_out), api_name=False)
     return demo
 
 
@@ -106,7 +389,7 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
-    build_demo().queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
+    build_demo().queue(default_concurrency_limit=1, max_size=20).launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
             raise ValueError(f"target class {target} does not exist: the model has {n_classes} classes (0–{n_classes - 1})")
         target = int(target)
         generator = torch.Generator().manual_seed(seed)
-        ctx = Context(model, x, target, score or spec.score, generator, max_batch, progress, PassCounter())
+        ctx = Context(model, x, target, score or spec.score, generator, max_batch, progress, PassCounter(), logits)
         ctx.counter.forward = 1
         start = time.perf_counter()
         out = spec.fn(ctx, **values)

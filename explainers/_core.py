@@ -44,6 +44,7 @@ class Context:
     max_batch: int = 16
     progress: ProgressFn | None = None
     counter: PassCounter = field(default_factory=PassCounter)
+    logits: torch.Tensor | None = None   # the clean clip's logits (K), when the caller has them already
     _done: float = 0.0
 
     @property
@@ -56,6 +57,12 @@ class Context:
         self._done = fraction
         if self.progress is not None and self.progress(min(max(fraction, 0.0), 1.0), message) is False:
             raise Cancelled(message or "cancelled")
+
+    def clean_score(self) -> float:
+        """The target score of the unperturbed clip (from ``logits`` when given, else one forward)."""
+        if self.logits is not None:
+            return float(self.target_score(self.logits[None]))
+        return float(self.scores(lambda sl: self.x, 1, span=(0.0, 0.0)))
 
     def target_score(self, logits: torch.Tensor, score: str | None = None) -> torch.Tensor:
         logits = logits.float()

@@ -31,8 +31,8 @@ from zoo.models import load_model
 from zoo.video import prepare_clip, preprocess
 
 COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
-           ("temporal_pointing", "T-PT ↑"), ("loc_val", "Loc. err. Val ↓"), ("loc_mean", "Mean ↓"),
-           ("loc_energy", "Energy ↓"), ("seconds", "s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
+           ("temporal_pointing", "T-PT ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
+           ("loc_error_energy", "Energy ↓"), ("seconds", "s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
 QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backprop", "grad_cam", "saliency_tubes",
                                  "occlusion", "aosa_approx", "swag_v_ig"]}
 
@@ -57,18 +57,10 @@ def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: st
     """One explanation and every metric that applies to it."""
     target = truth["label"] if truth else None
     e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None, seed=seed)
-    curves = M.insertion_deletion(model, x, e.saliency, e.target)
-    sm = M.saliency_metric(model, x, e.saliency, e.target)
-    row = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5], "s75": sm[0.75],
-           "seconds": e.seconds, "forwards": e.forward_passes, "backwards": e.backward_passes,
-           "insertion_curve": curves["insertion"].probs.round(4).tolist(),
-           "deletion_curve": curves["deletion"].probs.round(4).tolist(), "target": e.target}
-    if truth:
-        s = e.saliency
-        row["pointing"] = M.pointing_game(s, truth["bbox"], truth["visible"])
-        row["temporal_pointing"] = M.temporal_pointing_game(s, truth["window"])
-        for rule in ("val", "mean", "energy"):
-            row[f"loc_{rule}"] = float(M.localisation_iou(s, truth["bbox"], truth["visible"], rule) <= 0.5)
+    row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth)
+    row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
+               insertion_curve=curves["insertion"].probs.round(4).tolist(),
+               deletion_curve=curves["deletion"].probs.round(4).tolist())
     return row
 
 

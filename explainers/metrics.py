@@ -236,6 +236,28 @@ def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndar
     return float(np.mean(ious)) if ious else float("nan")
 
 
+# ------------------------------------------------------------------------------------------- all at once
+def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
+                 steps: int = 28, max_batch: int = 16) -> tuple[dict[str, float], dict[str, Curve]]:
+    """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves.
+
+    ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
+    action ``window`` (first, last frame, or None); localisation errors are 0/1 per clip (1: mean IoU ≤ 0.5).
+    Cost: 2 × (steps + 1) + 2 forwards.
+    """
+    curves = insertion_deletion(model, x, saliency, target, steps=steps, max_batch=max_batch)
+    sm = saliency_metric(model, x, saliency, target)
+    values = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
+              "s75": sm[0.75]}
+    if truth is not None:
+        values["pointing"] = pointing_game(saliency, truth["bbox"], truth["visible"])
+        if truth.get("window") is not None:
+            values["temporal_pointing"] = temporal_pointing_game(saliency, truth["window"])
+        for rule in ("val", "mean", "energy"):
+            values[f"loc_error_{rule}"] = float(localisation_iou(saliency, truth["bbox"], truth["visible"], rule) <= 0.5)
+    return values, curves
+
+
 # ------------------------------------------------------------------------------------------- masked accuracy
 def masked_predictions(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor,
                        keep: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20), seed: int = 0) -> dict[float, int]:

@@ -17,15 +17,11 @@ from explainers._output import MethodOutput
 from explainers.registry import Param, register
 
 
-def _clean_score(ctx: Context) -> float:
-    return float(ctx.scores(lambda sl: ctx.x, 1, span=(0.0, 0.0)))
-
-
 def kept_region_map(ctx: Context, masks_of, n: int, message: str, fill: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ_i (p_i − p_0) Ω_i / mean(Ω_i) / N over keep masks ``masks_of(slice) -> B×T×H×W``, where p_i scores
     the clip with the hidden voxels set to ``fill`` (default 0, the mean colour); also returns p_i."""
-    p0 = _clean_score(ctx)
+    p0 = ctx.clean_score()
     total = torch.zeros(ctx.shape, device=ctx.x.device)
     current = {}
 

@@ -1,17 +1,33 @@
-"""The app: classifies the bundled examples, explains bad input, and serves the same over HTTP offline."""
+"""The app's handlers (classify, explain, compare, redraw, step view, stop) and the same over HTTP with gradio_client."""
 from __future__ import annotations
 
 import json
 import socket
+from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
+import pandas as pd
 import pytest
 
 import app
+from zoo.video import read_clip
 
 
 def _examples():
     return sorted(app.EXAMPLES_DIR.glob("*.mp4"))
+
+
+def _example(name: str = "grow") -> str:
+    return str(next(p for p in _examples() if f"_{name}_" in p.name))
+
+
+def _explain(method: str = "grad_cam", **kw):
+    args = dict(video_path=_example(), card_id=app.DEFAULT_MODEL, start_s=None, end_s=None, method=method,
+                preset=app.default_preset(method) if method in app.REGISTRY else "default", target=app.TOP1, seed=0,
+                params=None)
+    args.update(kw)
+    return app.explain_clip(**args)
 
 
 def test_examples_ship_with_ground_truth():
@@ -19,6 +35,7 @@ def test_examples_ship_with_ground_truth():
     assert len(examples) >= 10
     classes = {json.loads(p.with_suffix(".json").read_text())["class_name"] for p in examples}
     assert len(classes) == 10
+    assert app.WALKTHROUGH_CLIP.exists()
 
 
 def test_default_model_classifies_the_examples_correctly():
@@ -34,7 +51,7 @@ def test_default_model_classifies_the_examples_correctly():
 
 
 def test_second_embedded_model_runs_in_the_app():
-    top, strip, _ = app.classify(str(_examples()[0]), "synth-cnn-lstm", None, None)
+    top, strip, _ = app.classify(_example(), "synth-cnn-lstm", None, None)
     assert len(top) == 5 and abs(sum(top.values())) <= 1 + 1e-6 and strip.shape[0] == 112
 
 
@@ -43,17 +60,91 @@ def test_bad_input_is_a_message_not_a_crash(tmp_path):
     bad.write_text("not a video")
     with pytest.raises(gr.Error, match="cannot be read as a video"):
         app.classify(str(bad), app.DEFAULT_MODEL, None, None)
+    with pytest.raises(gr.Error, match="cannot be read as a video"):
+        _explain(video_path=str(bad))
     with pytest.raises(gr.Error, match="Upload a clip"):
         app.classify(None, app.DEFAULT_MODEL, None, None)
     with pytest.raises(gr.Error, match="not in the local Hugging Face cache|not in the local cache"):
-        app.classify(str(_examples()[0]), "hf-videomae-base-ucf101", None, None)
-    top, _, _ = app.classify(str(_examples()[0]), app.DEFAULT_MODEL, None, None)  # still works afterwards
+        app.classify(_example(), "hf-videomae-base-ucf101", None, None)
+    top, _, _ = app.classify(_example(), app.DEFAULT_MODEL, None, None)  # still works afterwards
     assert len(top) == 5
+    assert app.preview(None, app.DEFAULT_MODEL, None, None) == (None, None, "")
 
 
-def test_card_markdown_for_every_card():
-    for card_id, _ in [(c, None) for c in app.list_cards()]:
+def test_bad_settings_are_messages(tmp_path):
+    with pytest.raises(gr.Error, match="target class 12 does not exist"):
+        _explain(target="12: nothing")
+    with pytest.raises(gr.Error, match="Grad-CAM: grad_cam has no parameter"):
+        _explain(params={"masks": 3})
+    with pytest.raises(gr.Error, match="strides needs 3 integers >= 1"):
+        _explain("occlusion", params={"window": [8, 16, 16], "strides": [0, 8, 8]})
+    with pytest.raises(gr.Error, match="Saliency Tubes"):
+        _explain("saliency_tubes", card_id="synth-cnn-lstm")
+    with pytest.raises(gr.Error, match="Unknown method"):
+        _explain("nonsense")
+
+
+def test_card_method_and_parameter_texts_come_from_the_registry():
+    for card_id in app.list_cards():
         assert app.load_card(card_id).name in app.card_markdown(card_id)
+    assert len(app.method_choices()) == len(app.REGISTRY)
+    assert "Cost: 1 forward + 1 backward" in app.method_markdown("grad_cam")
+    assert app.preset_choices("occlusion") == ["fast", "paper", "default"] and app.default_preset("gradient") == "default"
+    assert app.resolved_params("occlusion", "fast")["strides"] == list(app.REGISTRY["occlusion"].presets["fast"]["strides"])
+    assert app.target_choices(app.DEFAULT_MODEL)[:2] == [app.TOP1, "0: move_left"]
+    assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
+
+
+def test_explain_returns_video_figures_table_and_downloads():
+    video, importance, curves, table, summary, files, state = _explain(target="4: grow")
+    with_av = read_clip(video, 16)
+    assert with_av.info.frames == 16 and with_av.info.codec == "h264"
+    assert len(importance.data) == 1 and len(importance.data[0].y) == 16
+    assert len(curves.data) == 2 and curves.data[0].name.startswith("grad_cam insertion (AUC")
+    assert isinstance(table, pd.DataFrame) and list(table["method"]) == ["grad_cam"]
+    assert "Spatial pointing game ↑" in table.columns                        # an example: ground truth applies
+    assert "Grad-CAM** explained **grow**" in summary
+    names = sorted(p.rsplit("/", 1)[-1] for p in files)
+    assert names == ["overlay.gif", "overlay.mp4", "results.json", "saliency_grad_cam.npy"]
+    saved = json.loads(open(next(p for p in files if p.endswith(".json"))).read())[0]
+    assert saved["explanation"]["target"] == 4 and "--method grad_cam" in saved["command"]
+    assert np.load(next(p for p in files if p.endswith(".npy"))).shape == (16, 112, 112)
+
+    again = app.redraw(state, "inferno", 0.8, False, False)
+    assert again.endswith(".mp4") and again != video
+    strip, figure = app.show_step(state, "insertion", 14)
+    assert strip["value"].shape[0] == 224 and "insertion after 50%" in strip["label"]
+    assert len(figure.layout.shapes) == 2
+
+
+def test_parameters_reach_the_method():
+    *_, state = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
+    assert state[0].explanation.forward_passes == 1 + 4               # 1 × 2 × 2 positions + the clean clip
+
+
+def test_stop_cancels_a_running_explanation():
+    request = SimpleNamespace(session_hash="abc")
+    calls = []
+
+    def progress(fraction, desc=""):
+        calls.append(fraction)
+        if len(calls) == 2:
+            app.stop(request)                                         # the Stop button, pressed mid-run
+    with pytest.raises(gr.Error, match="Stopped"):
+        _explain("occlusion", request=request, progress=progress)
+    assert len(calls) == 2
+    *_, state = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]}, request=request,
+                         progress=lambda f, desc="": None)            # the next run starts afresh
+    assert state[0].explanation.method == "occlusion"
+
+
+def test_compare_puts_methods_side_by_side():
+    video, importance, curves, table, summary, files, state = app.compare_clips(
+        _example(), app.DEFAULT_MODEL, None, None, ["random", "grad_cam"], app.TOP1, 0)
+    assert list(table["method"]) == ["random", "grad_cam"] and len(curves.data) == 4 and len(importance.data) == 2
+    assert len(state) == 2 and sum(p.endswith(".npy") for p in files) == 2
+    with pytest.raises(gr.Error, match="at least one"):
+        app.compare_clips(_example(), app.DEFAULT_MODEL, None, None, [], app.TOP1, 0)
 
 
 def _free_port() -> int:
@@ -74,8 +165,16 @@ def test_server_on_localhost_with_gradio_client():
         label, strip, notes = client.predict(handle_file(str(example)), app.DEFAULT_MODEL, None, None,
                                              api_name="/classify")
         truth = json.loads(example.with_suffix(".json").read_text())["class_name"]
-        assert label["label"] == truth
-        assert len(label["confidences"]) == 5
-        assert "Ground truth" in notes
+        assert label["label"] == truth and len(label["confidences"]) == 5 and "Ground truth" in notes
+
+        for method, params in (("grad_cam", {}), ("occlusion", {"window": [8, 56, 56], "strides": [8, 56, 56]})):
+            video, importance, curves, table, summary, files = client.predict(
+                handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, method, "default", app.TOP1, 0, params,
+                api_name="/explain")
+            assert read_clip(video, 16).info.frames == 16
+            assert json.loads(curves["plot"])["data"][0]["name"].startswith(f"{method} insertion")
+            assert table["data"][0][0] == method and f"explained **{truth}**" in summary
+            assert len(files) == 4
+        assert "/compare" in client.view_api(print_info=False, return_format="str")
     finally:
         demo.close()

@@ -17,7 +17,7 @@ def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
     for r in rows:
         assert 0 <= r["insertion"] <= 1 and 0 <= r["deletion"] <= 1 and len(r["insertion_curve"]) == 29
         assert r["target"] == 0                                   # the ground-truth label of seed 1000000
-        assert {"pointing", "temporal_pointing", "loc_val", "loc_mean", "loc_energy"} <= set(r)
+        assert {"pointing", "temporal_pointing", "loc_error_val", "loc_error_mean", "loc_error_energy"} <= set(r)
     printed = capsys.readouterr().out
     assert "| random |" in printed and "| grad_cam |" in printed and "CI ↑" in printed
 
@@ -31,10 +31,10 @@ def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
 
 
 def test_summary_averages_and_scales():
-    rows = [{"model": "m", "method": "a", "insertion": 0.2, "loc_val": 1.0, "pointing": 0.5},
-            {"model": "m", "method": "a", "insertion": 0.4, "loc_val": 0.0, "pointing": 1.0},
+    rows = [{"model": "m", "method": "a", "insertion": 0.2, "loc_error_val": 1.0, "pointing": 0.5},
+            {"model": "m", "method": "a", "insertion": 0.4, "loc_error_val": 0.0, "pointing": 1.0},
             {"model": "m", "method": "b", "error": "not applicable"}]
     table = benchmark.summarise(rows)
     assert table["m"]["a"]["insertion"] == pytest.approx(0.3)
-    assert table["m"]["a"]["loc_val"] == pytest.approx(50.0) and table["m"]["a"]["pointing"] == pytest.approx(75.0)
+    assert table["m"]["a"]["loc_error_val"] == pytest.approx(50.0) and table["m"]["a"]["pointing"] == pytest.approx(75.0)
     assert "b" not in table["m"]

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.metrics import (METRICS, insertion_deletion, localisation_iou, pointing_game, saliency_metric,
-                                temporal_pointing_game)
+from explainers.metrics import METRICS, evaluate_map
 from zoo.models import load_model
 from zoo.synthetic import make_clip, split_seeds
 from zoo.video import preprocess
@@ -24,14 +23,9 @@ def oracle_map(clip) -> torch.Tensor:
 
 
 def scores(model, clip, x, saliency) -> dict[str, float]:
-    curves = insertion_deletion(model, x, saliency, clip.label, max_batch=16)
-    sm = saliency_metric(model, x, saliency, clip.label)
-    out = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
-           "s75": sm[0.75], "pointing": pointing_game(saliency, clip.bbox, clip.visible),
-           "temporal_pointing": temporal_pointing_game(saliency, clip.window)}
-    for rule in ("val", "mean", "energy"):
-        out[f"loc_error_{rule}"] = 100.0 * (localisation_iou(saliency, clip.bbox, clip.visible, rule) <= 0.5)
-    return out
+    truth = {"bbox": clip.bbox, "visible": clip.visible, "window": clip.window}
+    values, _ = evaluate_map(model, x, saliency, clip.label, truth)
+    return {k: 100.0 * v if k.startswith("loc_error") else v for k, v in values.items()}
 
 
 @pytest.fixture(scope="module")

@@ -369,6 +369,26 @@ def write_examples(out: Path, split: str, count: int, preset: str = "hard", fps:
     return paths
 
 
+def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tuple[int, int], spec,
+                     search: tuple[Path, ...] = ()) -> dict | None:
+    """The ground truth of an example clip (``<name>.json`` beside it, or in one of ``search`` by file name), mapped
+    onto the model's sampled frames: ``bbox`` per sampled frame in model pixels, ``visible``, and ``window`` as the
+    first/last sampled frame inside the action (None if no sampled frame is). None for clips without one."""
+    from zoo.video import map_boxes
+
+    path = Path(video_path)
+    found = [p for p in (path.with_suffix(".json"), *(d / path.with_suffix(".json").name for d in search)) if p.exists()]
+    if not found:
+        return None
+    raw = json.loads(found[0].read_text())
+    indices = np.minimum(np.asarray(indices), len(raw["bbox"]) - 1)
+    inside = np.flatnonzero((indices >= raw["window"][0]) & (indices <= raw["window"][1]))
+    return {"label": raw["label"], "class_name": raw["class_name"],
+            "bbox": map_boxes(np.asarray(raw["bbox"])[indices], source_hw, spec),
+            "visible": np.asarray(raw["visible"], bool)[indices],
+            "window": (int(inside[0]), int(inside[-1])) if len(inside) else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)

@@ -282,11 +282,33 @@ def fit_frames(frames: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tens
     return x[:, :, top:top + h, left:left + w]
 
 
+def map_boxes(boxes: np.ndarray, source_hw: tuple[int, int], spec: InputSpec) -> np.ndarray:
+    """Boxes (x0, y0, x1, y1) on frames of ``source_hw`` → the same boxes on the model's frames (``fit_frames``'s
+    resize and centre crop), clipped to the frame."""
+    sh, sw = source_hw
+    h, w = spec.size
+    size = (h, w) if spec.resize is None else tuple(spec.resize)
+    if len(size) == 1:
+        scale = size[0] / min(sh, sw)
+        size = (max(h, round(sh * scale)), max(w, round(sw * scale)))
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    b = np.asarray(boxes, np.float64) * [size[1] / sw, size[0] / sh, size[1] / sw, size[0] / sh]
+    b -= [left, top, left, top]
+    return np.clip(b, 0, [w, h, w, h])
+
+
 def normalise(x01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """float T×3×h×w in [0, 1] → normalised model input 1×3×T×h×w."""
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
     return ((x01 - mean) / std).permute(1, 0, 2, 3).unsqueeze(0).contiguous()
+
+
+def denormalise(x: torch.Tensor, spec: InputSpec) -> np.ndarray:
+    """Model input 1×3×T×h×w (normalised) → uint8 T×h×w×3 frames, the inverse of ``normalise`` (for display)."""
+    mean = torch.tensor(spec.mean, device=x.device).view(3, 1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(3, 1, 1, 1)
+    return (x[0].float() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
 def preprocess(frames: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, np.ndarray]:

@@ -1,0 +1,211 @@
+"""One clip, one model, one or more explainers: the explanation, every metric that applies, and the pictures and
+files a person keeps (overlay MP4/GIF, saliency .npy, a JSON that reproduces the run).
+
+The app and the command line share this module:
+
+    python -m analysis assets/examples/synth_grow_1000004.mp4 --method grad_cam occlusion --out runs/grow
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import render
+from explainers import REGISTRY, Explanation, ProgressFn, explain
+from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip
+from zoo.cards import REPO_ROOT
+from zoo.models import VideoClassifier, load_model
+from zoo.synthetic import ground_truth_for
+from zoo.video import PreparedClip, denormalise, prepare_clip, write_mp4
+
+EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
+VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
+
+
+@lru_cache(maxsize=3)
+def get_model(card_id: str) -> VideoClassifier:
+    """The zoo model on the default device, loaded once per process (three kept)."""
+    return load_model(card_id, DEVICE)
+
+
+@dataclass
+class ClipInput:
+    """A file made ready for one model, with its ground truth when it is one of the synthetic examples."""
+
+    path: str
+    model_id: str
+    start_s: float | None
+    end_s: float | None
+    prepared: PreparedClip
+    truth: dict | None
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.prepared.x
+
+    @property
+    def display(self) -> np.ndarray:
+        return self.prepared.display
+
+
+def load_clip(path: str | Path, model_id: str, start_s: float | None = None, end_s: float | None = None) -> ClipInput:
+    """Decode and preprocess ``path`` for ``model_id``; raises ``zoo.video.VideoError`` / ``ModelLoadError``."""
+    model = get_model(model_id)
+    prepared = prepare_clip(path, model.input_spec, start_s or None, end_s or None)
+    info = prepared.clip.info
+    truth = ground_truth_for(path, prepared.clip.indices, (info.height, info.width), model.input_spec, (EXAMPLES_DIR,))
+    return ClipInput(str(path), model_id, start_s or None, end_s or None, prepared, truth)
+
+
+@dataclass
+class Analysis:
+    clip: ClipInput
+    explanation: Explanation
+    metrics: dict[str, float]
+    curves: dict[str, Curve]
+
+    @property
+    def name(self) -> str:
+        return self.explanation.method
+
+    def summary(self) -> dict:
+        """Everything needed to read and reproduce this run, JSON-serialisable."""
+        e, c = self.explanation, self.clip
+        command = ["python", "-m", "analysis", Path(c.path).name, "--model", c.model_id, "--method", e.method,
+                   "--target", str(e.target), "--seed", str(e.seed), "--params", json.dumps(e.params)]
+        if c.start_s or c.end_s:
+            command += ["--start", str(c.start_s or 0), "--end", str(c.end_s or 0)]
+        return {"clip": Path(c.path).name, "model": c.model_id, "start_s": c.start_s, "end_s": c.end_s,
+                "sampled_frames": c.prepared.clip.indices.tolist(), "explanation": e.summary(),
+                "metrics": {k: round(v, 4) for k, v in self.metrics.items()},
+                "curves": {k: {"fractions": v.fractions.round(4).tolist(), "probs": v.probs.round(4).tolist()}
+                           for k, v in self.curves.items()},
+                "command": shlex.join(command)}
+
+
+def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",
+            params: dict | None = None, seed: int = 0, progress: ProgressFn | None = None,
+            max_batch: int = 16) -> Analysis:
+    """Explain the clip with ``method`` (preset, then ``params``), then score the map with every metric that applies
+    (insertion/deletion and the saliency metric always; pointing games and localisation with ground truth)."""
+    model = get_model(clip.model_id)
+    presets = REGISTRY[method].presets if method in REGISTRY else {}
+    e = explain(model, clip.x, method, target=target, seed=seed, preset=preset if preset in presets else None,
+                max_batch=max_batch, progress=progress, **(params or {}))
+    metrics, curves = evaluate_map(model, clip.x.to(DEVICE), e.saliency, e.target, clip.truth, max_batch=max_batch)
+    return Analysis(clip, e, metrics, curves)
+
+
+def metrics_table(analyses: list[Analysis]) -> tuple[list[str], list[list]]:
+    """Header and rows (one per analysis) of the metrics that any of them has, with time and passes."""
+    keys = [k for k in METRICS if any(k in a.metrics for a in analyses)]
+    header = ["method", *[f"{METRICS[k].name} {'↑' if METRICS[k].higher_is_better else '↓'}" for k in keys],
+              "seconds", "forward passes", "backward passes"]
+    rows = [[a.name, *[round(a.metrics[k], 3) if k in a.metrics else None for k in keys],
+             round(a.explanation.seconds, 2), a.explanation.forward_passes, a.explanation.backward_passes]
+            for a in analyses]
+    return header, rows
+
+
+# ------------------------------------------------------------------------------------------- pictures
+def marked_frames(clip: ClipInput, show_truth: bool = True, scale: int = VIDEO_SCALE) -> np.ndarray:
+    """The model's frames enlarged ``scale`` times, with the actor's ground-truth boxes if known and ``show_truth``."""
+    frames = render.enlarge(clip.display, scale)
+    if show_truth and clip.truth is not None:
+        frames = render.draw_boxes(frames, clip.truth["bbox"] * scale, clip.truth["visible"], thickness=2)
+    return frames
+
+
+def overlay_frames(a: Analysis, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
+                   show_structure: bool = True, side_by_side: bool = True, scale: int = VIDEO_SCALE) -> np.ndarray:
+    """The heatmap over the model's frames (enlarged ``scale`` times), captioned with the method, optionally next to
+    the original; AOSA's tracks and SWAG-V's supervoxel outlines are drawn when ``show_structure`` and the method
+    has them."""
+    extras = a.explanation.extras
+    frames = render.overlay(render.enlarge(a.clip.display, scale), a.explanation.saliency.numpy(), cmap, alpha)
+    if show_structure and "supervoxels" in extras:
+        frames = render.draw_outlines(frames, render.enlarge(np.asarray(extras["supervoxels"])[..., None], scale)[..., 0])
+    if show_structure and "tracks" in extras:
+        centres = np.asarray(extras["tracks"]) * scale + scale // 2
+        frames = render.draw_tracks(frames, centres, np.asarray(extras["tracked"]))
+    if show_truth and a.clip.truth is not None:
+        frames = render.draw_boxes(frames, a.clip.truth["bbox"] * scale, a.clip.truth["visible"], thickness=2)
+    frames = render.caption(frames, f"{a.name} -> {a.explanation.target_label}")
+    if not side_by_side:
+        return frames
+    return render.tile([render.caption(marked_frames(a.clip, show_truth, scale), "what the model sees"), frames], 2)
+
+
+def perturbed_strip(a: Analysis, kind: str, fraction: float, count: int = 8) -> np.ndarray:
+    """Frames of the insertion or deletion clip after ``fraction`` of the voxels, as a strip (what the curve scored)."""
+    spec = get_model(a.clip.model_id).input_spec
+    clip = perturbed_clip(a.clip.x, a.explanation.saliency, fraction, kind)
+    return render.frame_strip(render.enlarge(denormalise(clip, spec), 2), count=count)
+
+
+def view(analyses: list[Analysis], cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
+         show_structure: bool = True) -> np.ndarray:
+    """The frames to watch: one method next to the input, or several methods' overlays in a grid (3 wide)."""
+    if len(analyses) == 1:
+        return overlay_frames(analyses[0], cmap, alpha, show_truth, show_structure)
+    return render.tile([overlay_frames(a, cmap, alpha, show_truth, show_structure, side_by_side=False)
+                        for a in analyses], columns=min(3, len(analyses)))
+
+
+def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
+         show_structure: bool = True) -> dict[str, Path]:
+    """Write saliency volumes (.npy), the ``view`` as MP4 and GIF, and results.json (metrics, curves, parameters
+    and the command that reproduces each run)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for a in analyses:
+        files[f"{a.name}.npy"] = folder / f"saliency_{a.name}.npy"
+        np.save(files[f"{a.name}.npy"], a.explanation.saliency.numpy())
+    frames = view(analyses, cmap, alpha, show_truth, show_structure)
+    files["overlay.mp4"] = write_mp4(folder / "overlay.mp4", frames, fps=VIDEO_FPS)
+    files["overlay.gif"] = render.write_gif(folder / "overlay.gif", frames, fps=VIDEO_FPS)
+    files["results.json"] = folder / "results.json"
+    files["results.json"].write_text(json.dumps([a.summary() for a in analyses], indent=1))
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Explain one clip with one or more methods; write overlays, maps "
+                                                 "and metrics.")
+    parser.add_argument("clip", type=Path)
+    parser.add_argument("--model", default="synth-r2plus1d-small")
+    parser.add_argument("--method", nargs="+", default=["grad_cam"], choices=list(REGISTRY))
+    parser.add_argument("--target", type=int, default=None, help="class index (default: the top-1 class)")
+    parser.add_argument("--preset", default="fast", help="parameter preset where a method has it ('default': none)")
+    parser.add_argument("--params", type=json.loads, default={}, help="JSON object of parameter overrides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=float, default=None, help="segment start (s)")
+    parser.add_argument("--end", type=float, default=None, help="segment end (s)")
+    parser.add_argument("--cmap", default="jet", choices=render.COLOUR_MAPS)
+    parser.add_argument("--out", type=Path, default=Path("runs/analysis"))
+    args = parser.parse_args(argv)
+    if args.params and len(args.method) > 1:
+        parser.error("--params applies to one --method")
+    clip = load_clip(args.clip, args.model, args.start, args.end)
+    analyses = []
+    for method in args.method:
+        analyses.append(a := analyse(clip, method, args.target, args.preset, args.params, args.seed))
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in a.metrics.items())
+        print(f"{method}: target {a.explanation.target_label}, {a.explanation.seconds:.2f} s, "
+              f"{a.explanation.forward_passes} fwd / {a.explanation.backward_passes} bwd; {scores}")
+    for path in save(analyses, args.out, args.cmap).values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

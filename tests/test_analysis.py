@@ -1,0 +1,81 @@
+"""One clip's analysis: ground truth mapped onto the model's frames, metrics, files, and a JSON that reproduces it."""
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+
+import analysis
+from zoo.cards import InputSpec
+from zoo.synthetic import ground_truth_for
+from zoo.video import map_boxes
+
+EXAMPLE = analysis.EXAMPLES_DIR / "synth_grow_1000004.mp4"
+
+
+def test_map_boxes_follows_resize_and_centre_crop():
+    boxes = np.array([[10.0, 20.0, 50.0, 50.0]])
+    assert np.allclose(map_boxes(boxes, (112, 112), InputSpec(size=(112, 112))), boxes)
+    assert np.allclose(map_boxes(boxes, (56, 56), InputSpec(size=(112, 112))), boxes * 2)
+    # torchvision's video transform: resize to 128×171, centre crop 112 (top 8, left 29)
+    out = map_boxes(boxes + 20, (112, 112), InputSpec(size=(112, 112), resize=(128, 171)))
+    assert np.allclose(out, [[30 * 171 / 112 - 29, 40 * 128 / 112 - 8, 70 * 171 / 112 - 29, 70 * 128 / 112 - 8]])
+    # short side 224 on a 100×200 frame: 224×448, crop 224 (left 112); a box left of the crop is clipped to 0
+    out = map_boxes(np.array([[0.0, 0.0, 40.0, 100.0]]), (100, 200), InputSpec(size=(224, 224), resize=(224,)))
+    assert np.allclose(out, [[0, 0, 0, 224]])
+
+
+def test_ground_truth_follows_the_sampled_frames():
+    raw = json.loads(EXAMPLE.with_suffix(".json").read_text())
+    spec = InputSpec(frames=8, size=(56, 56))
+    indices = np.array([1, 3, 5, 7, 9, 11, 13, 15])
+    truth = ground_truth_for(EXAMPLE, indices, (112, 112), spec)
+    assert truth["class_name"] == "grow" and len(truth["bbox"]) == 8
+    assert np.allclose(truth["bbox"][2], np.array(raw["bbox"][5]) / 2)
+    first, last = raw["window"]                                   # (1, 11) → sampled frames 0 (=1) … 5 (=11)
+    assert truth["window"] == (int(np.flatnonzero(indices >= first)[0]), int(np.flatnonzero(indices <= last)[-1]))
+    assert ground_truth_for(EXAMPLE.with_name("elsewhere.mp4"), indices, (112, 112), spec) is None
+
+
+@pytest.fixture(scope="module")
+def grad_cam():
+    clip = analysis.load_clip(EXAMPLE, "synth-r2plus1d-small")
+    return analysis.analyse(clip, "grad_cam")
+
+
+def test_analysis_scores_every_applicable_metric(grad_cam):
+    assert set(grad_cam.metrics) == {"insertion", "deletion", "s50", "s75", "pointing", "temporal_pointing",
+                                     "loc_error_val", "loc_error_mean", "loc_error_energy"}
+    assert len(grad_cam.curves["insertion"].probs) == 29
+    header, rows = analysis.metrics_table([grad_cam, grad_cam])
+    assert header[0] == "method" and header[1] == "Insertion AUC (CI) ↑" and len(rows) == 2
+    assert rows[0][-2:] == [grad_cam.explanation.forward_passes, grad_cam.explanation.backward_passes]
+
+
+def test_overlay_frames_and_perturbed_strip(grad_cam):
+    frames = analysis.overlay_frames(grad_cam)
+    scale = analysis.VIDEO_SCALE
+    assert frames.shape[0] == 16 and frames.shape[1] == 112 * scale + 16          # caption bar above
+    assert frames.shape[2] == 2 * 112 * scale + 4                                 # input | heatmap
+    alone = analysis.overlay_frames(grad_cam, side_by_side=False)
+    assert alone.shape[2] == 112 * scale
+    assert analysis.view([grad_cam] * 4).shape[2] == 3 * 112 * scale + 2 * 4      # grid, 3 wide
+    strip = analysis.perturbed_strip(grad_cam, "deletion", 1.0)
+    assert strip.shape[0] == 224 and strip[:, :224].max() <= 2 * 255 * 0.5        # everything deleted: mean colour
+
+
+def test_cli_writes_files_and_its_json_reproduces_the_map(tmp_path, capsys):
+    analysis.main([str(EXAMPLE), "--method", "rise", "--params", '{"masks": 16}', "--seed", "3", "--out",
+                   str(tmp_path / "a")])
+    assert "rise: target grow" in capsys.readouterr().out
+    files = {p.name for p in (tmp_path / "a").iterdir()}
+    assert files == {"saliency_rise.npy", "overlay.mp4", "overlay.gif", "results.json"}
+    result = json.loads((tmp_path / "a" / "results.json").read_text())[0]
+    assert result["explanation"]["forward_passes"] == 17 and result["metrics"]["pointing"] >= 0
+    argv = shlex.split(result["command"])
+    assert argv[:3] == ["python", "-m", "analysis"]
+    analysis.main([str(EXAMPLE), *argv[4:], "--out", str(tmp_path / "b")])
+    first, again = (np.load(tmp_path / d / "saliency_rise.npy") for d in ("a", "b"))
+    assert np.array_equal(first, again)
