@@ -29,6 +29,7 @@ EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
+MAX_BATCH = 32 if DEVICE == "cuda" else 8   # clips per batched pass: CPU batching buys little speed, costs memory
 
 
 @lru_cache(maxsize=3)
@@ -94,7 +95,7 @@ class Analysis:
 
 def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",
             params: dict | None = None, seed: int = 0, progress: ProgressFn | None = None,
-            max_batch: int = 16) -> Analysis:
+            max_batch: int = MAX_BATCH) -> Analysis:
     """Explain the clip with ``method`` (preset, then ``params``), then score the map with every metric that applies
     (insertion/deletion and the saliency metric always; pointing games and localisation with ground truth)."""
     model = get_model(clip.model_id)

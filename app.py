@@ -73,8 +73,10 @@ def method_choices() -> list[tuple[str, str]]:
             for spec in specs]
 
 
-def preset_choices(method: str) -> list[str]:
-    return [*REGISTRY[method].presets, "default"]
+def preset_choices(method: str | None = None) -> list[str]:
+    """The presets of ``method``, or of every method (what the API accepts), and "default" (no preset)."""
+    specs = [REGISTRY[method]] if method else REGISTRY.values()
+    return [*dict.fromkeys(p for spec in specs for p in spec.presets), "default"]
 
 
 def default_preset(method: str) -> str:
@@ -92,9 +94,13 @@ def target_choices(card_id: str) -> list[str]:
 
 
 def parse_target(target: str | int | None) -> int | None:
+    """None for the top-1 class, else the class index of "3: move_down", "3" or 3."""
     if target in (None, "", TOP1):
         return None
-    return int(str(target).split(":")[0])
+    try:
+        return int(str(target).split(":")[0])
+    except ValueError:
+        raise gr.Error(f"Class to explain: {target!r} is not a class; pick one from the list.") from None
 
 
 def clip_notes(clip: ClipInput) -> str:
@@ -163,8 +169,9 @@ def stop(request: gr.Request) -> None:
 def _analyse(clip: ClipInput, method: str, target, preset: str | None, params: dict | None, seed, report) -> Analysis:
     if method not in REGISTRY:
         raise gr.Error(f"Unknown method {method!r}.")
+    target = parse_target(target)
     try:
-        return analysis.analyse(clip, method, parse_target(target), None if preset == "default" else preset,
+        return analysis.analyse(clip, method, target, None if preset == "default" else preset,
                                 params or {}, int(seed or 0), report)
     except Cancelled:
         raise gr.Error("Stopped. Nothing was changed; run it again when you like.") from None
@@ -314,7 +321,8 @@ def build_demo() -> gr.Blocks:
                 strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
                 notes = gr.Markdown()
         gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)")
-        target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain")
+        target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain",
+                             allow_custom_value=True)
         seed = gr.Number(value=0, precision=0, label="Seed (stochastic methods)")
 
         with gr.Tabs():
@@ -322,8 +330,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         method = gr.Dropdown(method_choices(), value=DEFAULT_METHOD, label="Explainer")
-                        preset = gr.Radio(preset_choices(DEFAULT_METHOD), value=default_preset(DEFAULT_METHOD),
-                                          label="Preset")
+                        preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset")
                         with gr.Accordion("Advanced settings", open=False):
                             params = gr.JSON(resolved_params(DEFAULT_METHOD, default_preset(DEFAULT_METHOD)),
                                              label="Parameters in effect")
@@ -363,6 +370,7 @@ def build_demo() -> gr.Blocks:
         for trigger in (video.change, model.change):
             trigger(preview, inputs, [label, strip, notes], api_name=False)
         method.change(on_method, method, [about, preset, params], api_name=False)
+        demo.load(on_method, method, [about, preset, params], api_name=False)
         preset.change(lambda m, p: resolved_params(m, p), [method, preset], params, api_name=False)
         ev = run_explain.click(explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth,
                                               structure], [*out, explained], api_name="explain")

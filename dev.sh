@@ -9,6 +9,14 @@ python=$(command -v python3.11 || command -v python3)
 reqs=(-r requirements.txt)
 [ "${1:-}" = "test" ] && reqs+=(-r requirements-test.txt)
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "${reqs[@]}"
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null; then   # for the browser test; skipped without it
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+      echo "dev.sh: could not install chromium; the browser test will be skipped" >&2
+  else
+    echo "dev.sh: no chromium (install it with: sudo apt-get install chromium); the browser test will be skipped" >&2
+  fi
+fi
 case "${1:-}" in
   app) shift; exec .venv/bin/python app.py "$@" ;;
   test) shift; exec env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False \

@@ -74,6 +74,8 @@ def test_bad_input_is_a_message_not_a_crash(tmp_path):
 def test_bad_settings_are_messages(tmp_path):
     with pytest.raises(gr.Error, match="target class 12 does not exist"):
         _explain(target="12: nothing")
+    with pytest.raises(gr.Error, match="'walking' is not a class"):
+        _explain(target="walking")
     with pytest.raises(gr.Error, match="Grad-CAM: grad_cam has no parameter"):
         _explain(params={"masks": 3})
     with pytest.raises(gr.Error, match="strides needs 3 integers >= 1"):
@@ -90,6 +92,7 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
     assert len(app.method_choices()) == len(app.REGISTRY)
     assert "Cost: 1 forward + 1 backward" in app.method_markdown("grad_cam")
     assert app.preset_choices("occlusion") == ["fast", "paper", "default"] and app.default_preset("gradient") == "default"
+    assert set(app.preset_choices()) == {"fast", "app", "paper", "default"}
     assert app.resolved_params("occlusion", "fast")["strides"] == list(app.REGISTRY["occlusion"].presets["fast"]["strides"])
     assert app.target_choices(app.DEFAULT_MODEL)[:2] == [app.TOP1, "0: move_left"]
     assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
@@ -167,9 +170,10 @@ def test_server_on_localhost_with_gradio_client():
         truth = json.loads(example.with_suffix(".json").read_text())["class_name"]
         assert label["label"] == truth and len(label["confidences"]) == 5 and "Ground truth" in notes
 
-        for method, params in (("grad_cam", {}), ("occlusion", {"window": [8, 56, 56], "strides": [8, 56, 56]})):
+        for method, preset, params in (("grad_cam", "default", {}),
+                                       ("occlusion", "fast", {"window": [8, 56, 56], "strides": [8, 56, 56]})):
             video, importance, curves, table, summary, files = client.predict(
-                handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, method, "default", app.TOP1, 0, params,
+                handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, method, preset, "3", 0, params,
                 api_name="/explain")
             assert read_clip(video, 16).info.frames == 16
             assert json.loads(curves["plot"])["data"][0]["name"].startswith(f"{method} insertion")
