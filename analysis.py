@@ -29,7 +29,7 @@ EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
-MAX_BATCH = 32 if DEVICE == "cuda" else 8   # clips per batched pass: CPU batching buys little speed, costs memory
+MAX_BATCH = 32 if DEVICE == "cuda" else 4   # clips per batched pass: on CPU batching buys no speed (BENCHMARKS.md)
 
 
 @lru_cache(maxsize=3)

@@ -333,8 +333,9 @@ def build_demo() -> gr.Blocks:
                         preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset")
                         with gr.Accordion("Advanced settings", open=False):
                             params = gr.JSON(resolved_params(DEFAULT_METHOD, default_preset(DEFAULT_METHOD)),
-                                             label="Parameters in effect")
+                                             label="Parameters in effect", render=False)
                             gr.render(inputs=[method, preset])(lambda m, p: parameter_controls(m, p, params))
+                            params.render()
                         with gr.Row():
                             run_explain = gr.Button("Explain", variant="primary", elem_id="explain-button")
                             stop_explain = gr.Button("Stop", variant="stop")
