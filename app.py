@@ -127,18 +127,22 @@ def result_markdown(analyses: list[Analysis]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- handlers
-def _load(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None) -> ClipInput:
+def _load(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
+          progress: gr.Progress | None = None) -> ClipInput:
     if not video_path:
         raise gr.Error("Upload a clip or pick an example first.")
+    if progress is not None:
+        progress(0.0, desc=f"Loading {load_card(card_id).name} and decoding the clip")
     try:
         return load_clip(video_path, card_id, start_s, end_s)
     except (VideoError, ModelLoadError) as e:
         raise gr.Error(str(e)) from None
 
 
-def classify(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None):
+def classify(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
+             progress: gr.Progress = gr.Progress()):
     """Top-5 predictions, the sampled frames as a strip, and notes (warnings, ground truth) for one clip."""
-    clip = _load(video_path, card_id, start_s, end_s)
+    clip = _load(video_path, card_id, start_s, end_s, progress)
     top = dict(get_model(card_id).top_k(clip.x.to(analysis.DEVICE), 5))
     return top, render.frame_strip(analysis.marked_frames(clip, scale=1), count=8), clip_notes(clip)
 
@@ -199,7 +203,7 @@ def explain_clip(video_path: str | None, card_id: str, start_s: float | None, en
                  progress: gr.Progress = gr.Progress()):
     """Explain one clip with one method: overlay video, per-frame importance, insertion/deletion curves, metrics,
     a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the analysis (kept for redraws)."""
-    clip = _load(video_path, card_id, start_s, end_s)
+    clip = _load(video_path, card_id, start_s, end_s, progress)
     result = _analyse(clip, method, target, preset, params, seed, _progress_callback(request, progress))
     return (*_outputs([result], cmap, alpha, show_truth, show_structure), [result])
 
@@ -212,7 +216,7 @@ def compare_clips(video_path: str | None, card_id: str, start_s: float | None, e
     curves in one figure."""
     if not methods:
         raise gr.Error("Tick at least one method to compare.")
-    clip = _load(video_path, card_id, start_s, end_s)
+    clip = _load(video_path, card_id, start_s, end_s, progress)
     results = []
     for i, method in enumerate(methods):
         report = _progress_callback(request, progress, f"[{i + 1}/{len(methods)}] {method}: ")
@@ -321,6 +325,8 @@ def build_demo() -> gr.Blocks:
                 strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
                 notes = gr.Markdown()
         gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)")
+        gr.Examples(sorted(str(p) for p in (EXAMPLES_DIR / "real").glob("*.mp4")), inputs=[video],
+                    label="Real clips (no ground truth; see assets/examples/real/README.md)")
         target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain",
                              allow_custom_value=True)
         seed = gr.Number(value=0, precision=0, label="Seed (stochastic methods)")

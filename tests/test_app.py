@@ -50,6 +50,15 @@ def test_default_model_classifies_the_examples_correctly():
     assert correct >= 8, f"{correct}/10 examples right"
 
 
+def test_real_example_clip_is_explained_without_ground_truth():
+    real = str(next((app.EXAMPLES_DIR / "real").glob("*.mp4")))
+    top, strip, notes = app.classify(real, app.DEFAULT_MODEL, 1.0, 3.0)
+    assert len(top) == 5 and "Ground truth" not in notes and "320×180, 25.00 fps, 132 frames" in notes
+    *_, table, summary, files, state = _explain(video_path=real, start_s=1.0, end_s=3.0)
+    assert "Spatial pointing game ↑" not in table.columns and state[0].clip.truth is None
+    assert 25 <= state[0].clip.prepared.clip.indices.min() and state[0].clip.prepared.clip.indices.max() < 75
+
+
 def test_second_embedded_model_runs_in_the_app():
     top, strip, _ = app.classify(_example(), "synth-cnn-lstm", None, None)
     assert len(top) == 5 and abs(sum(top.values())) <= 1 + 1e-6 and strip.shape[0] == 112
