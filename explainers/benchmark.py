@@ -7,7 +7,8 @@ Every (model, clip, method) gives one JSON line in ``<out>/results.jsonl`` (metr
 interrupted run continues where it stopped. ``<out>/tables.md`` and ``<out>/results.csv`` are rewritten from all
 lines after every run: one table per model with rows = methods and columns = CI ↑, CD ↓, S50 ↓, S75 ↓, S-PT ↑,
 T-PT ↑, localisation error (Val / Mean / Energy) ↓, seconds per map and passes, as in [S0]–[S4].
-``<out>/report.html`` shows the mean insertion and deletion curves of every method (plotly).
+``<out>/report.html`` shows the mean insertion and deletion curves of every method and a gallery of the maps of
+the first clip (plotly).
 
 The explained class is the clip's ground-truth label (the papers' protocol); a folder of the user's own clips
 (``--folder``, any format the zoo decodes) is explained for the model's top-1 class and gets the metrics that
@@ -53,14 +54,27 @@ def _synthetic(seed: int, spec) -> tuple[torch.Tensor, dict]:
     return preprocess(clip.video, spec)[0], truth
 
 
-def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int) -> dict:
-    """One explanation and every metric that applies to it."""
+GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip kept for the report's gallery
+
+
+def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
+             gallery: bool = False) -> dict:
+    """One explanation and every metric that applies to it; with ``gallery``, also four frames of the map at
+    28×28 (and the actor's boxes on them) for the report."""
     target = truth["label"] if truth else None
     e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None, seed=seed)
     row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth)
     row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
                insertion_curve=curves["insertion"].probs.round(4).tolist(),
                deletion_curve=curves["deletion"].probs.round(4).tolist())
+    if gallery:
+        frames = [min(f, e.saliency.shape[0] - 1) for f in GALLERY_FRAMES]
+        small = torch.nn.functional.interpolate(e.saliency[frames][None], size=(GALLERY_SIZE, GALLERY_SIZE),
+                                                mode="area")[0]
+        row["gallery"] = small.round(decimals=3).tolist()
+        if truth:
+            scale = GALLERY_SIZE / np.array(e.saliency.shape[1:])[[1, 0, 1, 0]]
+            row["gallery_boxes"] = (np.asarray(truth["bbox"])[frames] * scale).round(1).tolist()
     return row
 
 
@@ -76,14 +90,14 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     start, count = time.time(), 0
     for model_id in models:
         model = load_model(model_id)
-        for clip_id, load in clips(n_clips, folder):
+        for index, (clip_id, load) in enumerate(clips(n_clips, folder)):
             loaded = None
             for method in methods:
                 if (model_id, clip_id, method) in done:
                     continue
                 x, truth = loaded = load(model.input_spec) if loaded is None else loaded
                 try:
-                    row = evaluate(model, x, method, truth, preset, seed)
+                    row = evaluate(model, x, method, truth, preset, seed, gallery=index == 0)
                 except ValueError as error:      # the method does not apply to this model
                     row = {"error": str(error).split(";")[0]}
                 row.update(model=model_id, clip=clip_id, method=method, preset=preset, seed=seed)
@@ -148,21 +162,54 @@ def write_reports(rows: list[dict], out: Path) -> str:
 
 
 def _html(rows: list[dict], path: Path) -> None:
+    """Mean insertion/deletion curves per model and method, then a gallery of the first clip's maps."""
+    import plotly.colors
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    models = sorted({r["model"] for r in rows if "error" not in r})
+    rows = [r for r in rows if "error" not in r]
+    models = sorted({r["model"] for r in rows})
     fig = make_subplots(rows=max(1, len(models)), cols=2, subplot_titles=[f"{m}: {k}" for m in models
                                                                          for k in ("insertion ↑", "deletion ↓")])
+    palette = plotly.colors.qualitative.Dark24
+    methods = list(dict.fromkeys(r["method"] for r in rows))
     for i, model in enumerate(models, 1):
-        for method in dict.fromkeys(r["method"] for r in rows if r["model"] == model and "error" not in r):
-            chosen = [r for r in rows if r["model"] == model and r["method"] == method and "error" not in r]
+        for method in dict.fromkeys(r["method"] for r in rows if r["model"] == model):
+            chosen = [r for r in rows if r["model"] == model and r["method"] == method]
             for j, kind in enumerate(("insertion", "deletion"), 1):
                 curve = np.mean([r[f"{kind}_curve"] for r in chosen], 0)
                 fig.add_trace(go.Scatter(x=np.linspace(0, 1, len(curve)), y=curve, name=method, legendgroup=method,
+                                         line_color=palette[methods.index(method) % len(palette)],
                                          showlegend=(i, j) == (1, 1)), row=i, col=j)
     fig.update_layout(height=400 * max(1, len(models)), title="Mean insertion / deletion curves per method")
-    fig.write_html(path, include_plotlyjs=True)
+    parts = [fig.to_html(full_html=False, include_plotlyjs=True)]
+    for model in models:
+        shown = [r for r in rows if r["model"] == model and "gallery" in r]
+        if shown:
+            parts.append(_gallery(shown, model).to_html(full_html=False, include_plotlyjs=False))
+    path.write_text("<html><head><meta charset='utf-8'></head><body>" + "\n".join(parts) + "</body></html>")
+
+
+def _gallery(rows: list[dict], model: str):
+    """Rows = methods, columns = frames ``GALLERY_FRAMES`` of the first clip: the maps, with the actor's box."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    cols = len(GALLERY_FRAMES)
+    fig = make_subplots(rows=len(rows), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.01,
+                        row_titles=[r["method"] for r in rows], column_titles=[f"frame {f}" for f in GALLERY_FRAMES])
+    for i, r in enumerate(rows, 1):
+        for j, frame in enumerate(r["gallery"], 1):
+            fig.add_trace(go.Heatmap(z=frame, zmin=0, zmax=1, colorscale="Jet", showscale=False,
+                                     hovertemplate=r["method"] + ": %{z:.2f}<extra></extra>"), row=i, col=j)
+            for x0, y0, x1, y1 in r.get("gallery_boxes", [])[j - 1:j]:
+                fig.add_shape(type="rect", x0=x0 - 0.5, y0=y0 - 0.5, x1=x1 - 0.5, y1=y1 - 0.5,
+                              line=dict(color="yellow", width=1), row=i, col=j)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_layout(height=130 * len(rows) + 80, width=130 * cols + 200, margin=dict(l=10, r=160, t=60, b=10),
+                      title=f"{model}: maps of {rows[0]['clip']} (yellow: the actor's box)")
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from explainers import benchmark
@@ -18,6 +19,7 @@ def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
         assert 0 <= r["insertion"] <= 1 and 0 <= r["deletion"] <= 1 and len(r["insertion_curve"]) == 29
         assert r["target"] == 0                                   # the ground-truth label of seed 1000000
         assert {"pointing", "temporal_pointing", "loc_error_val", "loc_error_mean", "loc_error_energy"} <= set(r)
+        assert np.array(r["gallery"]).shape == (4, 28, 28) and len(r["gallery_boxes"]) == 4   # the first clip
     printed = capsys.readouterr().out
     assert "| random |" in printed and "| grad_cam |" in printed and "CI ↑" in printed
 
@@ -27,7 +29,8 @@ def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
     with (tmp_path / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 2
     assert (tmp_path / "tables.md").read_text().startswith("### synth-r2plus1d-small — 1 clips")
-    assert "plotly" in (tmp_path / "report.html").read_text()[:20000].lower()
+    report = (tmp_path / "report.html").read_text()
+    assert "plotly" in report[:20000].lower() and "maps of synth-1000000" in report
 
 
 def test_summary_averages_and_scales():
