@@ -1,6 +1,6 @@
 """Speed of every explainer against its own pass-count limit, and against Captum / pytorch-grad-cam, in one run.
 
-    python -m explainers.bench_speed [--models synth-r2plus1d-small tv-r2plus1d-18] [--threads 2]
+    python -m explainers.bench_speed [--models synth-r2plus1d-small tv-r2plus1d-18] [--threads 2] [--device cuda]
 
 For each model (16×112×112 clips) it measures the per-clip time of one batched forward (batch = ``--batch``) and
 of one forward+backward, then runs every method (``fast`` preset where there is one) and prints wall time, passes,
@@ -8,7 +8,8 @@ and ratio = wall / limit, where limit = forwards × t_forward + backwards × t_f
 same model and clip: Captum's ``Occlusion`` (both sides at their best batch of 1/4/16) with the same 8×16×16
 occluder and the ``fast`` strides (4, 16, 16) (the default (2, 8, 8) costs ~13 min per Captum run on r2plus1d_18),
 and pytorch-grad-cam's ``GradCAM`` on the same layer: time ratios and the largest difference of the normalised maps.
-``tv-r2plus1d-18`` runs with random weights (the Kinetics weights are not downloaded).
+``tv-r2plus1d-18`` runs with random weights (the Kinetics weights are not downloaded). On a GPU every timer
+waits for the device (``explain`` returns its maps on the CPU, the pass timings synchronise explicitly).
 """
 from __future__ import annotations
 
@@ -25,19 +26,26 @@ from zoo.cards import CARDS_DIR, card_from_dict
 from zoo.models import VideoClassifier, load_model
 
 
-def _model(card_id: str) -> VideoClassifier:
+def _model(card_id: str, device: str) -> VideoClassifier:
     raw = json.loads((CARDS_DIR / f"{card_id}.json").read_text())
     if raw["source"]["kind"] == "torchvision":
         raw["source"]["weights"] = None
         raw["input"]["size"] = [112, 112]
-    return load_model(card_from_dict(raw))
+    return load_model(card_from_dict(raw), device)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _best_of(fn, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -154,14 +162,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--methods", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
     parser.add_argument("--skip-references", action="store_true")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for card_id in args.models:
-        model = _model(card_id)
-        x = torch.randn(1, 3, 16, 112, 112)
+        model = _model(card_id, args.device)
+        x = torch.randn(1, 3, 16, 112, 112).to(args.device)
         fwd, fb = per_clip_costs(model, x, args.batch)
-        print(f"\n## {card_id} — 16×112×112, {args.threads} threads: forward {fwd * 1e3:.1f} ms/clip "
+        where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{args.threads} threads"
+        print(f"\n## {card_id} — 16×112×112, {where}: forward {fwd * 1e3:.1f} ms/clip "
               f"(batch {args.batch}), forward+backward {fb * 1e3:.1f} ms\n")
         print("| method | preset | seconds | forwards | backwards | limit s | ratio |\n|---|---|---|---|---|---|---|")
         for r in bench_methods(model, x, fwd, fb, args.batch, args.methods):

@@ -112,7 +112,11 @@ class CNNLSTM(nn.Module):
         previous = torch.cat([x[:, :, :1], x[:, :, :-1]], 2)
         f = self.frames(torch.cat([x, x - previous], 1))     # B×C×T×h×w
         f = f.transpose(1, 2).flatten(2)                     # B×T×(C·h·w)
-        steps, _ = self.lstm(self.embed(f))
+        # cuDNN's LSTM has no backward in eval mode, which every gradient explainer needs: use PyTorch's own then.
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(enabled=cudnn.enabled and (self.training or not torch.is_grad_enabled()),
+                         benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=cudnn.allow_tf32):
+            steps, _ = self.lstm(self.embed(f))
         return self.fc(steps).mean(1)
 
 

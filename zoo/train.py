@@ -4,6 +4,8 @@ Reproducible from ``--seed``: the clip pools come from fixed seed ranges and the
 generator. The recipe follows the prototype in ``shared/docs/SYNTHETIC.md``: a curriculum that starts on flat
 backgrounds (from-scratch training sits at chance on textured ones otherwise), label-mapped flips and time
 reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3d`` (5–8× faster on CPU).
+``--device cuda`` trains on a GPU (same recipe and batch order); ``--cache DIR`` keeps the rendered pools as
+``.npy`` files so that several runs (e.g. concurrent ones on one GPU) render them once.
 
 The weights go to ``assets/models/<card id>.safetensors`` (fp16), and the card's ``training`` section is
 rewritten with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time.
@@ -39,14 +41,24 @@ def _render_chunk(args: tuple[list[int], str]) -> np.ndarray:
     return synthetic.render_batch(*args)[0]
 
 
-def render_pool(seeds: list[int], preset: str, workers: int) -> np.ndarray:
-    """Render clips in ``workers`` processes: uint8 N×T×H×W×3 (labels are seed mod 10)."""
+def render_pool(seeds: list[int], preset: str, workers: int, cache: Path | None = None) -> np.ndarray:
+    """Render clips in ``workers`` processes: uint8 N×T×H×W×3 (labels are seed mod 10).
+
+    With ``cache``, the pool is read from (memory-mapped) or written to ``cache/<preset>-<first>-<n>.npy``.
+    """
+    path = cache / f"{preset}-{seeds[0]}-{len(seeds)}.npy" if cache is not None else None
+    if path is not None and path.exists():
+        return np.load(path, mmap_mode="r")
     chunks = [(seeds[i:i + 64], preset) for i in range(0, len(seeds), 64)]
     out = None
     with mp.get_context("fork").Pool(workers) as pool:
         for i, clips in enumerate(pool.imap(_render_chunk, chunks)):
             out = np.empty((len(seeds), *clips.shape[1:]), np.uint8) if out is None else out
             out[i * 64:i * 64 + len(clips)] = clips
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path.with_suffix(".tmp.npy"), out)
+        path.with_suffix(".tmp.npy").rename(path)
     return out
 
 
@@ -57,11 +69,15 @@ def to_input(clips: np.ndarray | torch.Tensor, mean: torch.Tensor, std: torch.Te
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label-mapped horizontal flip, vertical flip and time reversal, each with probability 0.5 per clip."""
+    """Label-mapped horizontal flip, vertical flip and time reversal, each with probability 0.5 per clip.
+
+    ``gen`` and ``y`` live on the CPU (the same draws on any device); ``x`` may live anywhere.
+    """
     for dim, mapping in ((4, synthetic.HFLIP), (3, synthetic.VFLIP), (2, synthetic.REVERSE)):
         flip = torch.rand(len(y), generator=gen) < 0.5
         if flip.any():
-            x[flip] = x[flip].flip(dim)
+            on_device = flip.to(x.device)
+            x[on_device] = x[on_device].flip(dim)
             y = torch.where(flip, torch.tensor(mapping)[y], y)
     return x, y
 
@@ -75,30 +91,33 @@ def evaluate(model: torch.nn.Module, clips: np.ndarray, labels: np.ndarray, mean
              shuffle_frames: bool = False, bf16: bool = False, batch: int = 32) -> float:
     """Top-1 accuracy; ``shuffle_frames`` permutes each clip's frames (a model using temporal order drops to chance)."""
     model.eval()
+    device = next(model.parameters()).device
+    mean, std = mean.to(device), std.to(device)
     gen = torch.Generator().manual_seed(0)
     correct = 0
     for i in range(0, len(clips), batch):
-        x = to_input(clips[i:i + batch], mean, std)
+        x = to_input(torch.as_tensor(clips[i:i + batch]).to(device), mean, std)
         if shuffle_frames:
-            x = torch.stack([c[:, torch.randperm(c.shape[1], generator=gen)] for c in x])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x = torch.stack([c[:, torch.randperm(c.shape[1], generator=gen).to(device)] for c in x])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = model(x).argmax(1)
-        correct += (pred.numpy() == labels[i:i + batch]).sum()
+        correct += (pred.cpu().numpy() == labels[i:i + batch]).sum()
     return float(correct) / len(clips)
 
 
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
-          lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0) -> torch.nn.Module:
+          lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0,
+          device: str = "cpu") -> torch.nn.Module:
     """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture."""
     card = load_card(EMBEDDED_CARDS[arch])
-    mean, std = torch.tensor(card.input.mean), torch.tensor(card.input.std)
+    mean, std = torch.tensor(card.input.mean, device=device), torch.tensor(card.input.std, device=device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build(arch, len(synthetic.CLASSES))
     if init is not None:
         load_embedded_weights(model, init)
     fmt = torch.channels_last_3d if arch == "r2plus1d_small" else torch.contiguous_format
-    model = model.to(memory_format=fmt)
+    model = model.to(device=device, memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -111,9 +130,9 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
         idx = [int(torch.randint(len(pools[PRESET_ORDER[s]]), (1,), generator=gen)) for s in source]
         clips = np.stack([pools[PRESET_ORDER[s]][i] for s, i in zip(source.tolist(), idx)])
         y = torch.tensor([i % len(synthetic.CLASSES) for i in idx])  # pool offsets are multiples of 10
-        x, y = augment(to_input(clips, mean, std), y, gen)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)).float(), y)
+        x, y = augment(to_input(torch.from_numpy(clips).to(device), mean, std), y, gen)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)).float(), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad > 0:
@@ -126,7 +145,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
             log(f"{arch} step {step + 1}/{steps} loss {np.mean(running):.3f} val {acc:.3f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s")
             running = []
-    return model.to(memory_format=torch.contiguous_format).eval()
+    return model.to(device="cpu", memory_format=torch.contiguous_format).eval()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,7 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, nargs=4, default=(1000, 2000, 3000, 8000),
                         metavar=("TRIVIAL", "EASY", "MEDIUM", "HARD"), help="training clips per preset")
     parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm (0: off)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: --threads)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
+    parser.add_argument("--cache", type=Path, default=None, help="keep the rendered pools here as .npy files")
     parser.add_argument("--out", type=Path, default=Path("assets/models"))
     parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
                         help="architectures that continue from their weights in --out (final curriculum mixture)")
@@ -151,12 +173,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     t0 = time.time()
-    pools = {p: render_pool(list(range(POOL_OFFSETS[p], POOL_OFFSETS[p] + n)), p, args.threads)
+    workers = args.workers or args.threads
+    pools = {p: render_pool(list(range(POOL_OFFSETS[p], POOL_OFFSETS[p] + n)), p, workers, args.cache)
              for p, n in zip(PRESET_ORDER, args.pool)}
     val_seeds = synthetic.split_seeds("val")
-    val = (render_pool(val_seeds, "hard", args.threads), np.array(val_seeds) % len(synthetic.CLASSES))
+    val = (render_pool(val_seeds, "hard", workers, args.cache), np.array(val_seeds) % len(synthetic.CLASSES))
     test_seeds = synthetic.split_seeds("test")
-    test = (render_pool(test_seeds, "hard", args.threads), np.array(test_seeds) % len(synthetic.CLASSES))
+    test = (render_pool(test_seeds, "hard", workers, args.cache), np.array(test_seeds) % len(synthetic.CLASSES))
     log(f"rendered {sum(len(p) for p in pools.values())} training clips in {time.time() - t0:.0f}s")
 
     if not all(len(v) in (1, len(args.arch)) for v in (args.steps, args.lr)):
@@ -165,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
-        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad)
+        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -180,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
             "file_bytes": path.stat().st_size,
             "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "batch": args.batch, "seed": args.seed,
             "train_minutes": round(minutes, 1),
-            "machine": f"{torch.get_num_threads()} CPU threads, bf16 autocast",
+            "machine": (f"{torch.cuda.get_device_name(args.device)}, bf16 autocast" if args.device.startswith("cuda")
+                        else f"{torch.get_num_threads()} CPU threads, bf16 autocast"),
             "command": command,
         }
         log(f"{arch}: {json.dumps(result)}")
