@@ -23,12 +23,33 @@ from explainers.occlusion import kept_region_map, kept_region_weights
 from explainers.registry import Param, register
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+# AOSA's letter-box rule (METHODS §13.2), stated at 16×112×112: the top and bottom 3 rows summed over all frames
+# below 500,000 grey levels (a mean below about 46) mean bars; anchors then start in rows 12–100 and a track
+# leaves the frame outside rows 16–96. Rows scale with the frame height, the threshold with the band's pixels.
+LETTERBOX_MEAN = 500_000 / (16 * 2 * 3 * 112)
+LETTERBOX_ANCHORS, LETTERBOX_INSIDE = (12, 100), (16, 96)
+
+
+def grey_frames(rgb: torch.Tensor) -> np.ndarray:
+    """A T×H×W×3 clip in [0, 1] as T×H×W uint8 grey levels."""
+    return np.stack([cv2.cvtColor((f * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in rgb.numpy()])
 
 
 def farneback_flow(rgb: torch.Tensor) -> np.ndarray:
     """Flow between consecutive frames of a T×H×W×3 clip in [0, 1]: (T−1)×H×W×2 as (dx, dy) in pixels."""
-    gray = [cv2.cvtColor((f * 255).round().astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in rgb.numpy()]
-    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK) for a, b in zip(gray, gray[1:])])
+    grey = grey_frames(rgb)
+    return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK) for a, b in zip(grey, grey[1:])])
+
+
+def letterbox_rows(rgb: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(anchor rows, inside rows), both inclusive, when the clip has dark bars at the top and bottom; else None."""
+    grey = grey_frames(rgb)
+    h = grey.shape[1]
+    band = max(1, round(3 * h / 112))
+    bars = np.concatenate([grey[:, :band], grey[:, -band:]], 1)
+    if bars.mean() >= LETTERBOX_MEAN:
+        return None
+    return tuple(tuple(round(v * h / 112) for v in rows) for rows in (LETTERBOX_ANCHORS, LETTERBOX_INSIDE))
 
 
 @dataclass
@@ -44,18 +65,23 @@ class Tracks:
         return d.flatten(1).float()
 
 
-def track_anchors(flow: np.ndarray, size: tuple[int, int], stride: int) -> Tracks:
+def track_anchors(flow: np.ndarray, size: tuple[int, int], stride: int,
+                  letterbox: tuple[tuple[int, int], tuple[int, int]] | None = None) -> Tracks:
     """Anchors at stride/2 + k·stride on the first frame, moved by the flow sampled at their integer position
-    and rounded. An anchor whose next position falls outside the frame stops being tracked (frame-out)."""
+    and rounded. An anchor whose next position falls outside the frame stops being tracked (frame-out). With
+    ``letterbox`` (see ``letterbox_rows``) anchors start only in its anchor rows and leave outside its inside rows."""
     h, w = size
-    ys, xs = np.meshgrid(np.arange(stride // 2, h, stride), np.arange(stride // 2, w, stride), indexing="ij")
+    (top, bottom), (first, last) = letterbox or ((0, h - 1), (0, h - 1))
+    rows = np.arange(stride // 2, h, stride)
+    rows = rows[(rows >= top) & (rows <= bottom)]
+    ys, xs = np.meshgrid(rows, np.arange(stride // 2, w, stride), indexing="ij")
     pos = np.stack([ys.ravel(), xs.ravel()], 1)
     alive = np.ones(len(pos), bool)
     positions, tracked = [pos.copy()], [alive.copy()]
     for f in flow:
         step = f[pos[:, 0], pos[:, 1]][:, ::-1]                          # (dx, dy) → (dy, dx)
         new = np.round(pos + step).astype(int)
-        alive &= (new[:, 0] >= 0) & (new[:, 0] < h) & (new[:, 1] >= 0) & (new[:, 1] < w)
+        alive &= (new[:, 0] >= first) & (new[:, 0] <= last) & (new[:, 1] >= 0) & (new[:, 1] < w)
         pos = np.where(alive[:, None], new, pos)
         positions.append(pos.copy())
         tracked.append(alive.copy())
@@ -94,10 +120,12 @@ def neighbourhood_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     return mean.reshape(b, t, c, h, w).transpose(1, 2)
 
 
-def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str):
+def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbox: bool):
     size = ctx.shape[1:]
     ctx.report(0.0, "optical flow")
-    tracks = track_anchors(farneback_flow(ctx.rgb()), size, stride)
+    rgb = ctx.rgb()
+    bars = letterbox_rows(rgb) if letterbox else None
+    tracks = track_anchors(farneback_flow(rgb), size, stride, bars)
     groups = similar_groups(tracks, k)
     device = ctx.x.device
 
@@ -107,14 +135,17 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str):
         return (~holes.any(1)).to(device=device, dtype=ctx.x.dtype)
 
     value = None if fill == "zero" else neighbourhood_mean(ctx.x, 36 * size[0] // 112 or 1)
-    extras = {"tracks": tracks.positions, "tracked": tracks.tracked, "groups": groups, "anchors": len(groups)}
+    extras = {"tracks": tracks.positions, "tracked": tracks.tracked, "groups": groups, "anchors": len(groups),
+              "letterbox": bars}
     return keep_of, len(groups), value, extras
 
 
 PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14×14 anchors at 112 px; 4: 28×28)", 2, 64),
           Param("occluder", 16, "occluder box size in pixels", 2, 112),
           Param("fill", "zero", "what hidden voxels become: 0 (the mean colour) or the mean of their 36×36 "
-                                "neighbourhood (conditional sampling)", choices=("zero", "conditional")))
+                                "neighbourhood (conditional sampling)", choices=("zero", "conditional")),
+          Param("letterbox", True, "treat dark bands at the top and bottom as letter-box bars: no anchors "
+                                   "there, and a track that enters them leaves the frame"))
 
 
 @register("aosa", name="AOSA (adaptive occlusion)", family="perturbation", paper="[S2] §3.1–3.3",
@@ -124,10 +155,10 @@ PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14
           description="Occludes small boxes that follow the motion of the clip (optical-flow tracks), so a moving "
                       "object stays hidden in every frame, and hides tubes that move together at the same time. "
                       "Much cheaper than 3-D occlusion and aware of motion.")
-def aosa(ctx: Context, k: int, stride: int, occluder: int, fill: str) -> MethodOutput:
+def aosa(ctx: Context, k: int, stride: int, occluder: int, fill: str, letterbox: bool) -> MethodOutput:
     """AOSA ([S2] Eq. 1–2): kept-region weighted occlusion of N integrated tubes. Extras: ``tracks``
-    (N×T×2 anchor positions), ``tracked``, ``groups`` (N×k), ``scores`` (p_i)."""
-    keep_of, n, value, extras = _setup(ctx, stride, k, occluder, fill)
+    (N×T×2 anchor positions), ``tracked``, ``groups`` (N×k), ``letterbox`` (rows or None), ``scores`` (p_i)."""
+    keep_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
     saliency, scores = kept_region_map(ctx, keep_of, n, "AOSA", fill=value)
     return MethodOutput(saliency, extras={**extras, "scores": scores})
 
@@ -157,10 +188,11 @@ def _first_order(ctx: Context, point: torch.Tensor, keep_point: torch.Tensor, di
           description="Estimates what AOSA would measure from a single gradient: the change of the class "
                       "probability when a tube is hidden is approximated linearly. Near-instant; re-checks the "
                       "masks whose estimate looks extreme.")
-def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, adjust: bool) -> MethodOutput:
+def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, letterbox: bool,
+                adjust: bool) -> MethodOutput:
     """AOSA-approx ([S2] Eq. 7 and the IQR adjustment): first-order estimates f̂_i of the occluded scores,
     then the map of §13.4. Extras as ``aosa`` plus ``expansions`` (masks used as extra expansion points)."""
-    keep_of, n, value, extras = _setup(ctx, stride, k, occluder, fill)
+    keep_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
     fill_value = torch.zeros_like(ctx.x) if value is None else value
     diff = (ctx.x - fill_value)[0]
     ones = torch.ones(ctx.shape, dtype=ctx.x.dtype, device=ctx.x.device)

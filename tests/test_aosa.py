@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from explainers import explain
-from explainers.aosa import farneback_flow, track_anchors, tube_holes
+from explainers.aosa import farneback_flow, letterbox_rows, track_anchors, tube_holes
 from explainers.metrics import spearman
 from explainers._core import normalise
 
@@ -51,6 +51,29 @@ def test_frame_out_stops_the_occluder():
     for i, anchor in enumerate(lost):
         gone = int(torch.nonzero(~tracks.tracked[anchor])[0])
         assert holes[i, :gone].any() and not holes[i, gone:].any()
+
+
+def test_letterbox_bars_restrict_anchors_and_end_tracks():
+    """Dark bands in the top and bottom rows: anchors start in rows 12–100 only, and a square moving down leaves
+    the frame at row 96 instead of the frame's edge; a clip without bars keeps all 14×14 anchors."""
+    rgb = _moving_square(8, 112, (56, 40), (5.0, 0.0), side=24)
+    assert letterbox_rows(rgb) is None
+    plain = track_anchors(farneback_flow(rgb), (112, 112), stride=8)
+    assert len(plain.positions) == 14 * 14
+    rgb[:, :4] = rgb[:, -4:] = 0.0
+    bars = letterbox_rows(rgb)
+    assert bars == ((12, 100), (16, 96))
+    flow = farneback_flow(rgb)
+    tracks = track_anchors(flow, (112, 112), stride=8, letterbox=bars)
+    rows = tracks.positions[:, 0, 0]
+    assert len(rows) == 12 * 14 and rows.min() == 12 and rows.max() == 100
+    later = tracks.positions[:, 1:, 0][tracks.tracked[:, 1:]]              # the rule applies from frame 1 on
+    assert later.min() >= 16 and later.max() <= 96
+    on_square = (tracks.positions[:, 0, 0] == 68) & (tracks.positions[:, 0, 1] >= 44) & (tracks.positions[:, 0, 1] < 60)
+    assert on_square.sum() == 2 and not tracks.tracked[on_square, -1].any()    # at 5 px/frame: row 98 in frame 6
+    unbarred = track_anchors(flow, (112, 112), stride=8)                        # the same flow, frame edge at 111
+    assert unbarred.tracked[(unbarred.positions[:, 0, 0] == 68) & (unbarred.positions[:, 0, 1] >= 44)
+                            & (unbarred.positions[:, 0, 1] < 60), -1].all()
 
 
 class Linear(nn.Module):
