@@ -108,7 +108,8 @@ def clip_notes(clip: ClipInput) -> str:
     if clip.truth is not None:
         window = clip.truth["window"]
         span = f"sampled frames {window[0]}–{window[1]}" if window else "none of the sampled frames"
-        notes.append(f"Ground truth: **{clip.truth['class_name']}**, action in {span} (yellow boxes: the actor).")
+        name = f"**{clip.truth['class_name']}**, " if clip.truth["class_name"] else ""
+        notes.append(f"Ground truth: {name}action in {span} (yellow boxes: the actor).")
     info = clip.prepared.clip.info
     notes.append(f"{Path(clip.path).name}: {info.width}×{info.height}, {info.fps:.2f} fps, {info.frames} frames; "
                  f"sampled frames {clip.prepared.clip.indices.tolist()}.")

@@ -10,9 +10,11 @@ T-PT ↑, localisation error (Val / Mean / Energy) ↓, seconds per map and pass
 ``<out>/report.html`` shows the mean insertion and deletion curves of every method and a gallery of the maps of
 the first clip (plotly).
 
-The explained class is the clip's ground-truth label (the papers' protocol); a folder of the user's own clips
-(``--folder``, any format the zoo decodes) is explained for the model's top-1 class and gets the metrics that
-need no ground truth.
+The explained class is the clip's ground-truth label (the papers' protocol). A folder of the user's own clips
+(``--folder``, any format the zoo decodes) is explained for the label of the clip's ``<name>.json`` ground truth,
+else the model's top-1 class. With that file's actor boxes (and action window) a clip also gets the pointing games
+and localisation errors; its format is ``zoo.synthetic.ground_truth_for``'s. A file that cannot be decoded gets
+rows that say why.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from explainers import REGISTRY, explain
 from explainers import metrics as M
 from zoo import synthetic
 from zoo.models import load_model
-from zoo.video import prepare_clip, preprocess
+from zoo.video import VideoError, prepare_clip, preprocess
 
 COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
            ("temporal_pointing", "T-PT ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
@@ -44,14 +46,20 @@ def clips(count: int, folder: Path | None):
     for seed in synthetic.split_seeds("test", count):
         yield f"synth-{seed}", lambda spec, seed=seed: _synthetic(seed, spec)
     for path in sorted(folder.iterdir()) if folder else ():
-        if path.is_file() and not path.name.startswith("."):
-            yield f"file-{path.name}", lambda spec, p=path: (prepare_clip(p, spec).x, None)
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() != ".json":
+            yield f"file-{path.name}", lambda spec, p=path: _from_file(p, spec)
 
 
 def _synthetic(seed: int, spec) -> tuple[torch.Tensor, dict]:
     clip = synthetic.make_clip(seed, "hard")
     truth = {"label": clip.label, "bbox": clip.bbox, "visible": clip.visible, "window": clip.window}
     return preprocess(clip.video, spec)[0], truth
+
+
+def _from_file(path: Path, spec) -> tuple[torch.Tensor, dict | None]:
+    prepared = prepare_clip(path, spec)
+    info = prepared.clip.info
+    return prepared.x, synthetic.ground_truth_for(path, prepared.clip.indices, (info.height, info.width), spec)
 
 
 GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip kept for the report's gallery
@@ -61,7 +69,7 @@ def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: st
              gallery: bool = False) -> dict:
     """One explanation and every metric that applies to it; with ``gallery``, also four frames of the map at
     28×28 (and the actor's boxes on them) for the report."""
-    target = truth["label"] if truth else None
+    target = truth["label"] if truth else None      # None: the model's top-1 class
     e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None, seed=seed)
     row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth)
     row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
@@ -95,10 +103,12 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
             for method in methods:
                 if (model_id, clip_id, method) in done:
                     continue
-                x, truth = loaded = load(model.input_spec) if loaded is None else loaded
                 try:
+                    x, truth = loaded = load(model.input_spec) if loaded is None else loaded
                     row = evaluate(model, x, method, truth, preset, seed, gallery=index == 0)
-                except ValueError as error:      # the method does not apply to this model
+                except VideoError as error:      # a folder file that is not a usable clip
+                    row = {"error": str(error)}
+                except ValueError as error:      # the method does not apply to this model, or a bad truth file
                     row = {"error": str(error).split(";")[0]}
                 row.update(model=model_id, clip=clip_id, method=method, preset=preset, seed=seed)
                 with path.open("a") as f:
@@ -228,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
-    n_clips = args.clips or (QUICK["clips"] if args.quick else 100)
+    n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
     started = time.time()
     rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder)
     print(write_reports(rows, args.out))

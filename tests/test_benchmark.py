@@ -41,3 +41,26 @@ def test_summary_averages_and_scales():
     assert table["m"]["a"]["insertion"] == pytest.approx(0.3)
     assert table["m"]["a"]["loc_error_val"] == pytest.approx(50.0) and table["m"]["a"]["pointing"] == pytest.approx(75.0)
     assert "b" not in table["m"]
+
+
+def test_folder_clips_use_their_ground_truth_file(tmp_path, capsys):
+    """A clip with a ``.json`` beside it gets its label and the localisation metrics; one without gets neither
+    (top-1 class); a file that is not a video gets rows that say so, and the run goes on."""
+    import shutil
+
+    from zoo.cards import REPO_ROOT
+
+    examples, folder = REPO_ROOT / "assets" / "examples", tmp_path / "clips"
+    folder.mkdir()
+    for suffix in (".mp4", ".json"):
+        shutil.copy(examples / f"synth_move_right_1000001{suffix}", folder / f"a_truth{suffix}")
+    shutil.copy(examples / "synth_grow_1000004.mp4", folder / "b_plain.mp4")
+    (folder / "c_notes.mp4").write_text("not a video")
+    benchmark.main(["--models", "synth-r2plus1d-small", "--methods", "centre", "--clips", "0", "--folder",
+                    str(folder), "--out", str(tmp_path / "out")])
+    rows = {r["clip"]: r for r in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text().splitlines())}
+    assert set(rows) == {"file-a_truth.mp4", "file-b_plain.mp4", "file-c_notes.mp4"}
+    truth, plain = rows["file-a_truth.mp4"], rows["file-b_plain.mp4"]
+    assert truth["target"] == 1 and {"pointing", "temporal_pointing", "loc_error_val"} <= set(truth)
+    assert "insertion" in plain and not {"pointing", "temporal_pointing", "loc_error_val"} & set(plain)
+    assert "c_notes.mp4" in rows["file-c_notes.mp4"]["error"] or "video" in rows["file-c_notes.mp4"]["error"]

@@ -371,21 +371,36 @@ def write_examples(out: Path, split: str, count: int, preset: str = "hard", fps:
 
 def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tuple[int, int], spec,
                      search: tuple[Path, ...] = ()) -> dict | None:
-    """The ground truth of an example clip (``<name>.json`` beside it, or in one of ``search`` by file name), mapped
-    onto the model's sampled frames: ``bbox`` per sampled frame in model pixels, ``visible``, and ``window`` as the
-    first/last sampled frame inside the action (None if no sampled frame is). None for clips without one."""
+    """The ground truth of a clip (``<name>.json`` beside it, or in one of ``search`` by file name), mapped onto
+    the model's sampled frames: ``bbox`` per sampled frame in model pixels, ``visible``, ``window`` as the
+    first/last sampled frame inside the action (None if no sampled frame is, or none is given), and ``label`` /
+    ``class_name`` (None if not given). None for clips without one.
+
+    The file holds ``bbox``: one [x0, y0, x1, y1] per source frame in source pixels (required); ``visible``: one
+    bool per source frame (default: all); ``window``: [first, last] source frame of the action; ``label``: the
+    class index; ``class_name``. The examples written by ``write_examples`` have all of them. A malformed file
+    raises ``ValueError`` naming it.
+    """
     from zoo.video import map_boxes
 
     path = Path(video_path)
     found = [p for p in (path.with_suffix(".json"), *(d / path.with_suffix(".json").name for d in search)) if p.exists()]
     if not found:
         return None
-    raw = json.loads(found[0].read_text())
-    indices = np.minimum(np.asarray(indices), len(raw["bbox"]) - 1)
-    inside = np.flatnonzero((indices >= raw["window"][0]) & (indices <= raw["window"][1]))
-    return {"label": raw["label"], "class_name": raw["class_name"],
-            "bbox": map_boxes(np.asarray(raw["bbox"])[indices], source_hw, spec),
-            "visible": np.asarray(raw["visible"], bool)[indices],
+    try:
+        raw = json.loads(found[0].read_text())
+        boxes = np.asarray(raw["bbox"], float).reshape(-1, 4)
+        visible = np.asarray(raw.get("visible", [True] * len(boxes)), bool)
+        if not len(boxes) or visible.shape != (len(boxes),):
+            raise ValueError("needs one box (and one 'visible' flag, if given) per source frame")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{found[0]}: not a ground-truth file ({error!r}); expected 'bbox' with one "
+                         f"[x0, y0, x1, y1] per frame, and optionally 'visible', 'window', 'label', 'class_name'") from None
+    indices = np.minimum(np.asarray(indices), len(boxes) - 1)
+    window = raw.get("window")
+    inside = np.flatnonzero((indices >= window[0]) & (indices <= window[1])) if window else []
+    return {"label": raw.get("label"), "class_name": raw.get("class_name"),
+            "bbox": map_boxes(boxes[indices], source_hw, spec), "visible": visible[indices],
             "window": (int(inside[0]), int(inside[-1])) if len(inside) else None}
 
 
