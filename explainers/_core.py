@@ -70,12 +70,17 @@ class Context:
             return logits.softmax(-1)[:, self.target]
         return logits[:, self.target]
 
-    def batches(self, n: int, span: tuple[float, float] | None = None, message: str = "") -> Iterator[slice]:
-        """Slices of ``range(n)`` of at most ``max_batch`` items; progress advances over ``span``."""
-        lo, hi = span if span is not None else (self._done, 1.0)
+    def slices(self, n: int) -> Iterator[slice]:
+        """Slices of ``range(n)`` of at most ``max_batch`` items."""
         for start in range(0, n, self.max_batch):
-            self.report(lo + (hi - lo) * start / max(n, 1), message)
             yield slice(start, min(start + self.max_batch, n))
+
+    def batches(self, n: int, span: tuple[float, float] | None = None, message: str = "") -> Iterator[slice]:
+        """``slices(n)``, with progress advancing over ``span``."""
+        lo, hi = span if span is not None else (self._done, 1.0)
+        for sl in self.slices(n):
+            self.report(lo + (hi - lo) * sl.start / max(n, 1), message)
+            yield sl
         self.report(hi, message)
 
     def scores(self, make: Callable[[slice], torch.Tensor], n: int, span: tuple[float, float] | None = None,

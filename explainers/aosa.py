@@ -174,9 +174,8 @@ def _first_order(ctx: Context, point: torch.Tensor, keep_point: torch.Tensor, di
     f_value = float(f.detach().exp() if ctx.score == "prob" else f.detach())
     e = (j[0] * diff).sum(0)                                         # T×H×W
     out = torch.empty(n)
-    for a in range(0, n, ctx.max_batch):
-        keep = keep_of(slice(a, a + ctx.max_batch))
-        out[a:a + len(keep)] = f_value + ((keep - keep_point) * e).flatten(1).sum(1).cpu()
+    for sl in ctx.slices(n):
+        out[sl] = f_value + ((keep_of(sl) - keep_point) * e).flatten(1).sum(1).cpu()
     return out, f_value
 
 
@@ -211,8 +210,8 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, let
                 estimates[outliers] = _first_order(ctx, point, keep_m, diff, keep_of, n)[0][outliers]
                 expansions.append(m)
     total = torch.zeros(ctx.shape, device=ctx.x.device)
-    for a in range(0, n, ctx.max_batch):
-        keep = keep_of(slice(a, a + ctx.max_batch))
-        total.add_(kept_region_weights((estimates[a:a + len(keep)] - p0).to(keep.device), keep))
+    for sl in ctx.slices(n):
+        keep = keep_of(sl)
+        total.add_(kept_region_weights((estimates[sl] - p0).to(keep.device), keep))
     ctx.report(1.0, "AOSA-approx")
     return MethodOutput(total / n, extras={**extras, "scores": estimates, "expansions": expansions})

@@ -233,8 +233,7 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
     lam, history = LAMBDA0, torch.zeros(iterations, problems)
     for it in range(iterations):
         seeds.grad = torch.zeros_like(seeds)
-        for start in range(0, problems, ctx.max_batch):
-            rows = slice(start, min(start + ctx.max_batch, problems))
+        for rows in ctx.slices(problems):
             cropped, padded = masks(rows, seeds[rows])
             score = ctx.objective(pyramid.apply(cropped))
             loss = -score + lam * area_loss(padded, keep[rows], per_frame or unsync, perm)
@@ -249,8 +248,7 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
         ctx.report((it + 1) / iterations, f"iteration {it + 1}/{iterations}")
 
     with torch.no_grad():
-        final = torch.cat([masks(slice(a, min(a + ctx.max_batch, problems)), seeds[a:a + ctx.max_batch])[0]
-                           for a in range(0, problems, ctx.max_batch)])
+        final = torch.cat([masks(rows, seeds[rows])[0] for rows in ctx.slices(problems)])
     probs = ctx.scores(lambda sl: pyramid.apply(final[sl]), problems, span=(1.0, 1.0), score="prob")
     if unsync:      # problem (a, τ) is non-zero in frame τ only: summing over τ assembles area a's mask
         final = final.view(n_areas, t, t, h, w).sum(1)
