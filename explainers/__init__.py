@@ -80,7 +80,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
     ``score`` is "logit" or "prob" (default: the method's, METHODS §20.1); ``preset`` picks a parameter set
     (e.g. "fast", "paper"); ``params`` override single parameters. ``progress(fraction, message)`` is called
     as the work advances; returning False cancels (``Cancelled`` is raised). Perturbations run in batches of at
-    most ``max_batch`` clips. The model's mode and parameters are left as they were.
+    most ``max_batch`` clips. Forward-only methods take ``precision="bf16"`` for their perturbed passes (the
+    target and its reported score stay fp32). The model's mode and parameters are left as they were.
     """
     spec = get_method(method)
     values = spec.resolve(preset, params)
@@ -101,10 +102,11 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
             raise ValueError(f"target class {target} does not exist: the model has {n_classes} classes (0–{n_classes - 1})")
         target = int(target)
         generator = torch.Generator().manual_seed(seed)
-        ctx = Context(model, x, target, score or spec.score, generator, max_batch, progress, PassCounter(), logits)
+        ctx = Context(model, x, target, score or spec.score, generator, max_batch, progress, PassCounter(), logits,
+                      values.get("precision", "fp32"))
         ctx.counter.forward = 1
         start = time.perf_counter()
-        out = spec.fn(ctx, **values)
+        out = spec.fn(ctx, **{k: v for k, v in values.items() if k != "precision"})
         seconds = time.perf_counter() - start
     labels = getattr(model, "labels", ())
     saliency = normalise(out.saliency.detach().float().cpu())

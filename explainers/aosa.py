@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from explainers._core import Context
 from explainers._output import MethodOutput
-from explainers.occlusion import kept_region_map, kept_region_weights
+from explainers.occlusion import PRECISION, kept_region_map, kept_region_weights
 from explainers.registry import Param, register
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
@@ -151,7 +151,7 @@ PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14
 @register("aosa", name="AOSA (adaptive occlusion)", family="perturbation", paper="[S2] §3.1–3.3",
           needs="forward", cost="anchors + 1 forwards (197 at stride 8, 112 px) + Farneback flow on the CPU",
           score="prob", params=(Param("k", 3, "tubes occluded together: each anchor with its k − 1 most similarly "
-                                           "moving anchors (1 = AOSA_SGL)", 1, 50),) + PARAMS,
+                                           "moving anchors (1 = AOSA_SGL)", 1, 50),) + PARAMS + (PRECISION,),
           description="Occludes small boxes that follow the motion of the clip (optical-flow tracks), so a moving "
                       "object stays hidden in every frame, and hides tubes that move together at the same time. "
                       "Much cheaper than 3-D occlusion and aware of motion.")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainers._core import blur_frames, eval_mode, normalise
+from explainers._core import blur_frames, eval_mode, forward, normalise
 
 
 @dataclass(frozen=True)
@@ -98,20 +98,22 @@ def blurred(x: torch.Tensor) -> torch.Tensor:
     return blur_frames(x, sigma=5.0 * scale, radius=max(1, round(5 * scale)))
 
 
-def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int) -> np.ndarray:
+def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int, precision: str = "fp32"
+                   ) -> np.ndarray:
     out = []
     with eval_mode(model), torch.inference_mode():
         for start in range(0, n, max_batch):
             xs = make(range(start, min(start + max_batch, n)))
-            out.append(model(xs).float().softmax(-1)[:, target])
+            out.append(forward(model, xs, precision).softmax(-1)[:, target])
     return torch.cat(out).cpu().numpy()
 
 
 def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, steps: int = 28,
                        mode: str = "voxel", insert_from: torch.Tensor | None = None,
-                       delete_to: torch.Tensor | None = None, max_batch: int = 16, seed: int = 0
-                       ) -> dict[str, Curve]:
-    """Insertion and deletion curves of one clip: 2 × (steps + 1) clips, forwarded in batches of ``max_batch``.
+                       delete_to: torch.Tensor | None = None, max_batch: int = 16, seed: int = 0,
+                       precision: str = "fp32") -> dict[str, Curve]:
+    """Insertion and deletion curves of one clip: 2 × (steps + 1) clips, forwarded in batches of ``max_batch``
+    at ``precision`` ("fp32", or "bf16": faster on CPU, curves within about 1e-2; BENCHMARKS.md).
 
     Deletion replaces the top units by ``delete_to`` (default zeros = the mean colour); insertion restores them
     into ``insert_from`` (default: the clip blurred per frame). Returns {"insertion": Curve, "deletion": Curve}.
@@ -130,7 +132,7 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
             clips.append(start * (1 - kept) + x * kept if curve == 0 else x * (1 - kept) + end * kept)
         return torch.cat(clips)
 
-    probs = _probabilities(model, make, 2 * (steps + 1), target, max_batch)
+    probs = _probabilities(model, make, 2 * (steps + 1), target, max_batch, precision)
     fractions = (counts.float() / n_units).numpy()
     ins, dele = probs[:steps + 1], probs[steps + 1:]
     return {"insertion": Curve(fractions, ins, auc(ins)), "deletion": Curve(fractions, dele, auc(dele))}
@@ -148,7 +150,8 @@ def perturbed_clip(x: torch.Tensor, saliency: torch.Tensor, fraction: float, kin
 
 # ------------------------------------------------------------------------------------------- saliency metric
 def saliency_metric(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int,
-                    thresholds: tuple[float, ...] = (0.5, 0.75), tau: float = 0.05) -> dict[float, float]:
+                    thresholds: tuple[float, ...] = (0.5, 0.75), tau: float = 0.05, precision: str = "fp32"
+                    ) -> dict[float, float]:
     """SM = log(max(a, τ)) − log(p) per threshold: keep voxels with normalised saliency ≥ threshold, blur the rest.
 
     Lower is better (a small region that keeps the class probable). All thresholds in one batch.
@@ -157,7 +160,7 @@ def saliency_metric(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, t
     base = blurred(x)
     keeps = [(s >= thr).to(x.dtype)[None, None] for thr in thresholds]
     probs = _probabilities(model, lambda idx: torch.cat([base * (1 - keeps[i]) + x * keeps[i] for i in idx]),
-                           len(thresholds), target, len(thresholds))
+                           len(thresholds), target, len(thresholds), precision)
     return {thr: math.log(max(float(k.mean()), tau)) - math.log(max(float(p), 1e-12))
             for thr, k, p in zip(thresholds, keeps, probs)}
 
@@ -238,15 +241,16 @@ def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndar
 
 # ------------------------------------------------------------------------------------------- all at once
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
-                 steps: int = 28, max_batch: int = 16) -> tuple[dict[str, float], dict[str, Curve]]:
+                 steps: int = 28, max_batch: int = 16, precision: str = "fp32"
+                 ) -> tuple[dict[str, float], dict[str, Curve]]:
     """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves.
 
     ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
     action ``window`` (first, last frame, or None); localisation errors are 0/1 per clip (1: mean IoU ≤ 0.5).
-    Cost: 2 × (steps + 1) + 2 forwards.
+    Cost: 2 × (steps + 1) + 2 forwards, at ``precision``.
     """
-    curves = insertion_deletion(model, x, saliency, target, steps=steps, max_batch=max_batch)
-    sm = saliency_metric(model, x, saliency, target)
+    curves = insertion_deletion(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision)
+    sm = saliency_metric(model, x, saliency, target, precision=precision)
     values = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
               "s75": sm[0.75]}
     if truth is not None:
@@ -260,7 +264,8 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
 
 # ------------------------------------------------------------------------------------------- masked accuracy
 def masked_predictions(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor,
-                       keep: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20), seed: int = 0) -> dict[float, int]:
+                       keep: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20), seed: int = 0,
+                       precision: str = "fp32") -> dict[float, int]:
     """Top-1 class of the clip keeping only the top ``keep`` fraction of voxels, the rest blurred ([S0] supp. S3).
 
     Top-1 accuracy over a data set = the share of clips where this equals the label. One batched forward.
@@ -270,7 +275,7 @@ def masked_predictions(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
     n = rank.numel()
     kept = [(rank < round(k * n)).to(x)[None, None] for k in keep]
     with eval_mode(model), torch.inference_mode():
-        preds = model(torch.cat([base * (1 - m) + x * m for m in kept])).argmax(-1).tolist()
+        preds = forward(model, torch.cat([base * (1 - m) + x * m for m in kept]), precision).argmax(-1).tolist()
     return dict(zip(keep, preds))
 
 

@@ -105,6 +105,27 @@ def test_perturbation_maximum_inside_the_cuboid(method, params):
     assert inside > 2 * e.saliency.mean()
 
 
+
+@pytest.mark.parametrize("method, params", [("occlusion", {"strides": (2, 8, 8)}), ("rise", {"masks": 400})])
+def test_bf16_forwards_keep_the_answer(method, params):
+    """The precision switch changes the arithmetic of the perturbed passes, not the map's answer."""
+    x = torch.randn(1, 3, 16, 64, 64)
+    fp32 = explain(Cuboid(), x, method, target=0, **params)
+    bf16 = explain(Cuboid(), x, method, target=0, precision="bf16", **params)
+    assert bf16.params["precision"] == "bf16" and fp32.params["precision"] == "fp32"
+    assert _inside(bf16.saliency, Cuboid.box)
+    assert (bf16.saliency - fp32.saliency).abs().max() < 0.05
+    assert bf16.forward_passes == fp32.forward_passes + 1  # p0 is measured again at bf16
+    with pytest.raises(ValueError, match="precision"):
+        explain(Cuboid(), x, method, target=0, precision="fp16", **params)
+
+
+def test_precision_is_only_offered_to_forward_only_methods():
+    for spec in REGISTRY.values():
+        assert ("precision" in {p.name for p in spec.params}) == (spec.needs == "forward"), spec.id
+    with pytest.raises(TypeError, match="precision"):
+        explain(Cuboid(), torch.randn(1, 3, 16, 64, 64), "gradient", target=0, precision="bf16")
+
 def test_gradient_zero_outside_the_cuboid():
     x = torch.randn(1, 3, 16, 64, 64)
     e = explain(Cuboid(), x, "gradient", target=0)

@@ -92,3 +92,19 @@ def test_every_method_on_tiny_video_transformers(kind):
     assert cam_gradient.shape == model.token_grid.grid
     assert results["guided_backprop"].extras["guided_relus"] == 0  # GELU networks: guided = vanilla gradient
     assert torch.allclose(results["guided_backprop"].raw, results["gradient"].raw)
+
+
+@pytest.mark.parametrize("kind", ["synth-r2plus1d-small", "synth-cnn-lstm", "videomae", "timesformer"])
+def test_bf16_forwards_on_every_model_family(kind):
+    """bf16 autocast with channels-last clips runs on 3-D CNNs, the CNN-LSTM and transformers, and the perturbed
+    clips' probabilities stay within 0.02 of fp32."""
+    torch.manual_seed(0)
+    if kind.startswith("synth"):
+        model = load_model(kind)
+        x, _ = preprocess(make_clip(1_000_004).video, model.input_spec)
+    else:
+        model, frames = _tiny_hf(kind)
+        x = torch.randn(1, 3, frames, 112, 112)
+    fp32, bf16 = (explain(model, x, "rise", masks=24, precision=p) for p in ("fp32", "bf16"))
+    assert (fp32.extras["scores"] - bf16.extras["scores"]).abs().max() < 0.02
+    assert torch.isfinite(bf16.saliency).all()

@@ -53,3 +53,17 @@ def test_oracle_beats_baselines_and_inverted_oracle_is_worse(table, metric):
             (metric, table)
     if metric != "temporal_pointing":  # the inverted oracle's frame sums say little about the window
         assert better(oracle, table["inverted"][metric]), (metric, table)
+
+
+@pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm"])
+def test_bf16_metric_passes_agree_with_fp32(card_id):
+    """The precision switch of the metrics: the same curves to within 0.02 at every step."""
+    model = load_model(card_id)
+    clip = make_clip(1_000_004)
+    x, _ = preprocess(clip.video, model.input_spec)
+    saliency = oracle_map(clip)
+    fp32, curves32 = evaluate_map(model, x, saliency, clip.label)
+    bf16, curves16 = evaluate_map(model, x, saliency, clip.label, precision="bf16")
+    for kind in ("insertion", "deletion"):
+        assert np.abs(curves32[kind].probs - curves16[kind].probs).max() < 0.02
+    assert abs(fp32["s50"] - bf16["s50"]) < 0.1
