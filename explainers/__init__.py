@@ -24,7 +24,7 @@ from explainers import occlusion  # noqa: F401
 from explainers import aosa  # noqa: F401
 from explainers import swag  # noqa: F401
 from explainers import extremal  # noqa: F401
-from explainers._core import Cancelled, Context, PassCounter, ProgressFn, eval_mode, normalise
+from explainers._core import Cancelled, Context, ProgressFn, eval_mode, normalise
 from explainers.registry import FAMILIES, REGISTRY, MethodSpec, Param, get_method, methods_by_family
 
 __all__ = ["explain", "Explanation", "Cancelled", "REGISTRY", "FAMILIES", "MethodSpec", "Param", "get_method",
@@ -93,20 +93,12 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
     device = next((p.device for p in model.parameters()), x.device)
     x = x.detach().to(device)
     with eval_mode(model):
-        with torch.inference_mode():
-            logits = model(x).float()[0]
-        n_classes = logits.numel()
-        if target is None:
-            target = int(logits.argmax())
-        elif not 0 <= int(target) < n_classes:
-            raise ValueError(f"target class {target} does not exist: the model has {n_classes} classes (0–{n_classes - 1})")
-        target = int(target)
-        generator = torch.Generator().manual_seed(seed)
-        ctx = Context(model, x, target, score or spec.score, generator, max_batch, progress, PassCounter(), logits,
-                      values.get("precision", "fp32"))
-        ctx.counter.forward = 1
         start = time.perf_counter()
+        ctx = Context(model, x, None if target is None else int(target), score or spec.score,
+                      torch.Generator().manual_seed(seed), max_batch, progress,
+                      precision=values.get("precision", "fp32"))
         out = spec.fn(ctx, **{k: v for k, v in values.items() if k != "precision"})
+        logits, target = ctx.logits, ctx.target
         seconds = time.perf_counter() - start
     labels = getattr(model, "labels", ())
     saliency = normalise(out.saliency.detach().float().cpu())

@@ -48,24 +48,59 @@ class PassCounter:
 
 @dataclass
 class Context:
-    """Everything one explanation needs; methods never call the model except through ``scores``/``gradients``."""
+    """Everything one explanation needs; methods never call the model except through ``scores``/``gradients``.
+
+    The clean clip's logits, and the target they decide when none was asked for, come from the first fp32 pass
+    of the unperturbed clip (a batch that is ``ctx.x`` or a detached view of it), so a method that starts with
+    one gradient pass of the clip costs one forward + one backward in all. A method that never passes the clean
+    clip gets them from one extra forward on first use.
+    """
 
     model: nn.Module
     x: torch.Tensor                      # 1×C×T×H×W, normalised
-    target: int
+    requested_target: int | None         # None: the top-1 class
     score: str                           # "logit" | "prob"
     generator: torch.Generator
     max_batch: int = 16
     progress: ProgressFn | None = None
     counter: PassCounter = field(default_factory=PassCounter)
-    logits: torch.Tensor | None = None   # the clean clip's logits (K), when the caller has them already
     precision: str = "fp32"              # of the forward-only passes in ``scores`` ("fp32" | "bf16")
+    _logits: torch.Tensor | None = None
     _done: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(T, H, W) of the clip."""
         return tuple(self.x.shape[2:])  # type: ignore[return-value]
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The clean clip's fp32 logits (K)."""
+        if self._logits is None:
+            with torch.inference_mode():
+                self._logits = self.model(self.x).float()[0]
+            self.counter.forward += 1
+        return self._logits
+
+    @property
+    def target(self) -> int:
+        """The explained class: the requested one, checked against the model's classes, or the top-1."""
+        logits = self.logits
+        if self.requested_target is None:
+            self.requested_target = int(logits.argmax())
+        elif not 0 <= int(self.requested_target) < logits.numel():
+            n = logits.numel()
+            raise ValueError(f"target class {self.requested_target} does not exist: the model has {n} classes "
+                             f"(0–{n - 1})")
+        return int(self.requested_target)
+
+    def _keep_clean(self, xs: torch.Tensor, logits: torch.Tensor, precision: str) -> None:
+        """Remember the logits of a pass of the unperturbed clip (``xs`` is ``ctx.x`` or a detached view of it;
+        fp32 only), saving the separate clean forward."""
+        x = self.x
+        if (self._logits is None and precision == "fp32" and xs.shape == x.shape and xs.dtype == x.dtype
+                and xs.stride() == x.stride() and xs.data_ptr() == x.data_ptr()):
+            self._logits = logits[0].detach().float()
 
     def report(self, fraction: float, message: str = "") -> None:
         """Tell the caller how far we are; raise ``Cancelled`` if it asks to stop."""
@@ -74,9 +109,9 @@ class Context:
             raise Cancelled(message or "cancelled")
 
     def clean_score(self) -> float:
-        """The target score of the unperturbed clip (from ``logits`` when given, else one forward; always one
-        forward at bf16, so that score differences compare clips at the same precision)."""
-        if self.logits is not None and self.precision == "fp32":
+        """The target score of the unperturbed clip (from ``logits`` at fp32; one forward at bf16, so that
+        score differences compare clips at the same precision)."""
+        if self.precision == "fp32":
             return float(self.target_score(self.logits[None]))
         return float(self.scores(lambda sl: self.x, 1, span=(0.0, 0.0)))
 
@@ -109,7 +144,9 @@ class Context:
         with torch.inference_mode():
             for sl in self.batches(n, span, message):
                 xs = make(sl)
-                s = self.target_score(forward(self.model, xs, self.precision), score)
+                logits = forward(self.model, xs, self.precision)
+                self._keep_clean(xs, logits, self.precision)
+                s = self.target_score(logits, score)
                 self.counter.forward += len(xs)
                 if reduce is not None:
                     reduce(s, xs, sl)
@@ -125,7 +162,9 @@ class Context:
         for sl in self.batches(n, span, message):
             xs = make(sl).detach().requires_grad_(True)
             with torch.enable_grad():
-                s = self.target_score(self.model(xs))
+                logits = self.model(xs)
+                self._keep_clean(xs, logits, "fp32")
+                s = self.target_score(logits)
                 (g,) = torch.autograd.grad(s.sum(), xs)
             self.counter.forward += len(xs)
             self.counter.backward += len(xs)
@@ -140,6 +179,7 @@ class Context:
         (−log p is the papers' loss), the logit otherwise. Counts one forward and one backward per clip (the
         caller back-propagates through them)."""
         logits = self.model(xs).float()
+        self._keep_clean(xs, logits, "fp32")
         self.counter.forward += len(xs)
         self.counter.backward += len(xs)
         return logits.log_softmax(-1)[:, self.target] if self.score == "prob" else logits[:, self.target]

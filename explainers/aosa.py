@@ -102,14 +102,18 @@ def similar_groups(tracks: Tracks, k: int) -> torch.Tensor:
 
 
 def tube_holes(tracks: Tracks, anchors: torch.Tensor, size: tuple[int, int], occluder: int) -> torch.Tensor:
-    """Occluded voxels of the given anchors' tubes: B×T×H×W bools, a box of ``occluder`` pixels around the
-    anchor in every frame where it is tracked."""
+    """Occluded voxels of tubes: a box of ``occluder`` pixels around the anchor in every frame where it is
+    tracked. ``anchors`` B (one tube each) or B×k (the union of k tubes each) → B×T×H×W bools.
+
+    A box is the outer product of its row and column ranges, so the union over k tubes is a batched
+    (H×k)·(k×W) matrix product per frame: no B×k×T×H×W tensor is built."""
+    groups = anchors[:, None] if anchors.dim() == 1 else anchors
     h, w = size
-    pos, on = tracks.positions[anchors], tracks.tracked[anchors]      # B×T×2, B×T
+    pos, on = tracks.positions[groups], tracks.tracked[groups]        # B×k×T×2, B×k×T
     half = occluder // 2
-    rows = (torch.arange(h) >= pos[..., :1] - half) & (torch.arange(h) < pos[..., :1] + half)   # B×T×H
-    cols = (torch.arange(w) >= pos[..., 1:] - half) & (torch.arange(w) < pos[..., 1:] + half)   # B×T×W
-    return rows[..., :, None] & cols[..., None, :] & on[..., None, None]
+    rows = (torch.arange(h) >= pos[..., :1] - half) & (torch.arange(h) < pos[..., :1] + half) & on[..., None]
+    cols = (torch.arange(w) >= pos[..., 1:] - half) & (torch.arange(w) < pos[..., 1:] + half)
+    return torch.einsum("bkth,bktw->bthw", rows.float(), cols.float()) > 0
 
 
 def neighbourhood_mean(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -130,9 +134,7 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbo
     device = ctx.x.device
 
     def keep_of(sl: slice) -> torch.Tensor:
-        members = groups[sl]
-        holes = tube_holes(tracks, members.flatten(), size, occluder).view(*members.shape, ctx.shape[0], *size)
-        return (~holes.any(1)).to(device=device, dtype=ctx.x.dtype)
+        return (~tube_holes(tracks, groups[sl], size, occluder)).to(device=device, dtype=ctx.x.dtype)
 
     value = None if fill == "zero" else neighbourhood_mean(ctx.x, 36 * size[0] // 112 or 1)
     extras = {"tracks": tracks.positions, "tracked": tracks.tracked, "groups": groups, "anchors": len(groups),

@@ -75,7 +75,7 @@ def test_linear_model_gradient_family_exact():
     assert torch.allclose(sg.raw, w, atol=1e-6)
     var = explain(model, x, "smoothgrad", target=1, samples=5, variant="vargrad")
     assert var.raw.abs().max() < 1e-6
-    assert g.forward_passes == 2 and g.backward_passes == 1
+    assert g.forward_passes == 1 and g.backward_passes == 1         # the gradient pass also gives the target
     assert ig.forward_passes == 8 and ig.backward_passes == 7
 
 
@@ -216,12 +216,39 @@ def test_target_defaults_to_top1_and_is_checked():
     x = torch.randn(SHAPE)
     e = explain(model, x, "gradient")
     assert e.target == int(model(x).argmax())
-    with pytest.raises(ValueError, match="target class 3 does not exist: the model has 3 classes"):
-        explain(model, x, "gradient", target=3)
+    for target in (3, -1):
+        with pytest.raises(ValueError, match=f"target class {target} does not exist: the model has 3 classes"):
+            explain(model, x, "gradient", target=target)
     with pytest.raises(ValueError, match="1×C×T×H×W"):
         explain(model, x[0], "gradient")
     with pytest.raises(KeyError, match="unknown method"):
         explain(model, x, "nope")
+
+
+@pytest.mark.parametrize("method", list(REGISTRY))
+def test_every_method_reports_the_clean_clips_top1_and_checks_the_target(method):
+    """The target and its score come from the clean clip's fp32 logits, whether the method's own first pass
+    (a gradient pass of the clip) supplied them or a separate forward did."""
+    model = RedDetector()
+    x = torch.rand(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        logits = model(x)[0]
+    e = explain(model, x, method, **TINY.get(method, {}))
+    assert e.target == int(logits.argmax())
+    assert e.target_logit == pytest.approx(float(logits[e.target]), abs=1e-5)
+    with pytest.raises(ValueError, match="target class 2 does not exist"):
+        explain(model, x, method, target=2, **TINY.get(method, {}))
+    assert _hook_count(model) == 0 and all("forward" not in vars(m) for m in model.modules())
+
+
+def test_a_gradient_pass_of_the_clip_replaces_the_separate_clean_forward():
+    model, x = RedDetector(), torch.rand(1, 3, 8, 32, 32)
+    expected = {"random": ({}, 1, 0), "gradient": ({}, 1, 1), "guided_backprop": ({}, 1, 1), "grad_cam": ({}, 1, 1),
+                "saliency_tubes": ({}, 1, 0), "integrated_gradients": ({"steps": 4}, 1 + 4, 4),
+                "swag_v_g": ({}, 1, 1), "aosa_approx": ({"adjust": False}, 1, 1)}
+    for method, (params, forwards, backwards) in expected.items():
+        e = explain(model, x, method, **params)
+        assert (e.forward_passes, e.backward_passes) == (forwards, backwards), method
 
 
 @pytest.mark.parametrize("method, params", [("random", {}), ("smoothgrad", {"samples": 4}), ("rise", {"masks": 30})])
