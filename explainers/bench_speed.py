@@ -70,25 +70,28 @@ def per_clip_costs(model: VideoClassifier, x: torch.Tensor, batch: int) -> tuple
 
 
 def bench_methods(model: VideoClassifier, x: torch.Tensor, fwd: float, fb: float, batch: int,
-                  methods: list[str]) -> list[dict]:
-    """Time each method once after a warm-up run; a method whose first run took over 10 s is not repeated."""
+                  methods: list[str], params: dict | None = None) -> list[dict]:
+    """Time each method once after a warm-up run; a method whose first run took over 10 s is not repeated.
+    ``params`` override the preset for every method that has them (e.g. fewer EP iterations on a big model)."""
     rows = []
     for method in methods:
         spec = REGISTRY[method]
         preset = "fast" if "fast" in spec.presets else None
+        own = {k: v for k, v in (params or {}).items() if any(p.name == k for p in spec.params)}
         try:
             start = time.perf_counter()
-            e = explain(model, x, method, preset=preset, max_batch=batch)
+            e = explain(model, x, method, preset=preset, max_batch=batch, **own)
             wall = time.perf_counter() - start
             if wall < 10:
                 start = time.perf_counter()
-                e = explain(model, x, method, preset=preset, max_batch=batch)
+                e = explain(model, x, method, preset=preset, max_batch=batch, **own)
                 wall = time.perf_counter() - start
         except ValueError as error:
             rows.append({"method": method, "note": str(error).split(";")[0]})
             continue
         limit = (e.forward_passes - e.backward_passes) * fwd + e.backward_passes * fb
-        rows.append({"method": method, "preset": preset or "default", "seconds": wall, "forwards": e.forward_passes,
+        preset = ", ".join([preset or "default"] + [f"{k}={v}" for k, v in own.items()])
+        rows.append({"method": method, "preset": preset, "seconds": wall, "forwards": e.forward_passes,
                      "backwards": e.backward_passes, "limit": limit, "ratio": wall / limit if limit else float("nan")})
     return rows
 
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--methods", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
+    parser.add_argument("--params", type=json.loads, default={},
+                        help='JSON overrides for the methods that take them, e.g. \'{"iterations": 10}\'')
     parser.add_argument("--skip-references", action="store_true")
     parser.add_argument("--skip-precision", action="store_true", help="no bf16-vs-fp32 comparison")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -197,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n## {card_id} — 16×112×112, {where}: forward {fwd * 1e3:.1f} ms/clip "
               f"(batch {args.batch}), forward+backward {fb * 1e3:.1f} ms\n")
         print("| method | preset | seconds | forwards | backwards | limit s | ratio |\n|---|---|---|---|---|---|---|")
-        for r in bench_methods(model, x, fwd, fb, args.batch, args.methods):
+        for r in bench_methods(model, x, fwd, fb, args.batch, args.methods, args.params):
             if "note" in r:
                 print(f"| {r['method']} | – | – | – | – | – | n/a: {r['note']} |")
             else:
