@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from explainers import bench_speed
+from explainers import bench_metrics, bench_speed
 
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):
@@ -13,3 +13,11 @@ def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(ca
     assert re.search(r"\| gradient \| default \| [\d.]+ \| 1 \| 1 \| [\d.]+ \| [\d.]+ \|", out)
     # 2 iterations × 3 areas (forward + backward), the 3 final clips and the clean clip
     assert re.search(r"\| ep3d \| fast, iterations=2 \| [\d.]+ \| 10 \| 6 \|", out)
+
+
+def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_forwards(capsys):
+    bench_metrics.main(["--models", "synth-cnn-lstm", "--threads", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"synth-cnn-lstm: naive loop [\d.]+ s, batched [\d.]+ s", out)
+    assert re.search(r"max \|Δp\| between the curves \d\.\de-\d\d", out)   # same curves as the naive loop
+    assert re.search(r"against its 60 forwards alone [\d.]+ s: [\d.]+×", out)
