@@ -29,7 +29,6 @@ EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
-MAX_BATCH = 32 if DEVICE == "cuda" else 4   # clips per batched pass: on CPU batching buys no speed (BENCHMARKS.md)
 
 
 @lru_cache(maxsize=3)
@@ -95,9 +94,10 @@ class Analysis:
 
 def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",
             params: dict | None = None, seed: int = 0, progress: ProgressFn | None = None,
-            max_batch: int = MAX_BATCH) -> Analysis:
+            max_batch: int | None = None) -> Analysis:
     """Explain the clip with ``method`` (preset, then ``params``), then score the map with every metric that applies
-    (insertion/deletion and the saliency metric always; pointing games and localisation with ground truth)."""
+    (insertion/deletion and the saliency metric always; pointing games and localisation with ground truth).
+    ``max_batch``: clips per batched pass (default by device: 4 on a CPU, 32 on a GPU)."""
     model = get_model(clip.model_id)
     presets = REGISTRY[method].presets if method in REGISTRY else {}
     e = explain(model, clip.x, method, target=target, seed=seed, preset=preset if preset in presets else None,

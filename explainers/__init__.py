@@ -24,7 +24,7 @@ from explainers import occlusion  # noqa: F401
 from explainers import aosa  # noqa: F401
 from explainers import swag  # noqa: F401
 from explainers import extremal  # noqa: F401
-from explainers._core import Cancelled, Context, ProgressFn, eval_mode, normalise
+from explainers._core import Cancelled, Context, ProgressFn, default_batch, eval_mode, normalise
 from explainers.registry import FAMILIES, REGISTRY, MethodSpec, Param, get_method, methods_by_family
 
 __all__ = ["explain", "Explanation", "Cancelled", "REGISTRY", "FAMILIES", "MethodSpec", "Param", "get_method",
@@ -73,14 +73,14 @@ def _check_clip(x: torch.Tensor) -> None:
 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target: int | None = None,
-            score: str | None = None, seed: int = 0, preset: str | None = None, max_batch: int = 16,
+            score: str | None = None, seed: int = 0, preset: str | None = None, max_batch: int | None = None,
             progress: ProgressFn | None = None, **params) -> Explanation:
     """Explain ``model``'s score for class ``target`` (default: its top-1 class) on clip ``x`` with ``method``.
 
     ``score`` is "logit" or "prob" (default: the method's, METHODS §20.1); ``preset`` picks a parameter set
     (e.g. "fast", "paper"); ``params`` override single parameters. ``progress(fraction, message)`` is called
     as the work advances; returning False cancels (``Cancelled`` is raised). Perturbations run in batches of at
-    most ``max_batch`` clips. Forward-only methods take ``precision="bf16"`` for their perturbed passes (the
+    most ``max_batch`` clips (default: 4 on a CPU, 32 on a GPU). Forward-only methods take ``precision="bf16"`` for their perturbed passes (the
     target and its reported score stay fp32). The model's mode and parameters are left as they were.
     """
     spec = get_method(method)
@@ -88,9 +88,10 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
     _check_clip(x)
     if score not in (None, "logit", "prob"):
         raise ValueError(f"score must be 'logit' or 'prob', got {score!r}")
+    device = next((p.device for p in model.parameters()), x.device)
+    max_batch = default_batch(device) if max_batch is None else max_batch
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    device = next((p.device for p in model.parameters()), x.device)
     x = x.detach().to(device)
     with eval_mode(model):
         start = time.perf_counter()

@@ -4,7 +4,8 @@
   cap, and the only two ways to run the model (``scores`` for forward-only batches under
   ``torch.inference_mode``, ``gradients`` for input gradients); both batch under the memory cap, count the
   passes and report progress, so every method gets counting, batching and cancelling for free.
-* ``forward`` — one forward pass in fp32, or in bf16 for forward-only paths (the ``precision`` switch).
+* ``forward`` — one forward pass in fp32, or in bf16 for forward-only paths (the ``precision`` switch);
+  ``default_batch`` — the batch cap when none is given (by device).
 * Hooks as context managers that always remove themselves (``capture``, ``relu_not_inplace``, ``counting``).
 * Map utilities: ``upsample`` to T×H×W, ``normalise`` to [0, 1], ``to_volume`` for transformer tokens.
 """
@@ -32,6 +33,12 @@ def forward(model: nn.Module, xs: torch.Tensor, precision: str = "fp32") -> torc
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     with torch.autocast(xs.device.type, dtype=torch.bfloat16):
         return model(xs.contiguous(memory_format=torch.channels_last_3d)).float()
+
+
+def default_batch(device: torch.device | str) -> int:
+    """Clips per batched pass when the caller does not say: 32 on a GPU; 4 on a CPU, where larger batches cost
+    more per clip (up to 1.7× for the CNN-LSTM at 16, BENCHMARKS.md) and memory grows with no gain."""
+    return 32 if torch.device(device).type == "cuda" else 4
 
 
 class Cancelled(RuntimeError):

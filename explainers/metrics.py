@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainers._core import blur_frames, eval_mode, forward, normalise
+from explainers._core import blur_frames, default_batch, eval_mode, forward, normalise
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,10 @@ def blurred(x: torch.Tensor) -> torch.Tensor:
     return blur_frames(x, sigma=5.0 * scale, radius=max(1, round(5 * scale)))
 
 
-def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int, precision: str = "fp32"
+def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int | None, precision: str = "fp32"
                    ) -> np.ndarray:
     out = []
+    max_batch = max_batch or default_batch(next((p.device for p in model.parameters()), torch.device("cpu")))
     with eval_mode(model), torch.inference_mode():
         for start in range(0, n, max_batch):
             xs = make(range(start, min(start + max_batch, n)))
@@ -110,10 +111,10 @@ def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int, 
 
 def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, steps: int = 28,
                        mode: str = "voxel", insert_from: torch.Tensor | None = None,
-                       delete_to: torch.Tensor | None = None, max_batch: int = 16, seed: int = 0,
+                       delete_to: torch.Tensor | None = None, max_batch: int | None = None, seed: int = 0,
                        precision: str = "fp32") -> dict[str, Curve]:
     """Insertion and deletion curves of one clip: 2 × (steps + 1) clips, forwarded in batches of ``max_batch``
-    at ``precision`` ("fp32", or "bf16": faster on CPU, curves within about 1e-2; BENCHMARKS.md).
+    (default: by device, ``default_batch``) at ``precision`` ("fp32", or "bf16": faster on CPU, curves within about 1e-2; BENCHMARKS.md).
 
     Deletion replaces the top units by ``delete_to`` (default zeros = the mean colour); insertion restores them
     into ``insert_from`` (default: the clip blurred per frame). Returns {"insertion": Curve, "deletion": Curve}.
@@ -241,7 +242,7 @@ def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndar
 
 # ------------------------------------------------------------------------------------------- all at once
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
-                 steps: int = 28, max_batch: int = 16, precision: str = "fp32"
+                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32"
                  ) -> tuple[dict[str, float], dict[str, Curve]]:
     """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves.
 

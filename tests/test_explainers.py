@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from explainers import REGISTRY, Cancelled, explain, get_method, methods_by_family
+from explainers._core import default_batch
+from explainers.metrics import insertion_deletion
 from tests.tiny import TINY
 
 SHAPE = (1, 3, 4, 8, 8)
@@ -268,6 +270,16 @@ def test_batched_equals_unbatched(method, params):
     many = explain(model, x, method, max_batch=64, **params)
     assert torch.allclose(one.saliency, many.saliency, atol=1e-5)
     assert one.forward_passes == many.forward_passes
+
+
+def test_default_batch_follows_the_device():
+    sizes = []
+    model = RedDetector()
+    model.register_forward_pre_hook(lambda _m, inputs: sizes.append(len(inputs[0])))
+    x = torch.rand(1, 3, 8, 32, 32)
+    explain(model, x, "rise", masks=30)
+    insertion_deletion(model, x, torch.rand(8, 32, 32), 0)
+    assert max(sizes) == 4 == default_batch("cpu") and default_batch("cuda") == 32
 
 
 def test_progress_is_reported_and_monotone():
