@@ -68,7 +68,7 @@ class Context:
     requested_target: int | None         # None: the top-1 class
     score: str                           # "logit" | "prob"
     generator: torch.Generator
-    max_batch: int = 16
+    max_batch: int                       # clips per batched pass
     progress: ProgressFn | None = None
     counter: PassCounter = field(default_factory=PassCounter)
     precision: str = "fp32"              # of the forward-only passes in ``scores`` ("fp32" | "bf16")

@@ -90,8 +90,8 @@ def bench_methods(model: VideoClassifier, x: torch.Tensor, fwd: float, fb: float
             rows.append({"method": method, "note": str(error).split(";")[0]})
             continue
         limit = (e.forward_passes - e.backward_passes) * fwd + e.backward_passes * fb
-        preset = ", ".join([preset or "default"] + [f"{k}={v}" for k, v in own.items()])
-        rows.append({"method": method, "preset": preset, "seconds": wall, "forwards": e.forward_passes,
+        label = ", ".join([preset or "default"] + [f"{k}={v}" for k, v in own.items()])
+        rows.append({"method": method, "preset": label, "seconds": wall, "forwards": e.forward_passes,
                      "backwards": e.backward_passes, "limit": limit, "ratio": wall / limit if limit else float("nan")})
     return rows
 

@@ -101,7 +101,8 @@ def blurred(x: torch.Tensor) -> torch.Tensor:
 def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int | None, precision: str = "fp32"
                    ) -> np.ndarray:
     out = []
-    max_batch = max_batch or default_batch(next((p.device for p in model.parameters()), torch.device("cpu")))
+    if max_batch is None:
+        max_batch = default_batch(next((p.device for p in model.parameters()), torch.device("cpu")))
     with eval_mode(model), torch.inference_mode():
         for start in range(0, n, max_batch):
             xs = make(range(start, min(start + max_batch, n)))
@@ -114,7 +115,8 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
                        delete_to: torch.Tensor | None = None, max_batch: int | None = None, seed: int = 0,
                        precision: str = "fp32") -> dict[str, Curve]:
     """Insertion and deletion curves of one clip: 2 × (steps + 1) clips, forwarded in batches of ``max_batch``
-    (default: by device, ``default_batch``) at ``precision`` ("fp32", or "bf16": faster on CPU, curves within about 1e-2; BENCHMARKS.md).
+    (default: by device, ``default_batch``) at ``precision`` ("fp32", or "bf16": faster on CPU, curves within
+    about 1e-2; BENCHMARKS.md).
 
     Deletion replaces the top units by ``delete_to`` (default zeros = the mean colour); insertion restores them
     into ``insert_from`` (default: the clip blurred per frame). Returns {"insertion": Curve, "deletion": Curve}.
