@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import torch
+
 from zoo import synthetic, train
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR
@@ -39,3 +41,27 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     record = json.loads((cards / f"{CARD}.json").read_text())["training"]
     assert record["continued_from"]["steps"] == 2
     assert (tmp_path / "b" / f"{CARD}.safetensors").read_bytes() != weights.read_bytes()
+
+
+def test_continuing_from_weights_with_fewer_input_channels_keeps_the_function(tmp_path):
+    """Weights from before the CNN-LSTM gained its flow input load with the new inputs at zero."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    old = build("cnn_lstm", 10).eval()
+    state = {k: v.clone() for k, v in old.state_dict().items()}
+    state["frames.cnn.0.weight"] = state["frames.cnn.0.weight"][:, :6].contiguous()   # RGB + difference only
+    state["embed.0.weight"] = state["embed.0.weight"][:, :64 * 49].contiguous()         # flattened features only
+    save_file(state, str(tmp_path / "old.safetensors"))
+    new = train.continue_from(build("cnn_lstm", 10), tmp_path / "old.safetensors").eval()
+    weight = new.frames.cnn[0].weight
+    assert weight.shape[1] == 8 and weight[:, 6:].abs().max() == 0
+    assert torch.equal(weight[:, :6], state["frames.cnn.0.weight"])
+    assert new.embed[0].weight[:, 64 * 49:].abs().max() == 0
+    x = torch.randn(2, 3, 16, 112, 112)
+    with torch.inference_mode():
+        reference = new(x)
+        new.flow.forward = lambda clip: torch.randn(clip.shape[0], 2, *clip.shape[2:])   # any flow: it is ignored
+        assert torch.equal(new(x), reference)
+        new.load_state_dict(old.state_dict())
+        assert not torch.equal(new(x), reference), "the new inputs do count once their weights are not zero"

@@ -4,8 +4,10 @@
   at reduced width (16/32/64/128 channels; torchvision's ``VideoResNet`` hard-codes 64..512). Its last block
   ``layer4`` keeps 8 of the 16 input frames (T'=8, 7×7 at 112 px), which is the CAM target layer.
 * ``CNNLSTM`` — a per-frame 2-D CNN followed by an LSTM whose per-step logits are averaged over time, as the
-  VGG16-LSTM of [S0], each frame stacked with its difference to the previous one. The CNN output is exposed as a B×C×T×H'×W' volume (module ``frames``), so CAM methods
-  see it exactly like a 3-D CNN's activation, at full temporal resolution.
+  VGG16-LSTM of [S0]; each frame enters the CNN with its difference to the previous one and the optical flow
+  between them (``LucasKanadeFlow``), as in the flow stream of two-stream CNN-LSTMs. The CNN output is exposed
+  as a B×C×T×H'×W' volume (module ``frames``), so CAM methods see it exactly like a 3-D CNN's activation, at
+  full temporal resolution.
 
 Both take normalised clips B×3×T×H×W and return logits B×num_classes.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models.video.resnet import BasicBlock
 
 
@@ -90,28 +93,74 @@ class FrameEncoder(nn.Module):
         return f.view(b, t, *f.shape[1:]).transpose(1, 2)
 
 
-class CNNLSTM(nn.Module):
-    """Per-frame CNN → flatten → Linear → LSTM → per-step logits averaged over time; about 1.5 M parameters.
+class LucasKanadeFlow(nn.Module):
+    """Dense optical flow between consecutive frames by Lucas–Kanade at 1/``scale`` resolution, differentiable.
 
-    The per-frame features are flattened, not pooled, so the recurrent part sees where the object is. Each
-    frame enters the CNN together with its difference to the previous frame (6 channels; zero for the first
-    frame): without it the LSTM alone had to infer motion from per-frame embeddings and stalled at 60 %
-    (rotation direction and grow/appear at chance even on flat backgrounds).
+    B×3×T×H×W → B×2×T×H×W: (u, v) in pixels per frame at full resolution (x right, y down), zero at frame 0.
+    Written by hand because OpenCV's flows have no gradient, which every gradient explainer needs through the
+    model, and torchvision's RAFT needs weights that cannot be downloaded here. Lucas–Kanade solves, in each
+    ``window``² neighbourhood, the 2×2 least-squares system of the brightness-constancy equation
+    Ix·u + Iy·v + It = 0, with ``ridge`` added to the system's diagonal where the image is flat. At 1/4
+    resolution a rotation of 15–30° per frame moves the actor's outline by about 1 pixel, where the linearisation
+    holds: the mean curl of this flow inside the actor's box alone tells rotate_cw from rotate_ccw in 90–97 % of
+    the hard test clips. The flow is computed in fp32 (the 2×2 solve is ill-conditioned in bf16).
+    """
+
+    def __init__(self, scale: int = 4, window: int = 5, ridge: float = 1e-4):
+        super().__init__()
+        self.scale, self.window, self.ridge = scale, window, ridge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        with torch.autocast(x.device.type, enabled=False):
+            gray = F.avg_pool2d(x.float().mean(1).reshape(b * t, 1, h, w), self.scale).view(b, t, h // self.scale, -1)
+            before, after = gray[:, :-1], gray[:, 1:]
+            ix, iy = _central_differences((before + after) / 2)
+            it = after - before
+            sxx, sxy, syy, sxt, syt = (self._window_mean(p) for p in (ix * ix, ix * iy, iy * iy, ix * it, iy * it))
+            sxx, syy = sxx + self.ridge, syy + self.ridge
+            det = sxx * syy - sxy * sxy
+            flow = torch.stack([sxy * syt - syy * sxt, sxy * sxt - sxx * syt], 1) * (self.scale / det).unsqueeze(1)
+            flow = F.pad(flow, (0, 0, 0, 0, 1, 0))                                   # B×2×T×h×w, zero at t=0
+            flow = F.interpolate(flow, size=(t, h, w), mode="trilinear", align_corners=False)
+        return flow.to(x.dtype)
+
+    def _window_mean(self, z: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(z.flatten(0, 1), self.window, 1, self.window // 2, count_include_pad=False).view(z.shape)
+
+
+def _central_differences(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """d/dx and d/dy of B×T×H×W images by central differences (border pixels repeated)."""
+    p = F.pad(z, (1, 1, 1, 1), mode="replicate")
+    return (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2, (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+
+
+class CNNLSTM(nn.Module):
+    """Per-frame CNN → flatten and max-pool → Linear → LSTM → per-step logits averaged over time; 1.5 M parameters.
+
+    The per-frame features are flattened, so that the recurrent part sees where the object is, and next to that
+    max-pooled over space, so that a motion detector (such as a curl of the flow) reads the same wherever the
+    actor is. Each frame enters the CNN with its difference to the previous frame and the optical flow between
+    them (8 channels; both zero for the first frame). With RGB alone the LSTM had to infer motion from per-frame
+    embeddings and stalled at 60 %; with the difference it reached 79 % but still could not tell the sense of a
+    rotation, which the flow's curl shows directly.
     """
 
     def __init__(self, num_classes: int = 10, size: int = 112, hidden: int = 256):
         super().__init__()
-        self.frames = FrameEncoder(in_channels=6)
+        self.flow = LucasKanadeFlow()
+        self.frames = FrameEncoder(in_channels=8)
         cells = (size // 16) ** 2
-        self.embed = nn.Sequential(nn.Linear(self.frames.out_channels * cells, hidden), nn.ReLU(inplace=True))
+        self.embed = nn.Sequential(nn.Linear(self.frames.out_channels * (cells + 1), hidden), nn.ReLU(inplace=True))
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
         self.fc = nn.Linear(hidden, num_classes)
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         previous = torch.cat([x[:, :, :1], x[:, :, :-1]], 2)
-        f = self.frames(torch.cat([x, x - previous], 1))     # B×C×T×h×w
-        f = f.transpose(1, 2).flatten(2)                     # B×T×(C·h·w)
+        f = self.frames(torch.cat([x, x - previous, self.flow(x)], 1))     # B×C×T×h×w
+        f = f.transpose(1, 2)
+        f = torch.cat([f.flatten(2), f.amax((3, 4))], 2)                   # B×T×(C·h·w + C)
         # cuDNN's LSTM has no backward in eval mode, which every gradient explainer needs: use PyTorch's own then.
         cudnn = torch.backends.cudnn
         with cudnn.flags(enabled=cudnn.enabled and (self.training or not torch.is_grad_enabled()),

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
-from zoo.models import load_embedded_weights, save_embedded_weights
+from zoo.models import save_embedded_weights
 
 EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
 POOL_OFFSETS = {"hard": 0, "medium": 200_000, "easy": 400_000, "trivial": 600_000}
@@ -110,6 +111,19 @@ def predict(model: torch.nn.Module, clips: np.ndarray, mean: torch.Tensor, std: 
     return np.concatenate(out)
 
 
+def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load ``path`` into ``model``; weights that gained input channels since (a new input stream, such as the
+    CNN-LSTM's optical flow) keep their old channels and start the new ones at zero, so the model computes the
+    same function as before and training carries on from there."""
+    state = load_file(str(path))
+    for name, old in state.items():
+        new = model.state_dict()[name]
+        if old.dim() > 1 and old.shape[1] < new.shape[1] and old.shape[:1] + old.shape[2:] == new.shape[:1] + new.shape[2:]:
+            state[name] = torch.cat([old, old.new_zeros(old.shape[0], new.shape[1] - old.shape[1], *old.shape[2:])], 1)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model
+
+
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
           lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0,
           device: str = "cpu") -> torch.nn.Module:
@@ -120,7 +134,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     gen = torch.Generator().manual_seed(seed)
     model = build(arch, len(synthetic.CLASSES))
     if init is not None:
-        load_embedded_weights(model, init)
+        continue_from(model, init)
     fmt = torch.channels_last_3d if arch == "r2plus1d_small" else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)

@@ -1,0 +1,60 @@
+"""The CNN-LSTM's optical flow input on motions with a known answer: a translation and a rotation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.architectures import LucasKanadeFlow
+
+
+def _texture(size: int = 160) -> torch.Tensor:
+    """A smooth random texture (blobs of about 10 px, the scale of an actor's parts), 1×1×size×size."""
+    gen = torch.Generator().manual_seed(0)
+    return F.interpolate(torch.randn(1, 1, size // 16, size // 16, generator=gen), size=(size, size), mode="bicubic",
+                         align_corners=False)
+
+
+def _warp(image: torch.Tensor, frames: int, angle_deg: float, shift: tuple[float, float]) -> torch.Tensor:
+    """``frames`` views of ``image``, each rotated by ``angle_deg`` (clockwise on screen) and moved by ``shift``
+    pixels (x right, y down) from the previous one, cropped to 112×112 and as a 1×3×T×112×112 clip."""
+    size = image.shape[-1]
+    views = []
+    for t in range(frames):
+        a = math.radians(angle_deg * t)
+        dx, dy = (2 * s * t / size for s in shift)
+        # affine_grid maps output to input coordinates: the inverse motion.
+        theta = torch.tensor([[math.cos(a), math.sin(a), 0.0], [-math.sin(a), math.cos(a), 0.0]])
+        theta[:, 2] = -theta[:, :2] @ torch.tensor([dx, dy])
+        grid = F.affine_grid(theta[None], [1, 1, size, size], align_corners=False)
+        views.append(F.grid_sample(image, grid, mode="bicubic", align_corners=False))
+    crop = (size - 112) // 2
+    clip = torch.cat(views)[:, 0, crop:crop + 112, crop:crop + 112]
+    return clip[None, None].expand(1, 3, -1, -1, -1)
+
+
+def test_flow_of_a_translation_is_the_shift():
+    flow = LucasKanadeFlow()(_warp(_texture(), 4, 0.0, (2.0, -1.0)))
+    assert flow.shape == (1, 2, 4, 112, 112)
+    assert flow[:, :, 0].abs().max() == 0, "no flow into the first frame"
+    inner = flow[0, :, 1:, 16:-16, 16:-16].flatten(1).median(1).values
+    assert inner.tolist() == pytest.approx([2.0, -1.0], abs=0.3)
+
+
+@pytest.mark.parametrize("angle", [6.0, -6.0])
+def test_flow_of_a_rotation_has_the_curl_of_its_sense(angle):
+    flow = LucasKanadeFlow()(_warp(_texture(), 3, angle, (0.0, 0.0)))[0, :, 1:]
+    u, v = flow[0], flow[1]
+    curl = (v[:, 8:-8, 10:-6] - v[:, 8:-8, 6:-10]) / 4 - (u[:, 10:-6, 8:-8] - u[:, 6:-10, 8:-8]) / 4
+    # A rotation by ω rad/frame has curl 2ω (positive for clockwise on screen, where y points down).
+    assert curl.median().item() == pytest.approx(2 * math.radians(angle), rel=0.25)
+
+
+def test_flow_is_differentiable_and_finite_on_flat_frames():
+    x = torch.zeros(1, 3, 4, 112, 112, requires_grad=True)
+    flow = LucasKanadeFlow()(x + torch.linspace(0, 1, 4).view(1, 1, 4, 1, 1))
+    assert torch.isfinite(flow).all() and flow.abs().max() < 1e-3
+    flow.sum().backward()
+    assert torch.isfinite(x.grad).all()
