@@ -99,9 +99,13 @@ def save_embedded_weights(model: nn.Module, path: Path) -> None:
     save_file(state, str(path))
 
 
+def read_embedded_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict stored by ``save_embedded_weights``, floating tensors back in fp32."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+
+
 def load_embedded_weights(model: nn.Module, path: Path) -> nn.Module:
-    state = load_file(str(path))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(read_embedded_weights(path))
     return model
 
 

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
-from zoo.models import save_embedded_weights
+from zoo.models import read_embedded_weights, save_embedded_weights
 
 EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
 POOL_OFFSETS = {"hard": 0, "medium": 200_000, "easy": 400_000, "trivial": 600_000}
@@ -115,12 +114,12 @@ def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     """Load ``path`` into ``model``; weights that gained input channels since (a new input stream, such as the
     CNN-LSTM's optical flow) keep their old channels and start the new ones at zero, so the model computes the
     same function as before and training carries on from there."""
-    state = load_file(str(path))
+    state, current = read_embedded_weights(path), model.state_dict()
     for name, old in state.items():
-        new = model.state_dict()[name]
+        new = current[name]
         if old.dim() > 1 and old.shape[1] < new.shape[1] and old.shape[:1] + old.shape[2:] == new.shape[:1] + new.shape[2:]:
             state[name] = torch.cat([old, old.new_zeros(old.shape[0], new.shape[1] - old.shape[1], *old.shape[2:])], 1)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(state)
     return model
 
 
