@@ -1,9 +1,9 @@
 """``python -m zoo.train`` on the CPU, shrunk to a few clips and steps: it writes loadable weights and a card
-that records the run, reuses cached pools, continues from earlier weights, and is reproducible from its seed."""
+that records the run (in its own copy of the card), reuses cached pools, continues from earlier weights, and is
+reproducible from its seed."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import torch
 
@@ -17,13 +17,11 @@ CARD = "synth-cnn-lstm"
 
 def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypatch):
     cards = tmp_path / "cards"
-    cards.mkdir()
-    shutil.copy(CARDS_DIR / f"{CARD}.json", cards)
-    monkeypatch.setattr(train, "CARDS_DIR", cards)                    # the repository's card stays untouched
+    repository_card = (CARDS_DIR / f"{CARD}.json").read_text()
     monkeypatch.setattr(train.synthetic, "split_seeds",
                         lambda split, count=None: list(range(synthetic.SPLIT_SEEDS[split], synthetic.SPLIT_SEEDS[split] + 10)))
     args = ["--arch", "cnn_lstm", "--steps", "2", "--batch", "4", "--pool", "4", "4", "4", "8", "--threads", "1",
-            "--cache", str(tmp_path / "cache")]
+            "--cache", str(tmp_path / "cache"), "--card-dir", str(cards)]
 
     train.main(args + ["--out", str(tmp_path / "a")])
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 6          # 4 training pools, val, test
@@ -33,6 +31,10 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     assert record["steps"] == 2 and record["command"].startswith("python -m zoo.train --arch cnn_lstm")
     assert 0 <= record["test_top1"] <= 1 and set(record["test_top1_per_class"]) == set(synthetic.CLASSES)
     assert record["file_bytes"] == weights.stat().st_size and "CPU threads" in record["machine"]
+    assert (CARDS_DIR / f"{CARD}.json").read_text() == repository_card
+    cached = train.render_pool(list(range(6)), "hard", 1, tmp_path / "cache")   # the first 6 of the 8 cached
+    assert len(cached) == 6 and len(list((tmp_path / "cache").glob("*.npy"))) == 6
+    assert (cached[5] == synthetic.render_batch([5], "hard")[0][0]).all()
 
     train.main(args + ["--out", str(tmp_path / "b")])                 # from the cache, same seed
     assert (tmp_path / "b" / f"{CARD}.safetensors").read_bytes() == weights.read_bytes()

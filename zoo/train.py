@@ -8,7 +8,7 @@ reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3
 ``.npy`` files so that several runs (e.g. concurrent ones on one GPU) render them once.
 
 The weights go to ``assets/models/<card id>.safetensors`` (fp16), and the card's ``training`` section is
-rewritten with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time.
+rewritten (in ``zoo/cards``, or in a copy of the card in ``--card-dir`` so that concurrent runs keep their own) with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time.
 """
 from __future__ import annotations
 
@@ -44,11 +44,15 @@ def _render_chunk(args: tuple[list[int], str]) -> np.ndarray:
 def render_pool(seeds: list[int], preset: str, workers: int, cache: Path | None = None) -> np.ndarray:
     """Render clips in ``workers`` processes: uint8 N×T×H×W×3 (labels are seed mod 10).
 
-    With ``cache``, the pool is read from (memory-mapped) or written to ``cache/<preset>-<first>-<n>.npy``.
+    With ``cache``, the pool is read from (memory-mapped) or written to ``cache/<preset>-<first>-<n>.npy``; a
+    cached pool of the same preset and first seed with more clips serves a smaller one (its first ``n`` clips).
     """
     path = cache / f"{preset}-{seeds[0]}-{len(seeds)}.npy" if cache is not None else None
-    if path is not None and path.exists():
-        return np.load(path, mmap_mode="r")
+    if path is not None:
+        larger = [p for p in cache.glob(f"{preset}-{seeds[0]}-*.npy") if p.stem.split("-")[-1].isdigit()
+                  and int(p.stem.split("-")[-1]) >= len(seeds)]
+        if larger:
+            return np.load(min(larger, key=lambda p: int(p.stem.split("-")[-1])), mmap_mode="r")[:len(seeds)]
     chunks = [(seeds[i:i + 64], preset) for i in range(0, len(seeds), 64)]
     out = None
     with mp.get_context("fork").Pool(workers) as pool:
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
     parser.add_argument("--cache", type=Path, default=None, help="keep the rendered pools here as .npy files")
     parser.add_argument("--out", type=Path, default=Path("assets/models"))
+    parser.add_argument("--card-dir", type=Path, default=CARDS_DIR,
+                        help="write the updated model card here (read from here if it is there, else from zoo/cards)")
     parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
                         help="architectures that continue from their weights in --out (final curriculum mixture)")
     args = parser.parse_args(argv)
@@ -229,12 +235,14 @@ def main(argv: list[str] | None = None) -> None:
             "command": command,
         }
         log(f"{arch}: {json.dumps(result)}")
-        raw = json.loads((CARDS_DIR / f"{card_id}.json").read_text())
+        card_path = args.card_dir / f"{card_id}.json"
+        raw = json.loads((card_path if card_path.exists() else CARDS_DIR / card_path.name).read_text())
         if init is not None:  # keep the whole history: this run continued the one recorded before
             result["continued_from"] = raw.get("training")
             result["train_minutes"] = round(minutes + raw.get("training", {}).get("train_minutes", 0), 1)
         raw["training"] = result
-        (CARDS_DIR / f"{card_id}.json").write_text(json.dumps(raw, indent=2) + "\n")
+        args.card_dir.mkdir(parents=True, exist_ok=True)
+        card_path.write_text(json.dumps(raw, indent=2) + "\n")
 
 
 if __name__ == "__main__":
