@@ -8,7 +8,8 @@ reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3
 ``.npy`` files so that several runs (e.g. concurrent ones on one GPU) render them once.
 
 The weights go to ``assets/models/<card id>.safetensors`` (fp16), and the card's ``training`` section is
-rewritten (in ``zoo/cards``, or in a copy of the card in ``--card-dir`` so that concurrent runs keep their own) with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time.
+rewritten with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time
+(in ``zoo/cards``, or in a copy of the card in ``--card-dir``, so that concurrent runs keep their own record).
 """
 from __future__ import annotations
 
@@ -49,10 +50,11 @@ def render_pool(seeds: list[int], preset: str, workers: int, cache: Path | None 
     """
     path = cache / f"{preset}-{seeds[0]}-{len(seeds)}.npy" if cache is not None else None
     if path is not None:
-        larger = [p for p in cache.glob(f"{preset}-{seeds[0]}-*.npy") if p.stem.split("-")[-1].isdigit()
-                  and int(p.stem.split("-")[-1]) >= len(seeds)]
-        if larger:
-            return np.load(min(larger, key=lambda p: int(p.stem.split("-")[-1])), mmap_mode="r")[:len(seeds)]
+        counts = {int(n): p for p in cache.glob(f"{preset}-{seeds[0]}-*.npy")
+                  if (n := p.stem.rsplit("-", 1)[1]).isdigit()}
+        enough = [n for n in counts if n >= len(seeds)]
+        if enough:
+            return np.load(counts[min(enough)], mmap_mode="r")[:len(seeds)]
     chunks = [(seeds[i:i + 64], preset) for i in range(0, len(seeds), 64)]
     out = None
     with mp.get_context("fork").Pool(workers) as pool:
