@@ -31,6 +31,7 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     assert record["steps"] == 2 and record["command"].startswith("python -m zoo.train --arch cnn_lstm")
     assert 0 <= record["test_top1"] <= 1 and set(record["test_top1_per_class"]) == set(synthetic.CLASSES)
     assert record["file_bytes"] == weights.stat().st_size and "CPU threads" in record["machine"]
+    assert record["machine"].endswith(", bf16 autocast" if train.use_bf16("cpu") else ", fp32")
     assert (CARDS_DIR / f"{CARD}.json").read_text() == repository_card
     cached = train.render_pool(list(range(6)), "hard", 1, tmp_path / "cache")   # the first 6 of the 8 cached
     assert len(cached) == 6 and len(list((tmp_path / "cache").glob("*.npy"))) == 6
@@ -67,3 +68,13 @@ def test_continuing_from_weights_with_fewer_input_channels_keeps_the_function(tm
         assert torch.equal(new(x), reference)
         new.load_state_dict(old.state_dict())
         assert not torch.equal(new(x), reference), "the new inputs do count once their weights are not zero"
+
+
+def test_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """Emulated bf16 made CPU training 9–12× slower than fp32 on an AVX2-only CPU: it is used on CUDA and on CPUs
+    with AVX512-BF16 or AMX only."""
+    for avx512_bf16, amx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert train.use_bf16("cpu") == (avx512_bf16 or amx)
+    assert train.use_bf16("cuda")

@@ -3,7 +3,8 @@
 Reproducible from ``--seed``: the clip pools come from fixed seed ranges and the batch order from a seeded
 generator. The recipe follows the prototype in ``shared/docs/SYNTHETIC.md``: a curriculum that starts on flat
 backgrounds (from-scratch training sits at chance on textured ones otherwise), label-mapped flips and time
-reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3d`` (5–8× faster on CPU).
+reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3d`` (5–8× faster on CPUs with
+bf16 units; see ``use_bf16`` for the others).
 ``--device cuda`` trains on a GPU (same recipe and batch order); ``--cache DIR`` keeps the rendered pools as
 ``.npy`` files so that several runs (e.g. concurrent ones on one GPU) render them once.
 
@@ -88,6 +89,15 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[tor
     return x, y
 
 
+def use_bf16(device: str) -> bool:
+    """Whether to train and validate under bf16 autocast: on CUDA, and on CPUs with bf16 arithmetic (AVX512-BF16 or
+    AMX). Elsewhere bf16 is emulated: on an AVX2-only EPYC a training step was 9–12× slower in bf16 than in fp32
+    (``python -m zoo.bench_precision``, BENCHMARKS.md), so those CPUs train in fp32."""
+    if torch.device(device).type == "cuda":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def curriculum_weights(progress: float) -> tuple[float, ...]:
     return next(w for end, w in CURRICULUM if progress < end or end == 1.0)
 
@@ -146,7 +156,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    t0, running = time.time(), []
+    t0, running, bf16 = time.time(), [], use_bf16(device)
     for step in range(steps):
         model.train()
         weights = torch.tensor(curriculum_weights(1.0 if init else step / steps), dtype=torch.float)
@@ -155,7 +165,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
         clips = np.stack([pools[PRESET_ORDER[s]][i] for s, i in zip(source.tolist(), idx)])
         y = torch.tensor([i % len(synthetic.CLASSES) for i in idx])  # pool offsets are multiples of 10
         x, y = augment(to_input(torch.from_numpy(clips).to(device), mean, std), y, gen)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)).float(), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,7 +175,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
         sched.step()
         running.append(loss.item())
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            acc = evaluate(model, *val, mean, std, bf16=True)
+            acc = evaluate(model, *val, mean, std, bf16=bf16)
             log(f"{arch} step {step + 1}/{steps} loss {np.mean(running):.3f} val {acc:.3f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s")
             running = []
@@ -232,8 +242,9 @@ def main(argv: list[str] | None = None) -> None:
             "file_bytes": path.stat().st_size,
             "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "batch": args.batch, "seed": args.seed,
             "train_minutes": round(minutes, 1),
-            "machine": (f"{torch.cuda.get_device_name(args.device)}, bf16 autocast" if args.device.startswith("cuda")
-                        else f"{torch.get_num_threads()} CPU threads, bf16 autocast"),
+            "machine": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+                        else f"{torch.get_num_threads()} CPU threads")
+                       + (", bf16 autocast" if use_bf16(args.device) else ", fp32"),
             "command": command,
         }
         log(f"{arch}: {json.dumps(result)}")

@@ -1,0 +1,70 @@
+"""fp32 against bf16 autocast on this machine, for the embedded architectures (``python -m zoo.bench_precision``).
+
+Times a forward pass (under ``inference_mode``) and a training step (AdamW, as ``zoo.train`` takes it) in both
+arithmetics, side by side in one process, at random weights: speed does not depend on them. On CPUs without bf16
+units autocast emulates bf16, which is why ``zoo.train.use_bf16`` decides per machine.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from zoo.architectures import build
+from zoo.train import EMBEDDED_CARDS, use_bf16
+
+
+def _best(fn, repeats: int) -> float:
+    fn()                                                           # warm-up: oneDNN builds its kernels
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def measure(arch: str, bf16: bool, batch: int, train_batch: int, repeats: int) -> tuple[float, float]:
+    """Seconds per clip of a forward pass and seconds per training step, in bf16 autocast or fp32."""
+    fmt = torch.channels_last_3d if arch == "r2plus1d_small" else torch.contiguous_format
+    model = build(arch, 10).to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(train_batch, 3, 16, 112, 112).contiguous(memory_format=fmt)
+    y = torch.randint(10, (train_batch,))
+
+    def forward() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model.eval()(x[:batch])
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model.train()(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _best(forward, repeats) / batch, _best(step, repeats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=4, help="clips per forward pass")
+    parser.add_argument("--train-batch", type=int, default=16, help="clips per training step")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, use_bf16('cpu') = {use_bf16('cpu')}, "
+          f"{args.threads} thread(s)\n")
+    print("| model | forward fp32 | forward bf16 | training step fp32 | training step bf16 |\n|---|---|---|---|---|")
+    for arch, card in EMBEDDED_CARDS.items():
+        (f32, s32), (f16, s16) = (measure(arch, bf16, args.batch, args.train_batch, args.repeats)
+                                  for bf16 in (False, True))
+        print(f"| {card} | {f32 * 1e3:,.0f} ms/clip | {f16 * 1e3:,.0f} ms/clip ({f16 / f32:.1f}×) | "
+              f"{s32:.1f} s | {s16:.1f} s ({s16 / s32:.1f}×) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
