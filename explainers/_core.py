@@ -5,13 +5,15 @@
   ``torch.inference_mode``, ``gradients`` for input gradients); both batch under the memory cap, count the
   passes and report progress, so every method gets counting, batching and cancelling for free.
 * ``forward`` — one forward pass in fp32, or in bf16 for forward-only paths (the ``precision`` switch);
-  ``default_batch`` — the batch cap when none is given (by device).
+  ``bf16_is_native`` — whether the device has bf16 arithmetic; ``default_batch`` — the batch cap when none is
+  given (by device).
 * Hooks as context managers that always remove themselves (``capture``, ``relu_not_inplace``, ``counting``).
 * Map utilities: ``upsample`` to T×H×W, ``normalise`` to [0, 1], ``to_volume`` for transformer tokens.
 """
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -31,8 +33,20 @@ def forward(model: nn.Module, xs: torch.Tensor, precision: str = "fp32") -> torc
         return model(xs).float()
     if precision != "bf16":
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if not bf16_is_native(xs.device):
+        warnings.warn("this CPU has no bf16 arithmetic (AVX512-BF16 or AMX): bf16 is emulated, and forwards were "
+                      "12-19x slower than fp32 on such a CPU; use precision='fp32'", RuntimeWarning, stacklevel=2)
     with torch.autocast(xs.device.type, dtype=torch.bfloat16):
         return model(xs.contiguous(memory_format=torch.channels_last_3d)).float()
+
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """True on CUDA and on CPUs with AVX512-BF16 or AMX. Elsewhere autocast emulates bf16: on an AVX2-only EPYC the
+    embedded models' forwards were 12–19× and training steps 9–12× slower than fp32 (``python -m
+    zoo.bench_precision``, BENCHMARKS.md)."""
+    if torch.device(device).type == "cuda":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def default_batch(device: torch.device | str) -> int:

@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from explainers._core import bf16_is_native
 from zoo import synthetic, train
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR
@@ -31,7 +32,7 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     assert record["steps"] == 2 and record["command"].startswith("python -m zoo.train --arch cnn_lstm")
     assert 0 <= record["test_top1"] <= 1 and set(record["test_top1_per_class"]) == set(synthetic.CLASSES)
     assert record["file_bytes"] == weights.stat().st_size and "CPU threads" in record["machine"]
-    assert record["machine"].endswith(", bf16 autocast" if train.use_bf16("cpu") else ", fp32")
+    assert record["machine"].endswith(", bf16 autocast" if bf16_is_native("cpu") else ", fp32")
     assert (CARDS_DIR / f"{CARD}.json").read_text() == repository_card
     cached = train.render_pool(list(range(6)), "hard", 1, tmp_path / "cache")   # the first 6 of the 8 cached
     assert len(cached) == 6 and len(list((tmp_path / "cache").glob("*.npy"))) == 6
@@ -70,11 +71,14 @@ def test_continuing_from_weights_with_fewer_input_channels_keeps_the_function(tm
         assert not torch.equal(new(x), reference), "the new inputs do count once their weights are not zero"
 
 
-def test_bf16_only_where_the_hardware_has_it(monkeypatch):
-    """Emulated bf16 made CPU training 9–12× slower than fp32 on an AVX2-only CPU: it is used on CUDA and on CPUs
-    with AVX512-BF16 or AMX only."""
-    for avx512_bf16, amx in ((False, False), (True, False), (False, True)):
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-        assert train.use_bf16("cpu") == (avx512_bf16 or amx)
-    assert train.use_bf16("cuda")
+def test_ema_returns_the_moving_average_of_the_steps_weights():
+    """``--ema d``: the first step's weights start the average, each later one enters with weight 1 - d."""
+    pools = {p: synthetic.render_batch(list(range(10)), p)[0] for p in train.PRESET_ORDER}
+    val = (pools["hard"][:4], list(range(4)))
+    run = lambda steps, ema: train.train("cnn_lstm", pools, val, steps, 4, 1e-3, 0, lambda msg: None, ema=ema)
+    first, second, averaged = run(1, 0.0), run(2, 0.0), run(2, 0.25)
+    for name, value in averaged.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.25 * first.state_dict()[name] + 0.75 * second.state_dict()[name]
+            torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(averaged.state_dict()["fc.weight"], second.state_dict()["fc.weight"])

@@ -2,7 +2,7 @@
 
 Times a forward pass (under ``inference_mode``) and a training step (AdamW, as ``zoo.train`` takes it) in both
 arithmetics, side by side in one process, at random weights: speed does not depend on them. On CPUs without bf16
-units autocast emulates bf16, which is why ``zoo.train.use_bf16`` decides per machine.
+units autocast emulates bf16, which is why ``explainers._core.bf16_is_native`` decides per machine.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from zoo.architectures import build
-from zoo.train import EMBEDDED_CARDS, use_bf16
+from explainers._core import bf16_is_native
+from zoo.train import EMBEDDED_CARDS
 
 
 def _best(fn, repeats: int) -> float:
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, use_bf16('cpu') = {use_bf16('cpu')}, "
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"bf16_is_native('cpu') = {bf16_is_native('cpu')}, "
           f"{args.threads} thread(s)\n")
     print("| model | forward fp32 | forward bf16 | training step fp32 | training step bf16 |\n|---|---|---|---|---|")
     for arch, card in EMBEDDED_CARDS.items():

@@ -4,7 +4,7 @@ Reproducible from ``--seed``: the clip pools come from fixed seed ranges and the
 generator. The recipe follows the prototype in ``shared/docs/SYNTHETIC.md``: a curriculum that starts on flat
 backgrounds (from-scratch training sits at chance on textured ones otherwise), label-mapped flips and time
 reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3d`` (5–8× faster on CPUs with
-bf16 units; see ``use_bf16`` for the others).
+bf16 units; see ``bf16_is_native`` for the others).
 ``--device cuda`` trains on a GPU (same recipe and batch order); ``--cache DIR`` keeps the rendered pools as
 ``.npy`` files so that several runs (e.g. concurrent ones on one GPU) render them once.
 
@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from explainers._core import bf16_is_native
 from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
@@ -89,15 +91,6 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[tor
     return x, y
 
 
-def use_bf16(device: str) -> bool:
-    """Whether to train and validate under bf16 autocast: on CUDA, and on CPUs with bf16 arithmetic (AVX512-BF16 or
-    AMX). Elsewhere bf16 is emulated: on an AVX2-only EPYC a training step was 9–12× slower in bf16 than in fp32
-    (``python -m zoo.bench_precision``, BENCHMARKS.md), so those CPUs train in fp32."""
-    if torch.device(device).type == "cuda":
-        return True
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-
-
 def curriculum_weights(progress: float) -> tuple[float, ...]:
     return next(w for end, w in CURRICULUM if progress < end or end == 1.0)
 
@@ -141,8 +134,11 @@ def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
           lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0,
-          device: str = "cpu") -> torch.nn.Module:
-    """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture."""
+          device: str = "cpu", ema: float = 0.0) -> torch.nn.Module:
+    """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture.
+
+    ``ema`` > 0 keeps an exponential moving average of the weights (and buffers) with that decay per step; it is
+    what gets validated and returned."""
     card = load_card(EMBEDDED_CARDS[arch])
     mean, std = torch.tensor(card.input.mean, device=device), torch.tensor(card.input.std, device=device)
     torch.manual_seed(seed)
@@ -156,7 +152,8 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    t0, running, bf16 = time.time(), [], use_bf16(device)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema > 0 else None
+    t0, running, bf16 = time.time(), [], bf16_is_native(device)
     for step in range(steps):
         model.train()
         weights = torch.tensor(curriculum_weights(1.0 if init else step / steps), dtype=torch.float)
@@ -173,12 +170,15 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         opt.step()
         sched.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         running.append(loss.item())
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            acc = evaluate(model, *val, mean, std, bf16=bf16)
+            acc = evaluate(model if averaged is None else averaged.module, *val, mean, std, bf16=bf16)
             log(f"{arch} step {step + 1}/{steps} loss {np.mean(running):.3f} val {acc:.3f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s")
             running = []
+    model = model if averaged is None else averaged.module
     return model.to(device="cpu", memory_format=torch.contiguous_format).eval()
 
 
@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, nargs=4, default=(1000, 2000, 3000, 8000),
                         metavar=("TRIVIAL", "EASY", "MEDIUM", "HARD"), help="training clips per preset")
     parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm (0: off)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="validate and save an exponential moving average of the weights with this decay (0: off)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: --threads)")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
-        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device)
+        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device, args.ema)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -240,11 +242,12 @@ def main(argv: list[str] | None = None) -> None:
             "test_split": f"SynthActions-10 test, {len(test_seeds)} hard clips (seeds {test_seeds[0]}..{test_seeds[-1]})",
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_bytes": path.stat().st_size,
-            "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "batch": args.batch, "seed": args.seed,
+            "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "ema": args.ema, "batch": args.batch,
+            "seed": args.seed,
             "train_minutes": round(minutes, 1),
             "machine": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
                         else f"{torch.get_num_threads()} CPU threads")
-                       + (", bf16 autocast" if use_bf16(args.device) else ", fp32"),
+                       + (", bf16 autocast" if bf16_is_native(args.device) else ", fp32"),
             "command": command,
         }
         log(f"{arch}: {json.dumps(result)}")
