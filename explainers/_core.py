@@ -41,8 +41,8 @@ def forward(model: nn.Module, xs: torch.Tensor, precision: str = "fp32") -> torc
 
 
 def bf16_is_native(device: torch.device | str) -> bool:
-    """True on CUDA and on CPUs with AVX512-BF16 or AMX. Elsewhere autocast emulates bf16: on an AVX2-only EPYC the
-    embedded models' forwards were 12–19× and training steps 9–12× slower than fp32 (``python -m
+    """True on CUDA and on CPUs with AVX512-BF16 or AMX. Elsewhere autocast emulates bf16: on an AVX2-only EPYC
+    the embedded models' forwards were 12–19× and training steps 9–12× slower than fp32 (``python -m
     zoo.bench_precision``, BENCHMARKS.md)."""
     if torch.device(device).type == "cuda":
         return True

@@ -7,24 +7,19 @@ units autocast emulates bf16, which is why ``explainers._core.bf16_is_native`` d
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
-from zoo.architectures import build
 from explainers._core import bf16_is_native
+from explainers.bench_speed import _best_of
+from zoo.architectures import build
 from zoo.train import EMBEDDED_CARDS
 
 
-def _best(fn, repeats: int) -> float:
+def _warm_best(fn, repeats: int) -> float:
     fn()                                                           # warm-up: oneDNN builds its kernels
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return _best_of(fn, repeats)
 
 
 def measure(arch: str, bf16: bool, batch: int, train_batch: int, repeats: int) -> tuple[float, float]:
@@ -46,7 +41,7 @@ def measure(arch: str, bf16: bool, batch: int, train_batch: int, repeats: int) -
         loss.backward()
         opt.step()
 
-    return _best(forward, repeats) / batch, _best(step, repeats)
+    return _warm_best(forward, repeats) / batch, _warm_best(step, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:

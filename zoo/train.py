@@ -152,7 +152,8 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     warmup = max(1, int(0.03 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema > 0 else None
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema > 0
+                else None)
     t0, running, bf16 = time.time(), [], bf16_is_native(device)
     for step in range(steps):
         model.train()
@@ -226,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
-        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device, args.ema)
+        model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device,
+                      args.ema)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
