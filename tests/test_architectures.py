@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.architectures import LucasKanadeFlow
+from zoo.architectures import FrameEncoder, LucasKanadeFlow
 
 
 def _texture(size: int = 160) -> torch.Tensor:
@@ -58,3 +58,14 @@ def test_flow_is_differentiable_and_finite_on_flat_frames():
     assert torch.isfinite(flow).all() and flow.abs().max() < 1e-3
     flow.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_frame_encoder_in_channels_last_computes_what_the_cnn_computes_frame_by_frame():
+    torch.manual_seed(0)
+    encoder = FrameEncoder(in_channels=8).eval()
+    x = torch.randn(2, 8, 5, 48, 64)
+    with torch.no_grad():
+        out = encoder(x)
+        frames = torch.stack([encoder.cnn(x[:, :, t].contiguous()) for t in range(x.shape[2])], 2)
+    assert out.shape == (2, 64, 5, 3, 4)
+    torch.testing.assert_close(out, frames, atol=1e-5, rtol=1e-4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 from explainers import bench_metrics, bench_speed
+from zoo import bench_precision
 
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):
@@ -21,3 +22,10 @@ def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_f
     assert re.search(r"synth-cnn-lstm: naive loop [\d.]+ s, batched [\d.]+ s", out)
     assert re.search(r"max \|Δp\| between the curves \d\.\de-\d\d", out)   # same curves as the naive loop
     assert re.search(r"against its 60 forwards alone [\d.]+ s: [\d.]+×", out)
+
+
+def test_bench_precision_layout_table_times_the_frame_cnn_in_both_layouts(capsys):
+    bench_precision.main(["--tables", "layout", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "forward bf16" not in out
+    assert re.search(r"\| fp32 \| [\d.]+ ms/clip \| [\d.]+ ms/clip \([\d.]+× faster\) \| [\d.]+ s \| [\d.]+ s", out)
