@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.architectures import FrameEncoder, LucasKanadeFlow
+from zoo.architectures import FrameEncoder, LucasKanadeFlow, TemporalConv, build, temporal_convs_as_2d
 
 
 def _texture(size: int = 160) -> torch.Tensor:
@@ -69,3 +69,37 @@ def test_frame_encoder_in_channels_last_computes_what_the_cnn_computes_frame_by_
         frames = torch.stack([encoder.cnn(x[:, :, t].contiguous()) for t in range(x.shape[2])], 2)
     assert out.shape == (2, 64, 5, 3, 4)
     torch.testing.assert_close(out, frames, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_temporal_conv_equals_the_3d_convolution_it_stands_for(stride, layout):
+    torch.manual_seed(0)
+    conv = TemporalConv(6, 5, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=True)
+    x = torch.randn(2, 6, 7, 5, 4).contiguous(memory_format=layout).requires_grad_()
+    out = conv(x)
+    expected = F.conv3d(x, conv.weight, conv.bias, stride=(stride, 1, 1), padding=(1, 0, 0))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["r2plus1d_small", "r2plus1d_18"])
+def test_temporal_convs_as_2d_keeps_names_parameters_and_logits(arch):
+    import torchvision.models.video as tvv
+
+    torch.manual_seed(0)
+    model = (build(arch, 10) if arch == "r2plus1d_small" else tvv.r2plus1d_18(num_classes=10)).eval()
+    state = model.state_dict()
+    time_only = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv3d)
+                 and m.kernel_size[1:] == (1, 1) and m.stride[1:] == (1, 1)]
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        converted = temporal_convs_as_2d(model)
+        out = converted(x)
+    assert [name for name, m in converted.named_modules() if isinstance(m, TemporalConv)] == time_only
+    assert len(time_only) >= 9                           # the stem's and every block's temporal convolutions
+    assert converted.state_dict().keys() == state.keys()
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)

@@ -24,8 +24,10 @@ def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_f
     assert re.search(r"against its 60 forwards alone [\d.]+ s: [\d.]+×", out)
 
 
-def test_bench_precision_layout_table_times_the_frame_cnn_in_both_layouts(capsys):
-    bench_precision.main(["--tables", "layout", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
+def test_bench_precision_times_both_convolution_paths_of_both_models(capsys):
+    bench_precision.main(["--tables", "convolutions", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "forward bf16" not in out
-    assert re.search(r"\| fp32 \| [\d.]+ ms/clip \| [\d.]+ ms/clip \([\d.]+× faster\) \| [\d.]+ s \| [\d.]+ s", out)
+    for card in ("synth-cnn-lstm", "synth-r2plus1d-small"):
+        assert re.search(rf"\| {card} \| [^|]+ \| [\d.]+ ms/clip \| [\d.]+ ms/clip \([\d.]+× faster\) \| "
+                         rf"[\d.]+ s \| [\d.]+ s \([\d.]+× faster\) \|", out)

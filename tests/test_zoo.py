@@ -103,8 +103,8 @@ def test_torchvision_weights_from_local_cache(tmp_path, monkeypatch):
     model = load_model("tv-mc3-18")
     assert len(model.labels) == 400 and model.labels[0] == "abseiling"
     x = torch.randn(1, 3, 16, 112, 112)
-    with torch.inference_mode():
-        assert torch.equal(model(x), reference(x))
+    with torch.inference_mode():       # equal up to rounding: the zoo runs time-only convolutions as 2-D ones
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
 def _hub_card(kind: str, repo: str, revision: str = REVISION, labels=()):
@@ -128,8 +128,8 @@ def test_hub_safetensors_repo_offline(hf_cache, tmp_path):
     model = load_model(_hub_card("hub", "someone/tiny-video"))
     assert model.labels == ("a", "b", "c", "d")
     x = torch.randn(1, 3, 16, 112, 112)
-    with torch.inference_mode():
-        assert torch.equal(model(x), reference(x))
+    with torch.inference_mode():       # equal up to rounding: the zoo runs time-only convolutions as 2-D ones
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
 def test_hub_repo_with_wrong_architecture_is_a_clear_error(hf_cache, tmp_path):

@@ -1,10 +1,11 @@
-"""fp32 against bf16 autocast, and NCHW against NHWC frames, on this machine (``python -m zoo.bench_precision``).
+"""fp32 against bf16 autocast, and how the convolutions run, on this machine (``python -m zoo.bench_precision``).
 
 Times a forward pass (under ``inference_mode``) and a training step (AdamW, as ``zoo.train`` takes it) of the
 embedded architectures in both arithmetics, side by side in one process, at random weights: speed does not depend
 on them. On CPUs without bf16 units autocast emulates bf16, which is why ``explainers._core.bf16_is_native``
-decides per machine. A second table times the CNN-LSTM's per-frame CNN on the same frames in NCHW and in NHWC
-(channels-last, the layout ``FrameEncoder`` feeds it).
+decides per machine. A second table times the two convolution paths the embedded models take on CPU against
+what they replaced: the CNN-LSTM's per-frame CNN on NHWC frames (as ``FrameEncoder`` feeds it) against NCHW, and
+the R(2+1)D model with its temporal convolutions run as 2-D ones (``temporal_convs_as_2d``) against ``Conv3d``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from explainers._core import bf16_is_native
 from explainers.bench_speed import _best_of
-from zoo.architectures import build
+from zoo.architectures import build, temporal_convs_as_2d
 from zoo.train import EMBEDDED_CARDS
 
 
@@ -31,12 +32,18 @@ def measure(arch: str, bf16: bool, batch: int, train_batch: int, repeats: int) -
     return forward / batch, step
 
 
-def measure_layout(channels_last: bool, batch: int, train_batch: int, repeats: int) -> tuple[float, float]:
-    """Seconds per clip of a forward pass and seconds per training step of the CNN-LSTM's per-frame CNN on the
-    16 frames of each clip (8 input channels), laid out NHWC (``channels_last``) or NCHW."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(train_batch * 16, 8, 112, 112).contiguous(memory_format=fmt)
-    forward, step = _time_model(build("cnn_lstm", 10).frames.cnn, x, x[:batch * 16], False, repeats)
+def measure_convolutions(arch: str, ours: bool, batch: int, train_batch: int, repeats: int) -> tuple[float, float]:
+    """Seconds per clip of a forward pass and seconds per training step in fp32, with the convolution path the
+    model takes now (``ours``) or the one it replaced. CNN-LSTM: its per-frame CNN alone, on the 16 frames of
+    each clip (8 channels) in NHWC or NCHW. R(2+1)D: the whole model, with or without ``temporal_convs_as_2d``."""
+    if arch == "cnn_lstm":
+        x = torch.randn(train_batch * 16, 8, 112, 112)
+        x = x.contiguous(memory_format=torch.channels_last) if ours else x
+        forward, step = _time_model(build(arch, 10).frames.cnn, x, x[:batch * 16], False, repeats)
+    else:
+        model = temporal_convs_as_2d(build(arch, 10)) if ours else build(arch, 10)
+        x = torch.randn(train_batch, 3, 16, 112, 112)
+        forward, step = _time_model(model, x, x[:batch], False, repeats)
     return forward / batch, step
 
 
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="clips per forward pass")
     parser.add_argument("--train-batch", type=int, default=16, help="clips per training step")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tables", nargs="+", choices=("precision", "layout"), default=("precision", "layout"))
+    parser.add_argument("--tables", nargs="+", choices=("precision", "convolutions"),
+                        default=("precision", "convolutions"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
@@ -74,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.threads} thread(s)")
     if "precision" in args.tables:
         precision_table(args)
-    if "layout" in args.tables:
-        layout_table(args)
+    if "convolutions" in args.tables:
+        convolutions_table(args)
 
 
 def precision_table(args: argparse.Namespace) -> None:
@@ -87,12 +95,15 @@ def precision_table(args: argparse.Namespace) -> None:
               f"{s32:.1f} s | {s16:.1f} s ({s16 / s32:.1f}×) |", flush=True)
 
 
-def layout_table(args: argparse.Namespace) -> None:
-    print("\n| synth-cnn-lstm's frame CNN | forward NCHW | forward NHWC | training step NCHW | training step NHWC |"
-          "\n|---|---|---|---|---|")
-    (fc, sc), (fl, sl) = (measure_layout(last, args.batch, args.train_batch, args.repeats) for last in (False, True))
-    print(f"| fp32 | {fc * 1e3:,.1f} ms/clip | {fl * 1e3:,.1f} ms/clip ({fc / fl:.2f}× faster) | "
-          f"{sc:.2f} s | {sl:.2f} s ({sc / sl:.2f}× faster) |", flush=True)
+def convolutions_table(args: argparse.Namespace) -> None:
+    print("\n| model | change | forward before | forward after | training step before | training step after |"
+          "\n|---|---|---|---|---|---|")
+    changes = {"cnn_lstm": "frame CNN (alone) on NHWC frames", "r2plus1d_small": "temporal convolutions as 2-D"}
+    for arch, change in changes.items():
+        (fb, sb), (fa, sa) = (measure_convolutions(arch, ours, args.batch, args.train_batch, args.repeats)
+                              for ours in (False, True))
+        print(f"| {EMBEDDED_CARDS[arch]} | {change} | {fb * 1e3:,.1f} ms/clip | {fa * 1e3:,.1f} ms/clip "
+              f"({fb / fa:.2f}× faster) | {sb:.2f} s | {sa:.2f} s ({sb / sa:.2f}× faster) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo.architectures import temporal_convs_as_2d
 from zoo.cards import REPO_ROOT, ModelCard, TokenGrid, load_card
 
 TORCHVISION_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t")
@@ -41,7 +42,7 @@ class VideoClassifier(nn.Module):
 
     def __init__(self, net: nn.Module, card: ModelCard, channels_first_time: bool = True):
         super().__init__()
-        self.net = net
+        self.net = temporal_convs_as_2d(net)
         self.card = card
         self._time_first = not channels_first_time  # transformers want B×T×C×H×W
         self.eval()
