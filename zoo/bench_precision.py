@@ -5,7 +5,8 @@ embedded architectures in both arithmetics, side by side in one process, at rand
 on them. On CPUs without bf16 units autocast emulates bf16, which is why ``explainers._core.bf16_is_native``
 decides per machine. A second table times the two convolution paths the embedded models take on CPU against
 what they replaced: the CNN-LSTM's per-frame CNN on NHWC frames (as ``FrameEncoder`` feeds it) against NCHW, and
-the R(2+1)D model with its temporal convolutions run as 2-D ones (``temporal_convs_as_2d``) against ``Conv3d``.
+the R(2+1)D model with its temporal convolutions run as 2-D ones (``temporal_convs_as_2d``) on NDHWC clips
+against ``Conv3d`` on NCDHW clips.
 """
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ def measure(arch: str, bf16: bool, batch: int, train_batch: int, repeats: int) -
 def measure_convolutions(arch: str, ours: bool, batch: int, train_batch: int, repeats: int) -> tuple[float, float]:
     """Seconds per clip of a forward pass and seconds per training step in fp32, with the convolution path the
     model takes now (``ours``) or the one it replaced. CNN-LSTM: its per-frame CNN alone, on the 16 frames of
-    each clip (8 channels) in NHWC or NCHW. R(2+1)D: the whole model, with or without ``temporal_convs_as_2d``."""
+    each clip (8 channels) in NHWC or NCHW. R(2+1)D: the whole model, with ``temporal_convs_as_2d`` and NDHWC
+    clips, or with neither."""
     if arch == "cnn_lstm":
         x = torch.randn(train_batch * 16, 8, 112, 112)
         x = x.contiguous(memory_format=torch.channels_last) if ours else x
         forward, step = _time_model(build(arch, 10).frames.cnn, x, x[:batch * 16], False, repeats)
     else:
         model = temporal_convs_as_2d(build(arch, 10)) if ours else build(arch, 10)
+        model.channels_last = ours
         x = torch.randn(train_batch, 3, 16, 112, 112)
         forward, step = _time_model(model, x, x[:batch], False, repeats)
     return forward / batch, step
@@ -98,7 +101,8 @@ def precision_table(args: argparse.Namespace) -> None:
 def convolutions_table(args: argparse.Namespace) -> None:
     print("\n| model | change | forward before | forward after | training step before | training step after |"
           "\n|---|---|---|---|---|---|")
-    changes = {"cnn_lstm": "frame CNN (alone) on NHWC frames", "r2plus1d_small": "temporal convolutions as 2-D"}
+    changes = {"cnn_lstm": "frame CNN (alone) on NHWC frames",
+               "r2plus1d_small": "temporal convolutions as 2-D, NDHWC clips"}
     for arch, change in changes.items():
         (fb, sb), (fa, sa) = (measure_convolutions(arch, ours, args.batch, args.train_batch, args.repeats)
                               for ours in (False, True))
