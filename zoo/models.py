@@ -37,7 +37,8 @@ class VideoClassifier(nn.Module):
 
     ``forward(x)`` takes a normalised clip B×3×T×H×W and returns logits B×K. ``labels``, ``input_spec``,
     ``target_layers`` (module names inside this wrapper, for CAM methods) and ``token_grid`` (how a
-    transformer layer's tokens map back to C×T'×H'×W') come from the card.
+    transformer layer's tokens map back to C×T'×H'×W') come from the card. Time-only 3-D convolutions of the
+    network run as 2-D ones (``zoo.architectures.temporal_convs_as_2d``: the same function, faster on CPU).
     """
 
     def __init__(self, net: nn.Module, card: ModelCard, channels_first_time: bool = True):
