@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from explainers._core import bf16_is_native
@@ -82,3 +83,33 @@ def test_ema_returns_the_moving_average_of_the_steps_weights():
             expected = 0.25 * first.state_dict()[name] + 0.75 * second.state_dict()[name]
             torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-5, msg=name)
     assert not torch.equal(averaged.state_dict()["fc.weight"], second.state_dict()["fc.weight"])
+
+
+def test_an_interrupted_run_continues_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    pools = {p: synthetic.render_batch(list(range(10)), p)[0] for p in train.PRESET_ORDER}
+    val = (pools["hard"][:4], list(range(4)))
+    run = lambda path, steps=4: train.train("cnn_lstm", pools, val, steps, 4, 1e-3, 0, lambda msg: None, ema=0.5,
+                                            checkpoint=path, checkpoint_every=2)
+    straight = run(tmp_path / "straight.pt")
+    assert not (tmp_path / "straight.pt").exists()                    # removed once the run is complete
+
+    augment, calls = train.augment, []
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 4:                                          # during the 4th step, after the checkpoint
+            raise KeyboardInterrupt
+        return augment(*args)
+
+    monkeypatch.setattr(train, "augment", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "state.pt")
+    assert (tmp_path / "state.pt").exists()
+    with pytest.raises(ValueError, match="other settings"):
+        run(tmp_path / "state.pt", steps=6)
+    counted = []
+    monkeypatch.setattr(train, "augment", lambda *args: counted.append(1) or augment(*args))
+    resumed = run(tmp_path / "state.pt")
+    assert len(counted) == 2                                         # steps 3 and 4 only
+    for name, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, straight.state_dict()[name], rtol=0, atol=0, msg=name)

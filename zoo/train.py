@@ -134,11 +134,15 @@ def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
           lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0,
-          device: str = "cpu", ema: float = 0.0) -> torch.nn.Module:
+          device: str = "cpu", ema: float = 0.0, checkpoint: Path | None = None,
+          checkpoint_every: int = 250) -> torch.nn.Module:
     """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture.
 
     ``ema`` > 0 keeps an exponential moving average of the weights (and buffers) with that decay per step; it is
-    what gets validated and returned."""
+    what gets validated and returned. With ``checkpoint``, the whole training state (weights, optimiser,
+    schedule, batch-order generator, moving average, step) is written there every ``checkpoint_every`` steps and
+    removed at the end; a run that finds the file continues from it, so an interrupted run started again with
+    the same settings ends with the weights it would have had (a run with other settings refuses the file)."""
     card = load_card(EMBEDDED_CARDS[arch])
     mean, std = torch.tensor(card.input.mean, device=device), torch.tensor(card.input.std, device=device)
     torch.manual_seed(seed)
@@ -155,7 +159,13 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema > 0
                 else None)
     t0, running, bf16 = time.time(), [], bf16_is_native(device)
-    for step in range(steps):
+    run = repr((arch, steps, batch, lr, seed, clip_grad, ema, init is not None,
+                sorted((name, len(pool)) for name, pool in pools.items())))
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        start = _restore(checkpoint, run, model, opt, sched, gen, averaged)
+        log(f"{arch}: continuing from step {start} ({checkpoint})")
+    for step in range(start, steps):
         model.train()
         weights = torch.tensor(curriculum_weights(1.0 if init else step / steps), dtype=torch.float)
         source = torch.multinomial(weights, batch, replacement=True, generator=gen)
@@ -179,8 +189,36 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
             log(f"{arch} step {step + 1}/{steps} loss {np.mean(running):.3f} val {acc:.3f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s")
             running = []
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            _save_state(checkpoint, run, step + 1, model, opt, sched, gen, averaged)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     model = model if averaged is None else averaged.module
     return model.to(device="cpu", memory_format=torch.contiguous_format).eval()
+
+
+def _save_state(path: Path, run: str, step: int, model, opt, sched, gen, averaged) -> None:
+    state = {"run": run, "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
+             "sched": sched.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+             "ema": averaged.state_dict() if averaged is not None else {}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)                           # never a half-written checkpoint
+
+
+def _restore(path: Path, run: str, model, opt, sched, gen, averaged) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["run"] != run:
+        raise ValueError(f"{path} was written by a run with other settings ({state['run']}); delete it to start "
+                         f"afresh")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])
+    if averaged is not None:
+        averaged.load_state_dict(state["ema"])
+    return state["step"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm (0: off)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="validate and save an exponential moving average of the weights with this decay (0: off)")
+    parser.add_argument("--checkpoint-every", type=int, default=250,
+                        help="save the training state to --out every N steps; the same command continues from it "
+                             "after an interruption (0: off)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: --threads)")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
@@ -227,8 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
+        state = args.out / f"{EMBEDDED_CARDS[arch]}.train-state.pt" if args.checkpoint_every > 0 else None
         model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device,
-                      args.ema)
+                      args.ema, state, args.checkpoint_every)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
