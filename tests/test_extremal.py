@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from explainers import explain
+from explainers import explain, extremal
 from explainers.extremal import (BlurPyramid, MaskGenerator, _SmoothMax, ellipsoid, key_region_loss,
                                  smooth_time)
 
@@ -57,13 +57,15 @@ def test_single_seed_gives_the_smooth_max_bump():
     assert p[d > 3 * 11].max() < 1e-3
 
 
-def test_smooth_max_gradient_matches_autograd():
+@pytest.mark.parametrize("rows_per_chunk", [2, 64])
+def test_smooth_max_gradient_matches_autograd(monkeypatch, rows_per_chunk):
     torch.manual_seed(0)
     g = MaskGenerator((28, 28), 7, 5.0)
-    u = torch.rand(1, g.weight.shape[1], 4, dtype=torch.float64, requires_grad=True)
+    u = torch.rand(5, g.weight.shape[1], dtype=torch.float64, requires_grad=True)
     w = g.weight.double()
+    monkeypatch.setattr(extremal, "CHUNK_BUDGET", rows_per_chunk * w.numel())   # 2: chunks of 2, 2 and 1 rows
     assert torch.autograd.gradcheck(lambda t: _SmoothMax.apply(t, w, 20.0), (u,))
-    v = w[None, :, :, None] * u[:, None]
+    v = w[None] * u[:, None]                                              # rows × phases × candidates
     reference = (v * torch.softmax(20 * v, 2)).sum(2)
     assert torch.allclose(_SmoothMax.apply(u, w, 20.0), reference)
 
@@ -75,6 +77,19 @@ def test_blur_pyramid_interpolates_between_levels():
     assert torch.allclose(p.apply(torch.zeros(1, 2, 16, 16))[0], p.levels[0])
     half = p.apply(torch.full((1, 2, 16, 16), 0.5 / 7 + 3 / 7))[0]  # halfway between levels 3 and 4
     assert torch.allclose(half, (p.levels[3] + p.levels[4]) / 2, atol=1e-6)
+
+
+def test_blur_pyramid_matches_the_hat_function_sum_and_its_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 2, 16, 16, dtype=torch.float64)
+    p = BlurPyramid(x, levels=8, max_blur=4.0)
+    mask = torch.rand(2, 2, 16, 16, dtype=torch.float64, requires_grad=True)
+    position = mask[:, None] * 7
+    reference = sum((1 - (position - level).abs()).clamp(min=0) * p.levels[level] for level in range(8))
+    weight = torch.randn_like(reference)
+    grad, = torch.autograd.grad((p.apply(mask) * weight).sum(), mask)
+    expected, = torch.autograd.grad((reference * weight).sum(), mask)
+    assert torch.allclose(p.apply(mask), reference) and torch.allclose(grad, expected)
 
 
 def test_temporal_smoothing_kernel_and_ends():
