@@ -32,13 +32,18 @@ MOMENTUM = 0.9
 
 
 CHUNK_BUDGET = 1 << 19                        # elements of the rows × phases × candidates tensor held at once
+GPU_CHUNK_BUDGET = 1 << 25                    # on a GPU cache size does not matter, fewer launches do
 LOG2_E = 1.0 / math.log(2.0)                  # exp(x) = exp2(x·log2 e); exp2 is about 2× faster on CPU
 
 
-def _row_chunks(rows: int, per_row: int):
-    size = max(1, CHUNK_BUDGET // per_row)
-    for a in range(0, rows, size):
-        yield slice(a, a + size)
+def _row_chunks(u: torch.Tensor, inner: torch.Size):
+    """(rows, buffer) pairs covering u's rows in chunks under the budget; one r×inner buffer is reused."""
+    budget = GPU_CHUNK_BUDGET if u.is_cuda else CHUNK_BUDGET
+    size = min(len(u), max(1, budget // math.prod(inner)))
+    buf = u.new_empty(size, *inner)
+    for a in range(0, len(u), size):
+        rows = slice(a, min(a + size, len(u)))
+        yield rows, buf[:rows.stop - a]
 
 
 class _SmoothMax(torch.autograd.Function):
@@ -53,14 +58,12 @@ class _SmoothMax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, weight, coldness):
-        rows, (phases, cands) = len(u), weight.shape
         wt = weight.t().contiguous()                                       # K×Q
         cwt = wt * (coldness * LOG2_E)
-        num, den = u.new_empty(rows, 1, phases), u.new_empty(rows, 1, phases)
-        buf = u.new_empty(min(rows, max(1, CHUNK_BUDGET // weight.numel())), cands, phases)
-        for sl in _row_chunks(rows, weight.numel()):
+        num, den = u.new_empty(len(u), 1, len(weight)), u.new_empty(len(u), 1, len(weight))
+        for sl, buf in _row_chunks(u, wt.shape):
             uc = u[sl, None, :]                                            # r×1×K
-            e = torch.mul(cwt, uc.transpose(1, 2), out=buf[:len(uc)]).exp2_()   # r×K×Q, v ≤ 1: no overflow
+            e = torch.mul(cwt, uc.transpose(1, 2), out=buf).exp2_()       # r×K×Q, v ≤ 1: no overflow
             torch.sum(e, 1, keepdim=True, out=den[sl])
             torch.bmm(uc, e.mul_(wt), out=num[sl])
         out = num.div_(den)[:, 0]
@@ -78,10 +81,9 @@ class _SmoothMax(torch.autograd.Function):
         a, b = (1 - c * out).mul_(g)[:, None], (c * g)[:, None]            # R×1×Q
         cw = weight * (c * LOG2_E)
         gu = torch.empty_like(u)
-        buf = u.new_empty(min(len(u), max(1, CHUNK_BUDGET // weight.numel())), *weight.shape)
-        for sl in _row_chunks(len(u), weight.numel()):
+        for sl, buf in _row_chunks(u, weight.shape):
             uc = u[sl]
-            e = torch.mul(cw, uc[:, None, :], out=buf[:len(uc)]).exp2_().mul_(weight)    # r×Q×K
+            e = torch.mul(cw, uc[:, None, :], out=buf).exp2_().mul_(weight)              # r×Q×K
             first = torch.bmm(a[sl], e)
             gu[sl] = torch.addcmul(first, uc[:, None], torch.bmm(b[sl], e.mul_(weight)))[:, 0]
         return gu, None, None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from explainers import bench_metrics, bench_speed
+from explainers import bench_extremal, bench_metrics, bench_speed
 from zoo import bench_precision
 
 
@@ -31,3 +31,11 @@ def test_bench_precision_times_both_convolution_paths_of_both_models(capsys):
     for card in ("synth-cnn-lstm", "synth-r2plus1d-small"):
         assert re.search(rf"\| {card} \| [^|]+ \| [\d.]+ ms/clip \| [\d.]+ ms/clip \([\d.]+× faster\) \| "
                          rf"[\d.]+ s \| [\d.]+ s \([\d.]+× faster\) \|", out)
+
+
+def test_bench_extremal_times_each_building_block_against_its_plain_definition(capsys):
+    bench_extremal.main(["--threads", "1", "--frames", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for block in ("mask generator (smooth max)", "blur pyramid", "area loss"):
+        row = re.search(rf"\| {re.escape(block)} \| [\d.]+ \| [\d.]+ \| [\d.]+× \| ([\d.e+-]+) \| ([\d.e+-]+) \|", out)
+        assert row and float(row[1]) < 1e-4 and float(row[2]) < 1e-3     # same outputs and gradients
