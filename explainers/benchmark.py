@@ -87,8 +87,10 @@ def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: st
 
 
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
-        folder: Path | None = None, log=print) -> list[dict]:
-    """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows."""
+        folder: Path | None = None, log=print, device: str = "cpu") -> list[dict]:
+    """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
+    Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
+    CPU in every method, so a GPU run explains the same perturbations)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -97,14 +99,16 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     log(f"{len(done)} rows found in {path}, {len(todo)} to compute")
     start, count = time.time(), 0
     for model_id in models:
-        model = load_model(model_id)
+        model = load_model(model_id, device)
         for index, (clip_id, load) in enumerate(clips(n_clips, folder)):
             loaded = None
             for method in methods:
                 if (model_id, clip_id, method) in done:
                     continue
                 try:
-                    x, truth = loaded = load(model.input_spec) if loaded is None else loaded
+                    if loaded is None:
+                        x, truth = loaded = load(model.input_spec)
+                        x = x.to(device)
                     row = evaluate(model, x, method, truth, preset, seed, gallery=index == 0)
                 except VideoError as error:      # a folder file that is not a usable clip
                     row = {"error": str(error)}
@@ -234,13 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['clips']} clips, methods {QUICK['methods']}")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    parser.add_argument("--device", default="cpu", help="torch device for the models, e.g. cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
     n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
     started = time.time()
-    rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder)
+    rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device)
     print(write_reports(rows, args.out))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
 

@@ -80,3 +80,12 @@ def test_metrics_match_the_cpu(models):
     for key in ref_curves:
         torch.testing.assert_close(torch.as_tensor(out_curves[key].probs), torch.as_tensor(ref_curves[key].probs),
                                    atol=1e-3, rtol=0)
+
+
+def test_benchmark_rows_on_the_gpu_match_the_cpu(tmp_path):
+    from explainers import benchmark
+    args = (["synth-r2plus1d-small"], ["gradient"], 1)
+    ref = benchmark.run(*args, tmp_path / "cpu", log=lambda _: None)
+    out = benchmark.run(*args, tmp_path / "cuda", log=lambda _: None, device="cuda")
+    for key in ("insertion", "deletion", "pointing", "target"):
+        assert out[0][key] == pytest.approx(ref[0][key], abs=1e-3), key
