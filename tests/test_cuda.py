@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explainers import REGISTRY, explain
+from explainers import REGISTRY, benchmark, explain
 from explainers.metrics import evaluate_map
 from zoo.models import load_model
 from zoo.synthetic import make_clip
@@ -83,7 +83,6 @@ def test_metrics_match_the_cpu(models):
 
 
 def test_benchmark_rows_on_the_gpu_match_the_cpu(tmp_path):
-    from explainers import benchmark
     args = (["synth-r2plus1d-small"], ["gradient"], 1)
     ref = benchmark.run(*args, tmp_path / "cpu", log=lambda _: None)
     out = benchmark.run(*args, tmp_path / "cuda", log=lambda _: None, device="cuda")
