@@ -11,7 +11,9 @@ reqs=(-r requirements.txt)
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "${reqs[@]}"
 if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null; then   # for the browser test; skipped without it
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+    # dpkg --configure -a first: an interrupted earlier install (seen on these machines) blocks apt-get
+    (export DEBIAN_FRONTEND=noninteractive; dpkg --configure -a && apt-get update -qq &&
+       apt-get install -y -qq chromium >/dev/null) ||
       echo "dev.sh: could not install chromium; the browser test will be skipped" >&2
   else
     echo "dev.sh: no chromium (install it with: sudo apt-get install chromium); the browser test will be skipped" >&2
