@@ -11,21 +11,16 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from explainers.bench_speed import _best_of
 from explainers.extremal import BlurPyramid, MaskGenerator, area_loss
 
 
 def plain_mask_generator(gen: MaskGenerator, seeds: torch.Tensor) -> torch.Tensor:
-    """Padded masks of METHODS §1.2 with every phase × candidate × position value held at once."""
-    n, s, r = len(seeds), gen.step, gen.radius
-    u = F.unfold(seeds[:, None], 2 * r + 1, padding=gen.padding)         # N×K×L
-    v = gen.weight[None, :, :, None] * u[:, None]                          # N×Q×K×L
-    o = (v * torch.softmax(gen.coldness * v, 2)).sum(2)                     # N×Q×L
-    mh, mw = gen.mid
-    o = o.view(n, s, s, mh, mw).permute(0, 3, 1, 4, 2).reshape(n, mh * s, mw * s)
-    return o[:, :gen.out_shape[0], :gen.out_shape[1]].clamp(0, 1)
+    """Padded masks of METHODS §1.2 with every position × phase × candidate value held at once."""
+    u = gen.candidates(seeds)                                              # R×K
+    v = gen.weight[None] * u[:, None]                                      # R×Q×K
+    return gen.assemble((v * torch.softmax(gen.coldness * v, 2)).sum(2), len(seeds))[1]
 
 
 def plain_pyramid(pyramid: BlurPyramid, mask: torch.Tensor) -> torch.Tensor:

@@ -123,14 +123,20 @@ class MaskGenerator:
         return seeds
 
     def __call__(self, seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n, s, r = len(seeds), self.step, self.radius
-        u = F.unfold(seeds[:, None], 2 * r + 1, padding=self.padding)     # N×K×(mid_h·mid_w)
-        u = u.transpose(1, 2).reshape(-1, u.shape[1])                      # (N·mid_h·mid_w)×K
-        o = _SmoothMax.apply(u, self.weight.to(u), self.coldness)         # (N·mid_h·mid_w)×step²
-        mh, mw = self.mid
+        u = self.candidates(seeds)
+        return self.assemble(_SmoothMax.apply(u, self.weight.to(u), self.coldness), len(seeds))
+
+    def candidates(self, seeds: torch.Tensor) -> torch.Tensor:
+        """N×h̄×w̄ seeds → (N·mid_h·mid_w)×K: the K = (2r+1)² neighbouring seeds of every low-resolution position."""
+        u = F.unfold(seeds[:, None], 2 * self.radius + 1, padding=self.padding)   # N×K×(mid_h·mid_w)
+        return u.transpose(1, 2).reshape(-1, u.shape[1])
+
+    def assemble(self, o: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N·mid_h·mid_w)×step² smooth maxima → (N×H×W masks, N×H'×W' padded masks): each position's step×step
+        phases tiled into the frame, cropped and clamped to [0, 1]."""
+        (mh, mw), s, c = self.mid, self.step, self.crop
         o = o.view(n, mh, mw, s, s).permute(0, 1, 3, 2, 4).reshape(n, mh * s, mw * s)
         padded = o[:, :self.out_shape[0], :self.out_shape[1]].clamp(0, 1)
-        c = self.crop
         return padded[:, c:c + self.shape[0], c:c + self.shape[1]], padded
 
 
