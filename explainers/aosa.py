@@ -101,19 +101,23 @@ def similar_groups(tracks: Tracks, k: int) -> torch.Tensor:
     return torch.cat([own, sim.topk(min(k - 1, n - 1), dim=1).indices], 1)
 
 
-def tube_holes(tracks: Tracks, anchors: torch.Tensor, size: tuple[int, int], occluder: int) -> torch.Tensor:
-    """Occluded voxels of tubes: a box of ``occluder`` pixels around the anchor in every frame where it is
-    tracked. ``anchors`` B (one tube each) or B×k (the union of k tubes each) → B×T×H×W bools.
+def tube_holes(tracks: Tracks, anchors: torch.Tensor, size: tuple[int, int], occluder: int,
+               device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Occluded voxels of tubes, as 1 (hidden) and 0: a box of ``occluder`` pixels around the anchor in every
+    frame where it is tracked. ``anchors`` B (one tube each) or B×k (the union of k tubes each) → B×T×H×W.
 
-    A box is the outer product of its row and column ranges, so the union over k tubes is a batched
-    (H×k)·(k×W) matrix product per frame: no B×k×T×H×W tensor is built."""
+    A box is the outer product of its row and column ranges, so the number of boxes over each pixel is a
+    batched (H×k)·(k×W) product per frame, and min(count, 1) is the union: made on ``device``, with no
+    B×k×T×H×W tensor and no boolean one."""
     groups = anchors[:, None] if anchors.dim() == 1 else anchors
     h, w = size
-    pos, on = tracks.positions[groups], tracks.tracked[groups]        # B×k×T×2, B×k×T
+    pos, on = tracks.positions[groups].to(device), tracks.tracked[groups].to(device)    # B×k×T×2, B×k×T
     half = occluder // 2
-    rows = (torch.arange(h) >= pos[..., :1] - half) & (torch.arange(h) < pos[..., :1] + half) & on[..., None]
-    cols = (torch.arange(w) >= pos[..., 1:] - half) & (torch.arange(w) < pos[..., 1:] + half)
-    return torch.einsum("bkth,bktw->bthw", rows.float(), cols.float()) > 0
+    r, c = torch.arange(h, device=device), torch.arange(w, device=device)
+    rows = (r >= pos[..., :1] - half) & (r < pos[..., :1] + half) & on[..., None]      # B×k×T×H
+    cols = (c >= pos[..., 1:] - half) & (c < pos[..., 1:] + half)                      # B×k×T×W
+    count = torch.matmul(rows.permute(0, 2, 3, 1).to(dtype).contiguous(), cols.transpose(1, 2).to(dtype).contiguous())
+    return count.clamp_(max=1)
 
 
 def neighbourhood_mean(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -133,13 +137,13 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbo
     groups = similar_groups(tracks, k)
     device = ctx.x.device
 
-    def keep_of(sl: slice) -> torch.Tensor:
-        return (~tube_holes(tracks, groups[sl], size, occluder)).to(device=device, dtype=ctx.x.dtype)
+    def holes_of(sl: slice) -> torch.Tensor:
+        return tube_holes(tracks, groups[sl], size, occluder, device, ctx.x.dtype)
 
     value = None if fill == "zero" else neighbourhood_mean(ctx.x, 36 * size[0] // 112 or 1)
     extras = {"tracks": tracks.positions, "tracked": tracks.tracked, "groups": groups, "anchors": len(groups),
               "letterbox": bars}
-    return keep_of, len(groups), value, extras
+    return holes_of, len(groups), value, extras
 
 
 PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14×14 anchors at 112 px; 4: 28×28)", 2, 64),
@@ -160,24 +164,31 @@ PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14
 def aosa(ctx: Context, k: int, stride: int, occluder: int, fill: str, letterbox: bool) -> MethodOutput:
     """AOSA ([S2] Eq. 1–2): kept-region weighted occlusion of N integrated tubes. Extras: ``tracks``
     (N×T×2 anchor positions), ``tracked``, ``groups`` (N×k), ``letterbox`` (rows or None), ``scores`` (p_i)."""
-    keep_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
-    saliency, scores = kept_region_map(ctx, keep_of, n, "AOSA", fill=value)
+    holes_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
+    saliency, scores = kept_region_map(ctx, lambda sl: keep(holes_of(sl)), n, "AOSA", fill=value)
     return MethodOutput(saliency, extras={**extras, "scores": scores})
 
 
-def _first_order(ctx: Context, point: torch.Tensor, keep_point: torch.Tensor, diff: torch.Tensor, keep_of, n: int
+def keep(holes: torch.Tensor) -> torch.Tensor:
+    """Keep masks from hole masks, in place: 1 − holes."""
+    return holes.neg_().add_(1)
+
+
+def _first_order(ctx: Context, point: torch.Tensor, hole_point: torch.Tensor, diff: torch.Tensor, holes_of, n: int
                  ) -> tuple[torch.Tensor, float]:
     """f̂_i = f(p) + Σ J_p·(x − v)·(Ω_i − Ω_p): the score of every occluded clip from one forward + backward
-    at the expansion point p (itself the clip occluded by Ω_p); also returns f(p)."""
+    at the expansion point p (itself the clip occluded by Ω_p); also returns f(p). The sum is taken as
+    J_p·(x − v)·(H_p − H_i) over the hole masks H = 1 − Ω, whose few nonzero voxels keep it precise."""
     with torch.enable_grad():
         xs = point.detach().requires_grad_(True)
         f = ctx.objective(xs)
         (j,) = torch.autograd.grad(f.exp().sum() if ctx.score == "prob" else f.sum(), xs)
     f_value = float(f.detach().exp() if ctx.score == "prob" else f.detach())
-    e = (j[0] * diff).sum(0)                                         # T×H×W
+    e = (j[0] * diff).sum(0).flatten()                               # T·H·W
+    base = f_value + float(hole_point.flatten() @ e)
     out = torch.empty(n)
     for sl in ctx.slices(n):
-        out[sl] = f_value + ((keep_of(sl) - keep_point) * e).flatten(1).sum(1).cpu()
+        out[sl] = (base - holes_of(sl).flatten(1).mv(e)).cpu()
     return out, f_value
 
 
@@ -193,11 +204,11 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, let
                 adjust: bool) -> MethodOutput:
     """AOSA-approx ([S2] Eq. 7 and the IQR adjustment): first-order estimates f̂_i of the occluded scores,
     then the map of §13.4. Extras as ``aosa`` plus ``expansions`` (masks used as extra expansion points)."""
-    keep_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
+    holes_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
     fill_value = torch.zeros_like(ctx.x) if value is None else value
     diff = (ctx.x - fill_value)[0]
-    ones = torch.ones(ctx.shape, dtype=ctx.x.dtype, device=ctx.x.device)
-    estimates, p0 = _first_order(ctx, ctx.x, ones, diff, keep_of, n)
+    none = torch.zeros(ctx.shape, dtype=ctx.x.dtype, device=ctx.x.device)
+    estimates, p0 = _first_order(ctx, ctx.x, none, diff, holes_of, n)
     expansions = []
     if adjust and n >= 4:
         d = estimates - p0
@@ -207,13 +218,13 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, let
             if outliers.any():
                 idx = torch.nonzero(outliers)[:, 0]
                 m = int(idx[d[idx].argmax()] if largest else idx[d[idx].argmin()])
-                keep_m = keep_of(slice(m, m + 1))[0]
-                point = ctx.x * keep_m + fill_value * (1 - keep_m)
-                estimates[outliers] = _first_order(ctx, point, keep_m, diff, keep_of, n)[0][outliers]
+                hole_m = holes_of(slice(m, m + 1))[0]
+                point = ctx.x + (fill_value - ctx.x) * hole_m
+                estimates[outliers] = _first_order(ctx, point, hole_m, diff, holes_of, n)[0][outliers]
                 expansions.append(m)
     total = torch.zeros(ctx.shape, device=ctx.x.device)
     for sl in ctx.slices(n):
-        keep = keep_of(sl)
-        total.add_(kept_region_weights((estimates[sl] - p0).to(keep.device), keep))
+        kept = keep(holes_of(sl))
+        total.add_(kept_region_weights((estimates[sl] - p0).to(kept.device), kept))
     ctx.report(1.0, "AOSA-approx")
     return MethodOutput(total / n, extras={**extras, "scores": estimates, "expansions": expansions})

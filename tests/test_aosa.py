@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from explainers import explain
-from explainers.aosa import farneback_flow, letterbox_rows, track_anchors, tube_holes
+from explainers.aosa import Tracks, farneback_flow, letterbox_rows, track_anchors, tube_holes
 from explainers.metrics import spearman
 from explainers._core import normalise
 
@@ -51,6 +51,23 @@ def test_frame_out_stops_the_occluder():
     for i, anchor in enumerate(lost):
         gone = int(torch.nonzero(~tracks.tracked[anchor])[0])
         assert holes[i, :gone].any() and not holes[i, gone:].any()
+
+
+def test_tube_masks_are_the_union_of_their_boxes():
+    """Each group's mask is the union of its tubes' boxes (clipped at the borders, absent once a track is lost),
+    drawn here box by box."""
+    g = torch.Generator().manual_seed(0)
+    tracks = Tracks(torch.randint(-6, 54, (10, 5, 2), generator=g), torch.rand(10, 5, generator=g) > 0.2)
+    groups = torch.randint(0, 10, (7, 3), generator=g)
+    holes = tube_holes(tracks, groups, (40, 48), occluder=8)
+    drawn = torch.zeros(7, 5, 40, 48)
+    for b, group in enumerate(groups):
+        for a in group:
+            for t in range(5):
+                if tracks.tracked[a, t]:
+                    y, x = tracks.positions[a, t].tolist()
+                    drawn[b, t, max(y - 4, 0):max(y + 4, 0), max(x - 4, 0):max(x + 4, 0)] = 1
+    assert torch.equal(holes, drawn)
 
 
 def test_letterbox_bars_restrict_anchors_and_end_tracks():
@@ -101,7 +118,7 @@ def test_k1_equals_the_single_tube_map_by_hand():
         p0 = model(x).softmax(-1)[0, 0]
         total = torch.zeros(8, 32, 32)
         for i in range(16):
-            keep = (~tube_holes(tracks, torch.tensor([i]), (32, 32), 8)[0]).float()
+            keep = 1 - tube_holes(tracks, torch.tensor([i]), (32, 32), 8)[0]
             p = model(x * keep).softmax(-1)[0, 0]
             total += (p - p0) * keep / keep.mean()
     assert torch.allclose(e.saliency, normalise(total / 16), atol=1e-4)
@@ -116,6 +133,8 @@ def test_approx_ranks_like_exact_on_a_linear_model():
     assert spearman(exact.extras["scores"], approx.extras["scores"]) >= 0.7
     assert spearman(exact.saliency.flatten(), approx.saliency.flatten()) >= 0.7
     assert approx.forward_passes == approx.backward_passes <= 3   # its first gradient pass also gives p0
-    logit = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, score="logit", adjust=False)
     exact_logit = explain(model, x, "aosa", target=0, stride=4, occluder=8, score="logit")
-    assert torch.allclose(logit.extras["scores"], exact_logit.extras["scores"], atol=1e-3)   # exact when linear
+    for adjust in (False, True):                     # exact when linear, from any expansion point
+        logit = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, score="logit", adjust=adjust)
+        assert torch.allclose(logit.extras["scores"], exact_logit.extras["scores"], atol=1e-3)
+    assert logit.extras["expansions"]
