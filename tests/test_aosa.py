@@ -1,5 +1,6 @@
-"""AOSA and AOSA-approx: flow tracks against a known motion, frame-out, K = 1 against single tubes computed by
-hand, and the first-order estimate against the exact scores on a model that is linear in the input."""
+"""AOSA and AOSA-approx: flow tracks against a known motion, frame-out, tube masks against boxes drawn one by one,
+K = 1 against single tubes computed by hand, and the first-order estimate against the exact scores on a model that
+is linear in the input."""
 from __future__ import annotations
 
 import numpy as np
