@@ -8,7 +8,8 @@ interrupted run continues where it stopped. ``<out>/tables.md`` and ``<out>/resu
 lines after every run: one table per model with rows = methods and columns = CI ↑, CD ↓, S50 ↓, S75 ↓, S-PT ↑,
 T-PT ↑, localisation error (Val / Mean / Energy) ↓, seconds per map and passes, as in [S0]–[S4].
 ``<out>/report.html`` shows the mean insertion and deletion curves of every method and a gallery of the maps of
-the first clip (plotly).
+the first clip (plotly). ``--join DIR ...`` merges the rows of earlier runs (e.g. a slow method run on its own)
+into ``--out`` and writes the reports from them, computing nothing.
 
 The explained class is the clip's ground-truth label (the papers' protocol). A folder of the user's own clips
 (``--folder``, any format the zoo decodes) is explained for the label of the clip's ``<name>.json`` ground truth,
@@ -93,8 +94,8 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     CPU in every method, so a GPU run explains the same perturbations)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    done = {(r["model"], r["clip"], r["method"]) for r in rows}
+    rows = read_rows(out)
+    done = {_key(r) for r in rows}
     todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods if (m, c, k) not in done]
     log(f"{len(done)} rows found in {path}, {len(todo)} to compute")
     start, count = time.time(), 0
@@ -125,6 +126,35 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     return rows
 
 
+def _key(row: dict) -> tuple[str, str, str]:
+    return row["model"], row["clip"], row["method"]
+
+
+def read_rows(out: Path) -> list[dict]:
+    """The rows of a run's ``results.jsonl`` (none if it has none yet)."""
+    path = out / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def join(runs: list[Path], out: Path) -> list[dict]:
+    """Merge the rows of ``runs`` into ``out/results.jsonl``, one per (model, clip, method): rows already in
+    ``out`` stay, and otherwise the first run that has a row gives it. Returns all rows of ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(out)
+    done = {_key(r) for r in rows}
+    added = []
+    for run_dir in runs:
+        if not (run_dir / "results.jsonl").exists():
+            raise FileNotFoundError(f"{run_dir} has no results.jsonl")
+        for row in read_rows(run_dir):
+            if _key(row) not in done:
+                done.add(_key(row))
+                added.append(row)
+    with (out / "results.jsonl").open("a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in added)
+    return rows + added
+
+
 def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     """Mean of every column per model and method (localisation as error %, pointing games as %)."""
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -153,9 +183,9 @@ def markdown(table: dict, order: list[str]) -> str:
                   "|---|" + "---|" * len(COLUMNS)]
         for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
             cell = methods[method]
-            values = [f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
+            values = ["–" if k not in cell else f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
                       f"{cell[k]:.1f}" if k.startswith(("loc_", "pointing", "temporal")) else
-                      f"{cell[k]:.3f}" if k in cell else "–" for k, _ in COLUMNS]
+                      f"{cell[k]:.3f}" for k, _ in COLUMNS]
             lines.append(f"| {method} | " + " | ".join(values) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -239,7 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['clips']} clips, methods {QUICK['methods']}")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--device", default="cpu", help="torch device for the models, e.g. cuda")
+    parser.add_argument("--join", nargs="+", type=Path, metavar="RUN",
+                        help="merge these runs' rows into --out and write its tables; compute nothing")
     args = parser.parse_args(argv)
+    if args.join:
+        print(write_reports(join(args.join, args.out), args.out))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])

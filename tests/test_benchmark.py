@@ -64,3 +64,30 @@ def test_folder_clips_use_their_ground_truth_file(tmp_path, capsys):
     assert truth["target"] == 1 and {"pointing", "temporal_pointing", "loc_error_val"} <= set(truth)
     assert "insertion" in plain and not {"pointing", "temporal_pointing", "loc_error_val"} & set(plain)
     assert "c_notes.mp4" in rows["file-c_notes.mp4"]["error"] or "video" in rows["file-c_notes.mp4"]["error"]
+
+
+def test_join_merges_runs_into_one_table(tmp_path, capsys):
+    """``--join``: rows of several runs become one results file and one table, one row per (model, clip, method),
+    the rows already in --out kept; nothing is computed."""
+    def row(clip: str, method: str, insertion: float) -> dict:
+        return {"model": "m", "clip": clip, "method": method, "insertion": insertion, "deletion": 0.1,
+                "insertion_curve": [insertion] * 3, "deletion_curve": [0.1] * 3}
+
+    runs = {"a": [row("c0", "ep3d", 0.2), row("c1", "ep3d", 0.4)],
+            "b": [row("c1", "ep3d", 0.9), row("c0", "step", 0.6)],
+            "out": [row("c0", "random", 0.5)]}
+    for name, rows in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    benchmark.main(["--join", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["clip"], r["method"], r["insertion"]) for r in rows] == [
+        ("c0", "random", 0.5), ("c0", "ep3d", 0.2), ("c1", "ep3d", 0.4), ("c0", "step", 0.6)]
+    printed = capsys.readouterr().out
+    assert "| ep3d | 0.300 | 0.100 | – |" in printed      # columns without values (no ground truth) show "–"
+    assert "| step | 0.600 |" in printed and "| random | 0.500 |" in printed
+    benchmark.main(["--join", str(tmp_path / "a"), "--out", str(out)])        # joining again adds nothing
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    with pytest.raises(FileNotFoundError, match="no results.jsonl"):
+        benchmark.join([tmp_path / "missing"], out)
