@@ -116,8 +116,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
                     row = {"error": str(error).split(";")[0]}
                 row.update(model=model_id, clip=clip_id, method=method, preset=preset, seed=seed)
-                with path.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_rows(out, [row])
                 rows.append(row)
                 count += 1
                 eta = (time.time() - start) / count * (len(todo) - count)
@@ -136,6 +135,12 @@ def read_rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def append_rows(out: Path, rows: list[dict]) -> None:
+    """Add rows to a run's ``results.jsonl``, one JSON line each."""
+    with (out / "results.jsonl").open("a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
 def join(runs: list[Path], out: Path) -> list[dict]:
     """Merge the rows of ``runs`` into ``out/results.jsonl``, one per (model, clip, method): rows already in
     ``out`` stay, and otherwise the first run that has a row gives it. Returns all rows of ``out``."""
@@ -150,8 +155,7 @@ def join(runs: list[Path], out: Path) -> list[dict]:
             if _key(row) not in done:
                 done.add(_key(row))
                 added.append(row)
-    with (out / "results.jsonl").open("a") as f:
-        f.writelines(json.dumps(row) + "\n" for row in added)
+    append_rows(out, added)
     return rows + added
 
 
