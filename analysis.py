@@ -21,6 +21,7 @@ import render
 from explainers import REGISTRY, Explanation, ProgressFn, explain
 from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip
 from zoo.cards import REPO_ROOT
+from zoo.cpu import configure_cpu
 from zoo.models import VideoClassifier, load_model
 from zoo.synthetic import ground_truth_for
 from zoo.video import PreparedClip, denormalise, prepare_clip, write_mp4
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.params and len(args.method) > 1:
         parser.error("--params applies to one --method")
+    configure_cpu()
     clip = load_clip(args.clip, args.model, args.start, args.end)
     analyses = []
     for method in args.method:

@@ -31,6 +31,7 @@ import render  # noqa: E402
 from analysis import EXAMPLES_DIR, Analysis, ClipInput, get_model, load_clip  # noqa: E402
 from explainers import FAMILIES, REGISTRY, Cancelled, methods_by_family  # noqa: E402
 from zoo.cards import list_cards, load_card  # noqa: E402
+from zoo.cpu import configure_cpu  # noqa: E402
 from zoo.models import ModelLoadError  # noqa: E402
 from zoo.video import VideoError, write_mp4  # noqa: E402
 
@@ -405,6 +406,7 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
+    configure_cpu()
     build_demo().queue(default_concurrency_limit=1, max_size=20).launch(server_name=args.host, server_port=args.port)
 
 

@@ -12,7 +12,7 @@ import itertools
 import socket
 import time
 
-import torch
+from zoo.cpu import configure_cpu
 
 METHODS = ("grad_cam", "gradient", "swag_v_ig", "aosa_approx", "rise", "occlusion", "integrated_gradients",
            "smoothgrad", "grad_cam_pp", "guided_backprop")
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=METHODS, help="the rotation of methods")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
 
     import app
     from gradio_client import Client, handle_file

@@ -14,6 +14,7 @@ import torch
 
 from explainers.bench_speed import _best_of
 from explainers.extremal import BlurPyramid, MaskGenerator, area_loss
+from zoo.cpu import configure_cpu
 
 
 def plain_mask_generator(gen: MaskGenerator, seeds: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--areas", type=int, default=3, help="masks per frame, as the `fast` preset's 3 areas")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
     torch.manual_seed(0)
     t, size, scale = args.frames, args.size, args.size / 112
     gen = MaskGenerator((size, size), max(2, round(7 * scale)), 11 * scale)

@@ -15,6 +15,7 @@ import torch
 
 from explainers import explain
 from explainers.metrics import blurred, insertion_deletion, saliency_metric, unit_ranks
+from zoo.cpu import configure_cpu
 from zoo.models import load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
     print(f"{args.threads} threads, batch {args.batch}, best of {args.repeats}; 2 × 29 clips per map")
     for card_id in args.models:
         model = load_model(card_id)

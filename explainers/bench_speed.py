@@ -25,6 +25,7 @@ import torch
 from explainers import REGISTRY, explain
 from explainers._core import normalise
 from zoo.cards import CARDS_DIR, card_from_dict
+from zoo.cpu import configure_cpu
 from zoo.models import VideoClassifier, load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-precision", action="store_true", help="no bf16-vs-fp32 comparison")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
     torch.manual_seed(0)
     for card_id in args.models:
         model = _model(card_id, args.device)

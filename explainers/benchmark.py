@@ -31,6 +31,7 @@ import torch
 from explainers import REGISTRY, explain
 from explainers import metrics as M
 from zoo import synthetic
+from zoo.cpu import configure_cpu
 from zoo.models import load_model
 from zoo.video import VideoError, prepare_clip, preprocess
 
@@ -279,8 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.join:
         print(write_reports(join(args.join, args.out), args.out))
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
     n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
     started = time.time()

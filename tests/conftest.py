@@ -1,4 +1,5 @@
-"""Test-wide settings: offline, single-threaded (the CI machine has 2 cores), no telemetry."""
+"""Test-wide settings: offline, single-threaded (the CI machine has 2 cores), no telemetry, freed memory kept for reuse
+(``zoo.cpu``)."""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -7,9 +8,10 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
-torch.set_num_threads(1)
+from zoo.cpu import configure_cpu  # noqa: E402
+
+configure_cpu(1)
 
 
 @pytest.fixture

@@ -1,7 +1,10 @@
 """The speed benchmarks run end to end on a small selection (their timings are not checked here)."""
 from __future__ import annotations
 
+import platform
 import re
+
+import pytest
 
 from explainers import bench_extremal, bench_metrics, bench_speed
 from zoo import bench_precision
@@ -31,6 +34,16 @@ def test_bench_precision_times_both_convolution_paths_of_both_models(capsys):
     for card in ("synth-cnn-lstm", "synth-r2plus1d-small"):
         assert re.search(rf"\| {card} \| [^|]+ \| [\d.]+ ms/clip \| [\d.]+ ms/clip \([\d.]+× faster\) \| "
                          rf"[\d.]+ s \| [\d.]+ s \([\d.]+× faster\) \|", out)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="compares glibc's malloc settings")
+def test_bench_precision_runs_both_allocator_settings_in_fresh_processes(capsys):
+    bench_precision.main(["--tables", "allocator", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for card in ("synth-cnn-lstm", "synth-r2plus1d-small"):
+        for setting in ("glibc defaults", "freed memory kept"):
+            assert re.search(rf"\| {card} \| {setting} \| [\d.]+ ms/clip \([\d.]+×\) \| [\d.]+ s \([\d.]+×\) \| "
+                             rf"[\d.]+ s \| [\d,]+ \|", out)
 
 
 def test_bench_extremal_times_each_building_block_against_its_plain_definition(capsys):

@@ -6,17 +6,24 @@ on them. On CPUs without bf16 units autocast emulates bf16, which is why ``expla
 decides per machine. A second table times the two convolution paths the embedded models take on CPU against
 what they replaced: the CNN-LSTM's per-frame CNN on NHWC frames (as ``FrameEncoder`` feeds it) against NCHW, and
 the R(2+1)D model with its temporal convolutions run as 2-D ones (``temporal_convs_as_2d``) on NDHWC clips
-against ``Conv3d`` on NCDHW clips.
+against ``Conv3d`` on NCDHW clips. A third table times both models with glibc's default ``malloc`` settings and with
+``zoo.cpu.keep_freed_memory``, each in a fresh process (a running one cannot go back to the defaults), and counts
+the system time and page faults of the same work.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 
 import torch
 
 from explainers._core import bf16_is_native
 from explainers.bench_speed import _best_of
 from zoo.architectures import build, temporal_convs_as_2d
+from zoo.cpu import configure_cpu, keep_freed_memory
 from zoo.train import EMBEDDED_CARDS
 
 
@@ -50,6 +57,19 @@ def measure_convolutions(arch: str, ours: bool, batch: int, train_batch: int, re
     return forward / batch, step
 
 
+def measure_allocator(arch: str, keep: bool, batch: int, train_batch: int, repeats: int) -> dict[str, float]:
+    """``measure`` in fp32, with or without ``keep_freed_memory``, and the system time and minor page faults it
+    took (model building and warm-up included). Meant for a fresh process: glibc's adaptive defaults cannot be
+    restored once changed."""
+    if keep and not keep_freed_memory():
+        raise RuntimeError("the C library is not glibc: nothing to compare")
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    forward, step = measure(arch, False, batch, train_batch, repeats)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {"forward": forward, "step": step, "system": after.ru_stime - before.ru_stime,
+            "faults": after.ru_minflt - before.ru_minflt}
+
+
 def _time_model(model: torch.nn.Module, x: torch.Tensor, x_forward: torch.Tensor, bf16: bool,
                 repeats: int) -> tuple[float, float]:
     """Seconds of a forward pass on ``x_forward`` and of a training step on ``x``. The step's loss is the mean
@@ -76,10 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="clips per forward pass")
     parser.add_argument("--train-batch", type=int, default=16, help="clips per training step")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tables", nargs="+", choices=("precision", "convolutions"),
-                        default=("precision", "convolutions"))
+    parser.add_argument("--tables", nargs="+", choices=("precision", "convolutions", "allocator"),
+                        default=("precision", "convolutions", "allocator"))
+    parser.add_argument("--allocator-run", nargs=2, metavar=("ARCH", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.allocator_run:                        # one side of the allocator table, in its own process
+        torch.set_num_threads(args.threads)
+        arch, keep = args.allocator_run
+        print(json.dumps(measure_allocator(arch, keep == "1", args.batch, args.train_batch, args.repeats)))
+        return
+    configure_cpu(args.threads)
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"bf16_is_native('cpu') = {bf16_is_native('cpu')}, "
           f"{args.threads} thread(s)")
@@ -87,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         precision_table(args)
     if "convolutions" in args.tables:
         convolutions_table(args)
+    if "allocator" in args.tables:
+        allocator_table(args)
 
 
 def precision_table(args: argparse.Namespace) -> None:
@@ -108,6 +136,21 @@ def convolutions_table(args: argparse.Namespace) -> None:
                               for ours in (False, True))
         print(f"| {EMBEDDED_CARDS[arch]} | {change} | {fb * 1e3:,.1f} ms/clip | {fa * 1e3:,.1f} ms/clip "
               f"({fb / fa:.2f}× faster) | {sb:.2f} s | {sa:.2f} s ({sb / sa:.2f}× faster) |", flush=True)
+
+
+def allocator_table(args: argparse.Namespace) -> None:
+    print("\n| model | malloc | forward | training step | system time | minor page faults |\n|---|---|---|---|---|---|")
+    for arch, card in EMBEDDED_CARDS.items():
+        runs = []
+        for keep in ("0", "1"):
+            command = [sys.executable, "-m", "zoo.bench_precision", "--allocator-run", arch, keep,
+                       "--threads", str(args.threads), "--batch", str(args.batch),
+                       "--train-batch", str(args.train_batch), "--repeats", str(args.repeats)]
+            runs.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
+        for name, r in zip(("glibc defaults", "freed memory kept"), runs):
+            print(f"| {card} | {name} | {r['forward'] * 1e3:,.1f} ms/clip ({runs[0]['forward'] / r['forward']:.2f}×) "
+                  f"| {r['step']:.2f} s ({runs[0]['step'] / r['step']:.2f}×) | {r['system']:.2f} s | {r['faults']:,} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

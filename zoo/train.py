@@ -31,6 +31,7 @@ from explainers._core import bf16_is_native
 from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
+from zoo.cpu import configure_cpu
 from zoo.models import read_embedded_weights, save_embedded_weights
 
 EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
                         help="architectures that continue from their weights in --out (final curriculum mixture)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    configure_cpu(args.threads)
     command = "python -m zoo.train " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def log(msg: str) -> None:

@@ -1,0 +1,50 @@
+"""zoo.cpu: glibc keeps freed memory, so repeated large buffers stop faulting in fresh pages."""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from zoo.cards import REPO_ROOT
+
+REPEATED_BUFFERS = """
+import ctypes, resource, sys
+from zoo.cpu import keep_freed_memory
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+if sys.argv[1] == "1":
+    assert keep_freed_memory()
+def buffer(size=64 << 20):                             # above glibc's largest mmap threshold (32 MB)
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    libc.free(p)
+buffer()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    buffer()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt settings are glibc's")
+def test_kept_memory_is_reused_without_page_faults():
+    faults = [int(subprocess.run([sys.executable, "-c", REPEATED_BUFFERS, keep], capture_output=True, text=True,
+                                 check=True, cwd=REPO_ROOT).stdout) for keep in ("0", "1")]
+    pages = 5 * (64 << 20) // 4096
+    assert faults[0] > 0.8 * pages                     # glibc's defaults: every buffer is a fresh mapping
+    assert faults[1] < 0.05 * pages                    # kept: the same heap memory is reused
+
+
+def test_configure_cpu_sets_threads():
+    import torch
+
+    from zoo.cpu import configure_cpu
+
+    before = torch.get_num_threads()
+    try:
+        configure_cpu(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
