@@ -94,11 +94,10 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations)."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.jsonl"
     rows = read_rows(out)
     done = {_key(r) for r in rows}
     todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods if (m, c, k) not in done]
-    log(f"{len(done)} rows found in {path}, {len(todo)} to compute")
+    log(f"{len(done)} rows found in {results_file(out)}, {len(todo)} to compute")
     start, count = time.time(), 0
     for model_id in models:
         model = load_model(model_id, device)
@@ -130,15 +129,19 @@ def _key(row: dict) -> tuple[str, str, str]:
     return row["model"], row["clip"], row["method"]
 
 
+def results_file(out: Path) -> Path:
+    return out / "results.jsonl"
+
+
 def read_rows(out: Path) -> list[dict]:
     """The rows of a run's ``results.jsonl`` (none if it has none yet)."""
-    path = out / "results.jsonl"
+    path = results_file(out)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def append_rows(out: Path, rows: list[dict]) -> None:
     """Add rows to a run's ``results.jsonl``, one JSON line each."""
-    with (out / "results.jsonl").open("a") as f:
+    with results_file(out).open("a") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
@@ -150,7 +153,7 @@ def join(runs: list[Path], out: Path) -> list[dict]:
     done = {_key(r) for r in rows}
     added = []
     for run_dir in runs:
-        if not (run_dir / "results.jsonl").exists():
+        if not results_file(run_dir).exists():
             raise FileNotFoundError(f"{run_dir} has no results.jsonl")
         for row in read_rows(run_dir):
             if _key(row) not in done:
