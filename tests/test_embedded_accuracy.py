@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from zoo.cards import REPO_ROOT
 from zoo.models import load_model
 from zoo.synthetic import render_batch, split_seeds
 from zoo.video import preprocess
@@ -68,3 +69,18 @@ def test_hidden_actor_is_near_chance(card_id, hidden_actor):
     """The same scenes without the actor: no background or distractor shortcut exists."""
     clips, labels = hidden_actor
     assert accuracy(load_model(card_id), clips, labels) <= 0.2
+
+
+def test_the_accuracy_command_agrees_with_this_file_and_refuses_foreign_weights(capsys):
+    from zoo.__main__ import main
+
+    foreign = REPO_ROOT / "assets/models/synth-r2plus1d-small.safetensors"
+    seeds = split_seeds("val", 13)[3:]
+    expected = accuracy(load_model("synth-cnn-lstm"), *render_batch(seeds))
+    assert main(["accuracy", "--model", "synth-cnn-lstm", "--split", "val", "--first", "3", "--count", "10",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"val clips {seeds[0]}..{seeds[-1]} (10 hard): top-1 {expected:.1%}" in out and "rotate_ccw" in out
+    assert main(["accuracy", "--model", "synth-cnn-lstm", "--weights", str(foreign),
+                 "--count", "2", "--threads", "1"]) == 1
+    assert f"cannot use {foreign} as weights of synth-cnn-lstm" in capsys.readouterr().err

@@ -113,3 +113,29 @@ def test_an_interrupted_run_continues_from_its_checkpoint_to_the_same_weights(tm
     assert len(counted) == 2                                         # steps 3 and 4 only
     for name, value in resumed.state_dict().items():
         torch.testing.assert_close(value, straight.state_dict()[name], rtol=0, atol=0, msg=name)
+
+
+def test_distillation_loss_is_cross_entropy_at_weight_zero_and_zero_against_itself_at_weight_one():
+    torch.manual_seed(0)
+    logits, teacher, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(10, (6,))
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    torch.testing.assert_close(train.distillation_loss(logits, teacher, y, 0.0, 2.0), ce)
+    assert train.distillation_loss(logits, logits, y, 1.0, 3.0).abs() < 1e-6
+    # The soft term is T²·KL between the softened distributions, computed here from its definition.
+    p, q = (teacher / 4).softmax(1), (logits / 4).softmax(1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    torch.testing.assert_close(train.distillation_loss(logits, teacher, y, 0.3, 4.0), 0.7 * ce + 0.3 * 16 * kl)
+
+
+def test_a_teacher_changes_the_training_and_is_recorded_in_the_card(tmp_path, monkeypatch):
+    monkeypatch.setattr(train.synthetic, "split_seeds",
+                        lambda split, count=None: list(range(synthetic.SPLIT_SEEDS[split], synthetic.SPLIT_SEEDS[split] + 10)))
+    args = ["--arch", "cnn_lstm", "--steps", "2", "--batch", "4", "--pool", "4", "4", "4", "8", "--threads", "1",
+            "--cache", str(tmp_path / "cache"), "--card-dir", str(tmp_path / "cards")]
+    train.main(args + ["--out", str(tmp_path / "plain")])
+    train.main(args + ["--out", str(tmp_path / "taught"), "--teacher", "synth-r2plus1d-small", "--distill", "0.7", "3"])
+    record = json.loads((tmp_path / "cards" / f"{CARD}.json").read_text())["training"]
+    assert (record["teacher"], record["distill_weight"], record["distill_temperature"]) == (
+        "synth-r2plus1d-small", 0.7, 3.0)
+    assert (tmp_path / "plain" / f"{CARD}.safetensors").read_bytes() != \
+        (tmp_path / "taught" / f"{CARD}.safetensors").read_bytes()

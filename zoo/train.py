@@ -32,7 +32,7 @@ from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
 from zoo.cpu import configure_cpu
-from zoo.models import read_embedded_weights, save_embedded_weights
+from zoo.models import VideoClassifier, load_model, read_embedded_weights, save_embedded_weights
 
 EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
 POOL_OFFSETS = {"hard": 0, "medium": 200_000, "easy": 400_000, "trivial": 600_000}
@@ -92,6 +92,15 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[tor
     return x, y
 
 
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, weight: float,
+                      temperature: float) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): (1 − weight)·cross-entropy + weight·T²·KL(teacher ‖ student),
+    both distributions softened by the temperature T (the T² keeps the soft term's gradient scale independent of T)."""
+    soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(teacher_logits / temperature, 1),
+                    reduction="batchmean", log_target=True)
+    return (1 - weight) * F.cross_entropy(logits, y) + weight * temperature ** 2 * soft
+
+
 def curriculum_weights(progress: float) -> tuple[float, ...]:
     return next(w for end, w in CURRICULUM if progress < end or end == 1.0)
 
@@ -120,6 +129,16 @@ def predict(model: torch.nn.Module, clips: np.ndarray, mean: torch.Tensor, std: 
     return np.concatenate(out)
 
 
+def split_hits(model: VideoClassifier, split: str, first: int = 0, count: int | None = None,
+               workers: int = 1) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Render clips ``first .. first + count`` of a fixed split (hard preset) and say which ``model`` gets right:
+    (seeds, hits, labels)."""
+    seeds = synthetic.split_seeds(split, first + (count or synthetic.TEST_SIZE))[first:]
+    labels = np.array(seeds) % len(synthetic.CLASSES)
+    mean, std = torch.tensor(model.input_spec.mean), torch.tensor(model.input_spec.std)
+    return seeds, predict(model, render_pool(seeds, "hard", workers), mean, std) == labels, labels
+
+
 def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     """Load ``path`` into ``model``; weights that gained input channels since (a new input stream, such as the
     CNN-LSTM's optical flow) keep their old channels and start the new ones at zero, so the model computes the
@@ -136,14 +155,17 @@ def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.ndarray], steps: int, batch: int,
           lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0,
           device: str = "cpu", ema: float = 0.0, checkpoint: Path | None = None,
-          checkpoint_every: int = 250) -> torch.nn.Module:
+          checkpoint_every: int = 250, teacher: VideoClassifier | None = None,
+          distill: tuple[float, float] = (0.5, 2.0)) -> torch.nn.Module:
     """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture.
 
     ``ema`` > 0 keeps an exponential moving average of the weights (and buffers) with that decay per step; it is
     what gets validated and returned. With ``checkpoint``, the whole training state (weights, optimiser,
     schedule, batch-order generator, moving average, step) is written there every ``checkpoint_every`` steps and
     removed at the end; a run that finds the file continues from it, so an interrupted run started again with
-    the same settings ends with the weights it would have had (a run with other settings refuses the file)."""
+    the same settings ends with the weights it would have had (a run with other settings refuses the file).
+    With a ``teacher`` (a zoo model on the same classes), the loss is ``distillation_loss`` with
+    ``distill`` = (weight, temperature), the teacher seeing the same augmented clips."""
     card = load_card(EMBEDDED_CARDS[arch])
     mean, std = torch.tensor(card.input.mean, device=device), torch.tensor(card.input.std, device=device)
     torch.manual_seed(seed)
@@ -161,7 +183,12 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
                 else None)
     t0, running, bf16 = time.time(), [], bf16_is_native(device)
     run = repr((arch, steps, batch, lr, seed, clip_grad, ema, init is not None,
-                sorted((name, len(pool)) for name, pool in pools.items())))
+                sorted((name, len(pool)) for name, pool in pools.items()))
+               + ((teacher.card.id, *distill) if teacher is not None else ()))
+    if teacher is not None:
+        teacher = teacher.to(device)
+        t_mean = torch.tensor(teacher.input_spec.mean, device=device).view(1, 3, 1, 1, 1)
+        t_std = torch.tensor(teacher.input_spec.std, device=device).view(1, 3, 1, 1, 1)
     start = 0
     if checkpoint is not None and checkpoint.exists():
         start = _restore(checkpoint, run, model, opt, sched, gen, averaged)
@@ -174,8 +201,16 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
         clips = np.stack([pools[PRESET_ORDER[s]][i] for s, i in zip(source.tolist(), idx)])
         y = torch.tensor([i % len(synthetic.CLASSES) for i in idx])  # pool offsets are multiples of 10
         x, y = augment(to_input(torch.from_numpy(clips).to(device), mean, std), y, gen)
+        y = y.to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x.contiguous(memory_format=fmt)).float(), y.to(device))
+            logits = model(x.contiguous(memory_format=fmt)).float()
+            if teacher is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                with torch.no_grad():
+                    pixels = x * std.view(1, 3, 1, 1, 1) + mean.view(1, 3, 1, 1, 1)
+                    taught = teacher((pixels - t_mean) / t_std).float()
+                loss = distillation_loss(logits, taught, y, *distill)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad > 0:
@@ -246,6 +281,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="write the updated model card here (read from here if it is there, else from zoo/cards)")
     parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
                         help="architectures that continue from their weights in --out (final curriculum mixture)")
+    parser.add_argument("--teacher", default=None, metavar="MODEL_ID",
+                        help="distil from this zoo model (e.g. synth-r2plus1d-small): it sees the same clips")
+    parser.add_argument("--distill", type=float, nargs=2, default=(0.5, 2.0), metavar=("WEIGHT", "TEMPERATURE"),
+                        help="with --teacher: the soft loss's weight and the softmax temperature")
     args = parser.parse_args(argv)
     configure_cpu(args.threads)
     command = "python -m zoo.train " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -265,13 +304,14 @@ def main(argv: list[str] | None = None) -> None:
 
     if not all(len(v) in (1, len(args.arch)) for v in (args.steps, args.lr)):
         parser.error("--steps and --lr take one value or one per --arch")
+    teacher = load_model(args.teacher) if args.teacher else None
     for i, arch in enumerate(args.arch):
         steps, lr = args.steps[min(i, len(args.steps) - 1)], args.lr[min(i, len(args.lr) - 1)]
         t1 = time.time()
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
         state = args.out / f"{EMBEDDED_CARDS[arch]}.train-state.pt" if args.checkpoint_every > 0 else None
         model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device,
-                      args.ema, state, args.checkpoint_every)
+                      args.ema, state, args.checkpoint_every, teacher, tuple(args.distill))
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -289,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
             "file_bytes": path.stat().st_size,
             "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "ema": args.ema, "batch": args.batch,
             "seed": args.seed,
+            **({"teacher": args.teacher, "distill_weight": args.distill[0], "distill_temperature": args.distill[1]}
+               if teacher is not None else {}),
             "train_minutes": round(minutes, 1),
             "machine": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
                         else f"{torch.get_num_threads()} CPU threads")
