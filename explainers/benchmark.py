@@ -94,7 +94,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations)."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_rows(out)
+    rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
     todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods if (m, c, k) not in done]
     log(f"{len(done)} rows found in {results_file(out)}, {len(todo)} to compute")
@@ -116,6 +116,8 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
                     row = {"error": str(error).split(";")[0]}
                 row.update(model=model_id, clip=clip_id, method=method, preset=preset, seed=seed)
+                if clip_id.startswith("synth-"):
+                    row["dataset"] = synthetic.DATASET
                 append_rows(out, [row])
                 rows.append(row)
                 count += 1
@@ -127,6 +129,16 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
 
 def _key(row: dict) -> tuple[str, str, str]:
     return row["model"], row["clip"], row["method"]
+
+
+def _same_dataset(rows: list[dict], source: Path) -> list[dict]:
+    """``rows``, unless some synthetic clip in them was rendered by another version of the dataset (rows from
+    before the field existed are v1): their maps and scores belong to other pixels, so they must not mix."""
+    other = {r.get("dataset", "SynthActions-10 v1") for r in rows if r["clip"].startswith("synth-")} - {synthetic.DATASET}
+    if other:
+        raise ValueError(f"{source} holds rows of {', '.join(sorted(other))}; this code renders {synthetic.DATASET}. "
+                         f"Start a new --out, or rerun those clips there.")
+    return rows
 
 
 def results_file(out: Path) -> Path:
@@ -149,13 +161,13 @@ def join(runs: list[Path], out: Path) -> list[dict]:
     """Merge the rows of ``runs`` into ``out/results.jsonl``, one per (model, clip, method): rows already in
     ``out`` stay, and otherwise the first run that has a row gives it. Returns all rows of ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_rows(out)
+    rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
     added = []
     for run_dir in runs:
         if not results_file(run_dir).exists():
             raise FileNotFoundError(f"{run_dir} has no results.jsonl")
-        for row in read_rows(run_dir):
+        for row in _same_dataset(read_rows(run_dir), run_dir):
             if _key(row) not in done:
                 done.add(_key(row))
                 added.append(row)

@@ -18,6 +18,7 @@ def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
     for r in rows:
         assert 0 <= r["insertion"] <= 1 and 0 <= r["deletion"] <= 1 and len(r["insertion_curve"]) == 29
         assert r["target"] == 0                                   # the ground-truth label of seed 1000000
+        assert r["dataset"] == benchmark.synthetic.DATASET
         assert {"pointing", "temporal_pointing", "loc_error_val", "loc_error_mean", "loc_error_energy"} <= set(r)
         assert np.array(r["gallery"]).shape == (4, 28, 28) and len(r["gallery_boxes"]) == 4   # the first clip
     printed = capsys.readouterr().out
@@ -91,3 +92,18 @@ def test_join_merges_runs_into_one_table(tmp_path, capsys):
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
     with pytest.raises(FileNotFoundError, match="no results.jsonl"):
         benchmark.join([tmp_path / "missing"], out)
+
+
+def test_rows_of_another_dataset_version_are_neither_resumed_nor_joined(tmp_path):
+    """Rows of synthetic clips rendered by another version of SynthActions-10 (rows without the field are v1)
+    would average other pixels into the table: run and join refuse them."""
+    old = {"model": "synth-r2plus1d-small", "clip": "synth-1000000", "method": "random", "insertion": 0.5}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.jsonl").write_text(json.dumps(old) + "\n")
+    with pytest.raises(ValueError, match="SynthActions-10 v1"):
+        benchmark.run(["synth-r2plus1d-small"], ["random"], 1, tmp_path / "old")
+    with pytest.raises(ValueError, match="holds rows of SynthActions-10 v1"):
+        benchmark.join([tmp_path / "old"], tmp_path / "new")
+    (tmp_path / "files").mkdir()                                  # a folder's clips carry no dataset version
+    (tmp_path / "files" / "results.jsonl").write_text(json.dumps({**old, "clip": "file-a.mp4"}) + "\n")
+    assert len(benchmark.join([tmp_path / "files"], tmp_path / "new")) == 1

@@ -97,8 +97,10 @@ def test_actor_position_is_spread_over_the_frame():
     for axis in range(2):
         hist = np.histogram(centres[:, axis], bins=4, range=(0, 112))[0] / len(centres)
         assert hist.min() > 0.07, f"actor centres cluster: {hist}"  # outer quarters lose the border margin
+    # An actor of radius 12–16 px, with its motion, can be centred within about 68 px of each axis; uniform
+    # placement over that square puts (28/68)² ≈ 17 % of the clips in the central 28×28 px.
     central = np.mean(np.all(np.abs(centres - 56) < 14, axis=1))
-    assert central < 0.15, "the central quarter of the frame must not dominate"
+    assert central < 0.2, "the central quarter of the frame must not dominate"
 
 
 def test_time_reversal_pairs():

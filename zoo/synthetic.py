@@ -36,6 +36,9 @@ VFLIP = (0, 1, 3, 2, 4, 5, 7, 6, 8, 9)    # label of the up-down mirrored clip
 # Seeds of the fixed splits; label = seed mod 10 keeps every split exactly balanced.
 SPLIT_SEEDS = {"train": 0, "val": 900_000, "test": 1_000_000}
 TEST_SIZE = 300
+# Named in every benchmark row of a synthetic clip; a new version whenever some seed renders differently.
+# v1 (until 2026-11-23): actor radius 10–15 px, grow/shrink from 7–10 px. v2: 12–16 px, from 8.4–12 px.
+DATASET = "SynthActions-10 v2"
 
 SPRITE_RES = 64
 SHAPES = ("rect", "triangle", "ell", "tee", "arrow", "star", "ellipse", "cross", "pacman", "half_disc")
@@ -52,7 +55,7 @@ class Difficulty:
     pan_prob: float = 0.5
     pan_speed: tuple[float, float] = (0.3, 1.2)
     noise_sigma: float = 8.0
-    actor_radius: tuple[float, float] = (10.0, 15.0)
+    actor_radius: tuple[float, float] = (12.0, 16.0)  # grow/shrink start at 0.7–1× the smaller value
 
 
 PRESETS = {
@@ -88,7 +91,8 @@ class SynthClip:
     def ground_truth(self) -> dict:
         """JSON-serialisable ground truth (everything except the pixels)."""
         return {
-            "label": self.label, "class_name": self.class_name, "seed": self.seed, "preset": self.preset,
+            "dataset": DATASET, "label": self.label, "class_name": self.class_name, "seed": self.seed,
+            "preset": self.preset,
             "window": list(self.window), "bbox": self.bbox.round(2).tolist(),
             "visible": self.visible.tolist(), **self.extras,
         }
@@ -222,7 +226,7 @@ def _actor_track(rng: np.random.Generator, label: int, frames: int, d: Difficult
         else:
             y = sign * travel
     elif label < 6:
-        small, ratio = rng.uniform(7, 10), rng.uniform(1.7, 2.2)
+        small, ratio = d.actor_radius[0] * rng.uniform(0.7, 1.0), rng.uniform(1.7, 2.2)
         s = small * ratio ** (u if label == 4 else 1 - u)
     elif label < 8:
         # 15–30°/frame: below half the 72° symmetry of the star (the most symmetric shape), so the sense is visible.
