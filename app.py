@@ -53,10 +53,10 @@ def card_markdown(card_id: str) -> str:
     lines = [f"**{card.name}** — {card.family.replace('_', ' ')}, input {card.input.frames}×"
              f"{card.input.size[0]}×{card.input.size[1]}", "", card.description, "",
              f"Dataset: {card.dataset or 'n/a'} · Licence: {card.license}", ""]
-    if card.training:
-        t = card.training
-        lines.append(f"Held-out accuracy {t['test_top1']:.1%} ({t['test_split']}); with frames shuffled "
-                     f"{t['test_top1_shuffled_frames']:.1%}. {t['parameters']:,} parameters, "
+    if card.held_out:
+        h, t = card.held_out, card.training
+        lines.append(f"Held-out accuracy {h['top1']:.1%} ({h['dataset']} test, {h['clips']} clips); with frames "
+                     f"shuffled {h['top1_shuffled_frames']:.1%}. {t['parameters']:,} parameters, "
                      f"{t['file_bytes'] / 1e6:.1f} MB.")
     return "\n".join(lines)
 

@@ -98,6 +98,8 @@ def test_bad_settings_are_messages(tmp_path):
 def test_card_method_and_parameter_texts_come_from_the_registry():
     for card_id in app.list_cards():
         assert app.load_card(card_id).name in app.card_markdown(card_id)
+    held_out = app.load_card("synth-cnn-lstm").held_out
+    assert f"Held-out accuracy {held_out['top1']:.1%} ({held_out['dataset']} test" in app.card_markdown("synth-cnn-lstm")
     assert len(app.method_choices()) == len(app.REGISTRY)
     assert "Cost: 1 forward + 1 backward" in app.method_markdown("grad_cam")
     assert app.preset_choices("occlusion") == ["fast", "paper", "default"] and app.default_preset("gradient") == "default"

@@ -1,14 +1,18 @@
 """The embedded models solve the held-out SynthActions-10 test split, and only through temporal order.
 
-Accuracies are computed here from the shipped weights on freshly rendered clips, not read from the cards.
+Accuracies are computed here from the shipped weights on freshly rendered clips, not read from the cards; the
+cards' ``held_out`` records must agree with them (a new dataset version or new weights make them stale).
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from zoo.cards import REPO_ROOT
+from zoo import synthetic
+from zoo.cards import REPO_ROOT, load_card
 from zoo.models import load_model
 from zoo.synthetic import render_batch, split_seeds
 from zoo.video import preprocess
@@ -41,7 +45,11 @@ def accuracy(model, clips: np.ndarray, labels: np.ndarray, batch: int = 50) -> f
 def test_held_out_accuracy_at_least_90_percent(card_id, test_split):
     clips, labels = test_split
     assert len(clips) >= 200
-    assert accuracy(load_model(card_id), clips, labels) >= 0.90
+    top1 = accuracy(load_model(card_id), clips, labels)
+    assert top1 >= 0.90
+    recorded = load_card(card_id).held_out
+    assert (recorded["dataset"], recorded["clips"]) == (synthetic.DATASET, len(clips))
+    assert recorded["top1"] == pytest.approx(top1, abs=1e-4), "rerun python -m zoo accuracy --model ID --record"
 
 
 @pytest.mark.parametrize("card_id", EMBEDDED)
@@ -81,3 +89,22 @@ def test_the_accuracy_command_agrees_with_this_file_and_refuses_foreign_weights(
     assert main(["accuracy", "--model", "synth-cnn-lstm", "--weights", str(foreign),
                  "--count", "2", "--threads", "1"]) == 1
     assert f"cannot use {foreign} as weights of synth-cnn-lstm" in capsys.readouterr().err
+
+
+def test_the_accuracy_command_records_the_whole_test_split_in_a_card(tmp_path, monkeypatch, capsys):
+    from zoo.__main__ import main
+
+    monkeypatch.setattr(synthetic, "TEST_SIZE", 10)
+    with pytest.raises(SystemExit):
+        main(["accuracy", "--record", "--count", "5"])
+    assert "the whole test split" in capsys.readouterr().err
+    argv = ["accuracy", "--model", "synth-cnn-lstm", "--record", "--card-dir", str(tmp_path), "--threads", "1"]
+    assert main(argv) == 0
+    recorded = json.loads((tmp_path / "synth-cnn-lstm.json").read_text())
+    assert recorded["id"] == "synth-cnn-lstm" and recorded["training"] == load_card("synth-cnn-lstm").training
+    held_out = recorded["held_out"]
+    assert held_out["measured_by"] == "python -m zoo " + " ".join(argv)
+    assert (held_out["dataset"], held_out["split"], held_out["clips"]) == (synthetic.DATASET, "test", 10)
+    assert held_out["top1"] == pytest.approx(accuracy(load_model("synth-cnn-lstm"), *render_batch(split_seeds("test", 10))))
+    assert main(["accuracy", "--model", "tv-r3d-18", "--count", "1"]) == 1
+    assert "tv-r3d-18 does not classify SynthActions-10's actions" in capsys.readouterr().err

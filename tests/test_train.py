@@ -26,17 +26,21 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
             "--cache", str(tmp_path / "cache"), "--card-dir", str(cards)]
 
     train.main(args + ["--out", str(tmp_path / "a")])
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6          # 4 training pools, val, test
+    pools = tmp_path / "cache" / synthetic.DATASET.replace(" ", "-")     # pools of one renderer version
+    assert len(list(pools.glob("*.npy"))) == 6          # 4 training pools, val, test
     weights = tmp_path / "a" / f"{CARD}.safetensors"
     load_embedded_weights(build("cnn_lstm", 10), weights)
     record = json.loads((cards / f"{CARD}.json").read_text())["training"]
     assert record["steps"] == 2 and record["command"].startswith("python -m zoo.train --arch cnn_lstm")
-    assert 0 <= record["test_top1"] <= 1 and set(record["test_top1_per_class"]) == set(synthetic.CLASSES)
+    assert 0 <= record["top1"] <= 1 and set(record["top1_per_class"]) == set(synthetic.CLASSES)
+    held_out = json.loads((cards / f"{CARD}.json").read_text())["held_out"]
+    assert held_out.pop("measured_by") == record["command"] and held_out["dataset"] == synthetic.DATASET
+    assert held_out == {k: record[k] for k in held_out} and held_out["clips"] == 10
     assert record["file_bytes"] == weights.stat().st_size and "CPU threads" in record["machine"]
     assert record["machine"].endswith(", bf16 autocast" if bf16_is_native("cpu") else ", fp32")
     assert (CARDS_DIR / f"{CARD}.json").read_text() == repository_card
     cached = train.render_pool(list(range(6)), "hard", 1, tmp_path / "cache")   # the first 6 of the 8 cached
-    assert len(cached) == 6 and len(list((tmp_path / "cache").glob("*.npy"))) == 6
+    assert len(cached) == 6 and len(list(pools.glob("*.npy"))) == 6
     assert (cached[5] == synthetic.render_batch([5], "hard")[0][0]).all()
 
     train.main(args + ["--out", str(tmp_path / "b")])                 # from the cache, same seed

@@ -59,7 +59,8 @@ class ModelCard:
     dataset: str = ""
     description: str = ""
     token_grid: TokenGrid | None = None
-    training: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)      # the training run, as it measured itself
+    held_out: dict = field(default_factory=dict)      # accuracy on the current test split (zoo.train.held_out)
 
     @property
     def kind(self) -> str:
@@ -88,7 +89,7 @@ def card_from_dict(raw: dict) -> ModelCard:
         description=raw.get("description", ""),
         token_grid=TokenGrid(tuple(raw["token_grid"]["grid"]), raw["token_grid"].get("prefix", 0),
                              raw["token_grid"].get("order", "thw")) if raw.get("token_grid") else None,
-        training=raw.get("training", {}),
+        training=raw.get("training", {}), held_out=raw.get("held_out", {}),
     )
 
 

@@ -11,6 +11,8 @@ bf16 units; see ``bf16_is_native`` for the others).
 The weights go to ``assets/models/<card id>.safetensors`` (fp16), and the card's ``training`` section is
 rewritten with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time
 (in ``zoo/cards``, or in a copy of the card in ``--card-dir``, so that concurrent runs keep their own record).
+Its ``held_out`` section gets the same accuracies; ``python -m zoo accuracy --record`` remeasures them alone,
+e.g. after a new version of the dataset.
 """
 from __future__ import annotations
 
@@ -49,9 +51,12 @@ def _render_chunk(args: tuple[list[int], str]) -> np.ndarray:
 def render_pool(seeds: list[int], preset: str, workers: int, cache: Path | None = None) -> np.ndarray:
     """Render clips in ``workers`` processes: uint8 N×T×H×W×3 (labels are seed mod 10).
 
-    With ``cache``, the pool is read from (memory-mapped) or written to ``cache/<preset>-<first>-<n>.npy``; a
-    cached pool of the same preset and first seed with more clips serves a smaller one (its first ``n`` clips).
+    With ``cache``, the pool is read from (memory-mapped) or written to ``cache/<dataset>/<preset>-<first>-<n>.npy``
+    (the dataset version keeps pools of earlier renderers apart); a cached pool of the same preset and first seed
+    with more clips serves a smaller one (its first ``n`` clips).
     """
+    if cache is not None:
+        cache = cache / synthetic.DATASET.replace(" ", "-")
     path = cache / f"{preset}-{seeds[0]}-{len(seeds)}.npy" if cache is not None else None
     if path is not None:
         counts = {int(n): p for p in cache.glob(f"{preset}-{seeds[0]}-*.npy")
@@ -129,14 +134,22 @@ def predict(model: torch.nn.Module, clips: np.ndarray, mean: torch.Tensor, std: 
     return np.concatenate(out)
 
 
-def split_hits(model: VideoClassifier, split: str, first: int = 0, count: int | None = None,
-               workers: int = 1) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Render clips ``first .. first + count`` of a fixed split (hard preset) and say which ``model`` gets right:
-    (seeds, hits, labels)."""
+def held_out(model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor, split: str, first: int = 0,
+             count: int | None = None, workers: int = 1, cache: Path | None = None) -> dict:
+    """Top-1 of ``model`` on clips ``first .. first + count`` of a fixed SynthActions-10 split (hard preset):
+    overall, per class and with each clip's frames shuffled, and which dataset version rendered the clips.
+    On the whole test split this is a model card's ``held_out`` record."""
     seeds = synthetic.split_seeds(split, first + (count or synthetic.TEST_SIZE))[first:]
     labels = np.array(seeds) % len(synthetic.CLASSES)
-    mean, std = torch.tensor(model.input_spec.mean), torch.tensor(model.input_spec.std)
-    return seeds, predict(model, render_pool(seeds, "hard", workers), mean, std) == labels, labels
+    clips = render_pool(seeds, "hard", workers, cache)
+    hits = predict(model, clips, mean, std) == labels
+    return {
+        "dataset": synthetic.DATASET, "split": split, "preset": "hard", "clips": len(seeds),
+        "seeds": f"{seeds[0]}..{seeds[-1]}",
+        "top1": round(float(hits.mean()), 4),
+        "top1_per_class": {name: round(float(hits[labels == k].mean()), 3) for k, name in enumerate(synthetic.CLASSES)},
+        "top1_shuffled_frames": round(evaluate(model, clips, labels, mean, std, shuffle_frames=True), 4),
+    }
 
 
 def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -298,8 +311,6 @@ def main(argv: list[str] | None = None) -> None:
              for p, n in zip(PRESET_ORDER, args.pool)}
     val_seeds = synthetic.split_seeds("val")
     val = (render_pool(val_seeds, "hard", workers, args.cache), np.array(val_seeds) % len(synthetic.CLASSES))
-    test_seeds = synthetic.split_seeds("test")
-    test = (render_pool(test_seeds, "hard", workers, args.cache), np.array(test_seeds) % len(synthetic.CLASSES))
     log(f"rendered {sum(len(p) for p in pools.values())} training clips in {time.time() - t0:.0f}s")
 
     if not all(len(v) in (1, len(args.arch)) for v in (args.steps, args.lr)):
@@ -318,13 +329,9 @@ def main(argv: list[str] | None = None) -> None:
         mean, std = torch.tensor(card.input.mean), torch.tensor(card.input.std)
         path = args.out / f"{card_id}.safetensors"
         save_embedded_weights(model, path)
-        hits = predict(model, test[0], mean, std) == test[1]
+        test = held_out(model, mean, std, "test", workers=workers, cache=args.cache)
         result = {
-            "test_top1": round(float(hits.mean()), 4),
-            "test_top1_per_class": {name: round(float(hits[test[1] == k].mean()), 3)
-                                    for k, name in enumerate(synthetic.CLASSES)},
-            "test_top1_shuffled_frames": round(evaluate(model, *test, mean, std, shuffle_frames=True), 4),
-            "test_split": f"SynthActions-10 test, {len(test_seeds)} hard clips (seeds {test_seeds[0]}..{test_seeds[-1]})",
+            **test,
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_bytes": path.stat().st_size,
             "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "ema": args.ema, "batch": args.batch,
@@ -344,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
             result["continued_from"] = raw.get("training")
             result["train_minutes"] = round(minutes + raw.get("training", {}).get("train_minutes", 0), 1)
         raw["training"] = result
+        raw["held_out"] = {**test, "measured_by": command}
         args.card_dir.mkdir(parents=True, exist_ok=True)
         card_path.write_text(json.dumps(raw, indent=2) + "\n")
 
