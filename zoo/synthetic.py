@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -358,13 +359,13 @@ def render_batch(seeds: list[int], preset: str | Difficulty = "hard", frames: in
     return np.stack([c.video for c in clips]), np.array([c.label for c in clips])
 
 
-def write_examples(out: Path, split: str, count: int, preset: str = "hard", fps: int = 8) -> list[Path]:
-    """Encode ``count`` clips of ``split`` as H.264 MP4 with a ``<name>.json`` ground truth beside each."""
+def write_examples(out: Path, seeds: Sequence[int], preset: str = "hard", fps: int = 8) -> list[Path]:
+    """Encode the clips of ``seeds`` as H.264 MP4 with a ``<name>.json`` ground truth beside each."""
     from zoo.video import write_mp4
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for seed in split_seeds(split, count):
+    for seed in seeds:
         clip = make_clip(seed, preset)
         path = out / f"synth_{clip.class_name}_{seed}.mp4"
         write_mp4(path, clip.video, fps=fps)
@@ -413,9 +414,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--split", default="test", choices=sorted(SPLIT_SEEDS))
     parser.add_argument("--count", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", help="these clips instead of the first --count of --split")
     parser.add_argument("--preset", default="hard", choices=sorted(PRESETS))
     args = parser.parse_args()
-    for p in write_examples(args.out, args.split, args.count, args.preset):
+    for p in write_examples(args.out, args.seeds or split_seeds(args.split, args.count), args.preset):
         print(p)
 
 
