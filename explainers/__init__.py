@@ -80,9 +80,9 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
     ``score`` is "logit" or "prob" (default: the method's, METHODS §20.1); ``preset`` picks a parameter set
     (e.g. "fast", "paper"); ``params`` override single parameters. ``progress(fraction, message)`` is called
     as the work advances; returning False cancels (``Cancelled`` is raised). Perturbations run in batches of at
-    most ``max_batch`` clips (default: 4 on a CPU, 32 on a GPU). Forward-only methods take ``precision="bf16"``
-    for their perturbed passes (the target and its reported score stay fp32). The model's mode and parameters
-    are left as they were.
+    most ``max_batch`` clips (default: 4 on a CPU, 32 on a GPU). Forward-only methods and the EP family take
+    ``precision="bf16"`` for their perturbed passes (the target and its reported score stay fp32). The model's
+    mode and parameters are left as they were.
     """
     spec = get_method(method)
     values = spec.resolve(preset, params)

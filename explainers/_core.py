@@ -28,7 +28,7 @@ PRECISIONS = ("fp32", "bf16")
 def forward(model: nn.Module, xs: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """``model(xs)`` as fp32 logits. ``precision="bf16"`` runs it under bf16 autocast with the clips in
     ``channels_last_3d`` layout: 1.7–2.5× faster on CPUs with bf16 units, probabilities within a few 1e-3
-    (BENCHMARKS.md); meant for forward-only passes (perturbations, metrics), never for gradients."""
+    (BENCHMARKS.md). Autograd goes through it: the EP family optimises its masks through bf16 passes when asked."""
     if precision == "fp32":
         return model(xs).float()
     if precision != "bf16":
@@ -85,7 +85,7 @@ class Context:
     max_batch: int                       # clips per batched pass
     progress: ProgressFn | None = None
     counter: PassCounter = field(default_factory=PassCounter)
-    precision: str = "fp32"              # of the forward-only passes in ``scores`` ("fp32" | "bf16")
+    precision: str = "fp32"              # of the passes in ``scores`` and ``objective`` ("fp32" | "bf16")
     _logits: torch.Tensor | None = None
     _done: float = 0.0
 
@@ -197,10 +197,10 @@ class Context:
 
     def objective(self, xs: torch.Tensor) -> torch.Tensor:
         """Differentiable target scores of a batch, for methods that optimise a mask: log p for score="prob"
-        (−log p is the papers' loss), the logit otherwise. Counts one forward and one backward per clip (the
-        caller back-propagates through them)."""
-        logits = self.model(xs).float()
-        self._keep_clean(xs, logits, "fp32")
+        (−log p is the papers' loss), the logit otherwise, at ``precision``. Counts one forward and one backward
+        per clip (the caller back-propagates through them)."""
+        logits = forward(self.model, xs, self.precision)
+        self._keep_clean(xs, logits, self.precision)
         self.counter.forward += len(xs)
         self.counter.backward += len(xs)
         return logits.log_softmax(-1)[:, self.target] if self.score == "prob" else logits[:, self.target]

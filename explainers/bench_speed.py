@@ -8,8 +8,9 @@ and ratio = wall / limit, where limit = forwards × t_forward + backwards × t_f
 same model and clip: Captum's ``Occlusion`` (both sides at their best batch of 1/4/16) with the same 8×16×16
 occluder and the ``fast`` strides (4, 16, 16) (the default (2, 8, 8) costs ~13 min per Captum run on r2plus1d_18),
 and pytorch-grad-cam's ``GradCAM`` on the same layer: time ratios and the largest difference of the normalised maps.
-Then each forward-only method at ``precision="bf16"`` next to fp32 on a SynthActions-10 test clip (on noise the
-probability changes are as small as bf16's rounding): speed-up, largest map difference, Spearman.
+Then each method that takes ``precision`` (the forward-only ones and the EP family) at bf16 next to fp32 on a
+SynthActions-10 test clip (on noise the probability changes are as small as bf16's rounding): speed-up, largest map
+difference, Spearman.
 ``tv-r2plus1d-18`` runs with random weights (the Kinetics weights are not downloaded). On a GPU every timer
 waits for the device (``explain`` returns its maps on the CPU, the pass timings synchronise explicitly).
 """
@@ -70,23 +71,34 @@ def per_clip_costs(model: VideoClassifier, x: torch.Tensor, batch: int) -> tuple
     return fwd, _best_of(fwd_bwd)
 
 
+def _preset_and_overrides(method: str, params: dict | None) -> tuple[str | None, dict]:
+    """The ``fast`` preset where the method has one, and those of ``params`` that the method takes."""
+    spec = REGISTRY[method]
+    return ("fast" if "fast" in spec.presets else None,
+            {k: v for k, v in (params or {}).items() if any(p.name == k for p in spec.params)})
+
+
+def _timed(run):
+    """``run()`` and its wall time; a run under 10 s is timed again (the first one warms up)."""
+    start = time.perf_counter()
+    out = run()
+    wall = time.perf_counter() - start
+    if wall < 10:
+        start = time.perf_counter()
+        out = run()
+        wall = time.perf_counter() - start
+    return out, wall
+
+
 def bench_methods(model: VideoClassifier, x: torch.Tensor, fwd: float, fb: float, batch: int,
                   methods: list[str], params: dict | None = None) -> list[dict]:
     """Time each method once after a warm-up run; a method whose first run took over 10 s is not repeated.
     ``params`` override the preset for every method that has them (e.g. fewer EP iterations on a big model)."""
     rows = []
     for method in methods:
-        spec = REGISTRY[method]
-        preset = "fast" if "fast" in spec.presets else None
-        own = {k: v for k, v in (params or {}).items() if any(p.name == k for p in spec.params)}
+        preset, own = _preset_and_overrides(method, params)
         try:
-            start = time.perf_counter()
-            e = explain(model, x, method, preset=preset, max_batch=batch, **own)
-            wall = time.perf_counter() - start
-            if wall < 10:
-                start = time.perf_counter()
-                e = explain(model, x, method, preset=preset, max_batch=batch, **own)
-                wall = time.perf_counter() - start
+            e, wall = _timed(lambda: explain(model, x, method, preset=preset, max_batch=batch, **own))
         except ValueError as error:
             rows.append({"method": method, "note": str(error).split(";")[0]})
             continue
@@ -157,18 +169,15 @@ def compare_pytorch_grad_cam(model: VideoClassifier, x: torch.Tensor) -> dict:
             "max_abs_diff": float((ours.saliency - normalise(ref)).abs().max())}
 
 
-def compare_precision(model: VideoClassifier, x: torch.Tensor, batch: int, methods: list[str]) -> list[dict]:
-    """Forward-only methods in fp32 and bf16, each timed on its second run, side by side."""
+def compare_precision(model: VideoClassifier, x: torch.Tensor, batch: int, methods: list[str],
+                      params: dict | None = None) -> list[dict]:
+    """The methods that take ``precision`` in fp32 and bf16 side by side, timed as in ``bench_methods``."""
     rows = []
     for method in methods:
-        preset = "fast" if "fast" in REGISTRY[method].presets else None
-        runs = {}
-        for precision in ("fp32", "bf16"):
-            explain(model, x, method, preset=preset, max_batch=batch, precision=precision)
-            start = time.perf_counter()
-            runs[precision] = (explain(model, x, method, preset=preset, max_batch=batch, precision=precision),
-                               time.perf_counter() - start)
-        (a, ta), (b, tb) = runs["fp32"], runs["bf16"]
+        preset, own = _preset_and_overrides(method, params)
+        own.pop("precision", None)
+        (a, ta), (b, tb) = (_timed(lambda: explain(model, x, method, preset=preset, max_batch=batch, precision=p,
+                                                   **own)) for p in ("fp32", "bf16"))
         rows.append({"method": method, "fp32_s": ta, "bf16_s": tb, "speedup": ta / tb,
                      "max_abs_diff": float((a.saliency - b.saliency).abs().max()),
                      "spearman": _spearman(a.saliency, b.saliency)})
@@ -209,11 +218,11 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 print(f"| {r['method']} | {r['preset']} | {r['seconds']:.3f} | {r['forwards']} | {r['backwards']} | "
                       f"{r['limit']:.3f} | {r['ratio']:.2f} |")
-        forward_only = [m for m in args.methods if any(p.name == "precision" for p in REGISTRY[m].params)]
-        if forward_only and not args.skip_precision:
+        with_precision = [m for m in args.methods if any(p.name == "precision" for p in REGISTRY[m].params)]
+        if with_precision and not args.skip_precision:
             print("\n| method | fp32 s | bf16 s | speed-up | max abs diff of maps | Spearman |\n|---|---|---|---|---|---|")
             clip = preprocess(make_clip(1_000_004).video, model.input_spec)[0].to(args.device)
-            for r in compare_precision(model, clip, args.batch, forward_only):
+            for r in compare_precision(model, clip, args.batch, with_precision, args.params):
                 print(f"| {r['method']} | {r['fp32_s']:.2f} | {r['bf16_s']:.2f} | {r['speedup']:.2f}× | "
                       f"{r['max_abs_diff']:.4f} | {r['spearman']:.4f} |")
         if not args.skip_references:

@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from explainers._core import Context, blur_frames
+from explainers._core import PRECISIONS, Context, blur_frames
 from explainers._output import MethodOutput
 from explainers.registry import Param, register
 
@@ -301,7 +301,10 @@ AREAS = Param("areas", (0.05, 0.1, 0.15, 0.5), "fractions of the clip each mask 
 ITERATIONS = Param("iterations", 1200, "SGD iterations (one forward + backward of every area's clip each)", 1, 5000)
 STEP = Param("step", 7, "seed-grid spacing in pixels at 112 px (scales with the frame size)", 2, 32)
 SIGMA = Param("sigma", 11.0, "mask smoothness in pixels at 112 px (scales with the frame size)", 1.0, 64.0)
-COMMON = (AREAS, ITERATIONS, STEP, SIGMA)
+PRECISION = Param("precision", "fp32", "arithmetic of the model's forward and backward passes: bf16 (autocast, "
+                  "channels-last) is faster on CPUs with bf16 units and GPUs, far slower where it is emulated; the "
+                  "map moves about as much as with another seed (BENCHMARKS.md)", choices=PRECISIONS)
+COMMON = (AREAS, ITERATIONS, STEP, SIGMA, PRECISION)
 PRESETS = {"fast": {"iterations": 300, "areas": (0.05, 0.1, 0.2)}, "paper": {}}
 EP_COST = "iterations × areas × (forward + backward) + areas forwards"
 

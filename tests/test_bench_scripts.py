@@ -12,11 +12,14 @@ from zoo import bench_precision
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):
     bench_speed.main(["--models", "synth-r2plus1d-small", "--threads", "1", "--batch", "2", "--skip-references",
-                      "--skip-precision", "--methods", "gradient", "ep3d", "--params", '{"iterations": 2}'])
+                      "--methods", "gradient", "ep3d", "--params", '{"iterations": 2}'])
     out = capsys.readouterr().out
     assert re.search(r"\| gradient \| default \| [\d.]+ \| 1 \| 1 \| [\d.]+ \| [\d.]+ \|", out)
     # 2 iterations × 3 areas (forward + backward), the 3 final clips and the clean clip
     assert re.search(r"\| ep3d \| fast, iterations=2 \| [\d.]+ \| 10 \| 6 \|", out)
+    # the EP family takes precision="bf16"; gradient does not and is not compared
+    assert re.search(r"\| ep3d \| [\d.]+ \| [\d.]+ \| [\d.]+× \| [\d.]+ \| [\d.-]+ \|", out)
+    assert not re.search(r"\| gradient \| [\d.]+ \| [\d.]+ \| [\d.]+×", out)
 
 
 def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_forwards(capsys):

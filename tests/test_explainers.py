@@ -138,9 +138,10 @@ def test_bf16_is_native_only_on_cuda_and_cpus_with_bf16_units_and_emulated_bf16_
     assert bf16_is_native("cuda")
 
 
-def test_precision_is_only_offered_to_forward_only_methods():
+def test_precision_is_only_offered_to_forward_only_methods_and_the_ep_family():
+    ep_family = {"ep3d", "ep3d_evenly", "ep_unsync", "ep3d_temporal_gauss", "step"}
     for spec in REGISTRY.values():
-        assert ("precision" in {p.name for p in spec.params}) == (spec.needs == "forward"), spec.id
+        assert ("precision" in {p.name for p in spec.params}) == (spec.needs == "forward" or spec.id in ep_family), spec.id
     with pytest.raises(TypeError, match="precision"):
         explain(Cuboid(), torch.randn(1, 3, 16, 64, 64), "gradient", target=0, precision="bf16")
 

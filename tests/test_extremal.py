@@ -3,6 +3,7 @@ optimiser on a model whose only evidence is one textured cuboid."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 from explainers import explain, extremal
 from explainers.extremal import (BlurPyramid, MaskGenerator, _SmoothMax, ellipsoid, key_region_loss,
                                  smooth_time)
+from explainers.metrics import spearman
 
 
 @pytest.mark.parametrize("size, step, sigma, padding, radius, seeds, out, crop", [
@@ -175,6 +177,29 @@ def test_step_is_more_compact_than_ep3d(runs):
     assert components[1] <= components[0]
     assert _outside_best_windows(step, kernel, 14) < _outside_best_windows(ep, kernel, 14)
     assert step[BOX].mean() > 0.8
+
+
+class MixedTexturedCuboid(TexturedCuboid):
+    """The same evidence read through an identity 1×1×1 convolution, which bf16 autocast runs in bf16."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = nn.Conv3d(3, 3, 1, bias=False)
+        self.mix.weight.data = torch.eye(3).view(3, 3, 1, 1, 1)
+
+    def forward(self, x):
+        return super().forward(self.mix(x))
+
+
+def test_bf16_passes_keep_the_answer(runs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")             # "bf16 is emulated" on CPUs without bf16 units
+        e = explain(MixedTexturedCuboid(), _clip(), "ep3d", target=0, iterations=300, areas=(0.08,), precision="bf16")
+    assert e.params["precision"] == "bf16"
+    assert 0.8 * 0.08 <= e.extras["preserved"][0] <= 1.2 * 0.08
+    assert e.extras["masks"][0][BOX].mean() > 0.9
+    assert spearman(e.saliency, runs["ep3d"].saliency) > 0.9
+    assert e.forward_passes == 1 + 300 + 1 and e.backward_passes == 300
 
 
 def test_unsync_optimises_each_frame_alone():
