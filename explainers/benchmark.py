@@ -157,17 +157,22 @@ def append_rows(out: Path, rows: list[dict]) -> None:
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
-def join(runs: list[Path], out: Path) -> list[dict]:
+def join(runs: list[Path], out: Path, n_clips: int | None = None) -> list[dict]:
     """Merge the rows of ``runs`` into ``out/results.jsonl``, one per (model, clip, method): rows already in
-    ``out`` stay, and otherwise the first run that has a row gives it. Returns all rows of ``out``."""
+    ``out`` stay, and otherwise the first run that has a row gives it. With ``n_clips``, only the rows of the
+    first ``n_clips`` test clips (and of folder clips) are taken, so that runs of different lengths give one
+    table over the same clips. Returns all rows of ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
+    first = None if n_clips is None else {f"synth-{s}" for s in synthetic.split_seeds("test", n_clips)}
     added = []
     for run_dir in runs:
         if not results_file(run_dir).exists():
             raise FileNotFoundError(f"{run_dir} has no results.jsonl")
         for row in _same_dataset(read_rows(run_dir), run_dir):
+            if first is not None and row["clip"].startswith("synth-") and row["clip"] not in first:
+                continue
             if _key(row) not in done:
                 done.add(_key(row))
                 added.append(row)
@@ -206,7 +211,8 @@ def markdown(table: dict, order: list[str]) -> str:
             values = ["–" if k not in cell else f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
                       f"{cell[k]:.1f}" if k.startswith(("loc_", "pointing", "temporal")) else
                       f"{cell[k]:.3f}" for k, _ in COLUMNS]
-            lines.append(f"| {method} | " + " | ".join(values) + " |")
+            name = method if cell["n"] == n else f"{method} ({cell['n']} clips)"    # fewer clips: say so
+            lines.append(f"| {name} | " + " | ".join(values) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["synth-r2plus1d-small", "synth-cnn-lstm"])
     parser.add_argument("--methods", nargs="+", choices=list(REGISTRY), default=None,
                         help="default: every method except ep_unsync (T times the cost of EP-3D)")
-    parser.add_argument("--clips", type=int, default=None, help="test clips per model (default 100; --quick: 3)")
+    parser.add_argument("--clips", type=int, default=None,
+                        help="test clips per model (default 100; --quick: 3); with --join, the first this many only")
     parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
     parser.add_argument("--preset", default="fast", help="parameter preset where a method has it")
     parser.add_argument("--seed", type=int, default=0)
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="merge these runs' rows into --out and write its tables; compute nothing")
     args = parser.parse_args(argv)
     if args.join:
-        print(write_reports(join(args.join, args.out), args.out))
+        print(write_reports(join(args.join, args.out, args.clips), args.out))
         return
     configure_cpu(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])

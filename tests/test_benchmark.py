@@ -87,11 +87,22 @@ def test_join_merges_runs_into_one_table(tmp_path, capsys):
         ("c0", "random", 0.5), ("c0", "ep3d", 0.2), ("c1", "ep3d", 0.4), ("c0", "step", 0.6)]
     printed = capsys.readouterr().out
     assert "| ep3d | 0.300 | 0.100 | – |" in printed      # columns without values (no ground truth) show "–"
-    assert "| step | 0.600 |" in printed and "| random | 0.500 |" in printed
+    assert "| step (1 clips) | 0.600 |" in printed and "| random (1 clips) | 0.500 |" in printed   # fewer clips
     benchmark.main(["--join", str(tmp_path / "a"), "--out", str(out)])        # joining again adds nothing
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
     with pytest.raises(FileNotFoundError, match="no results.jsonl"):
         benchmark.join([tmp_path / "missing"], out)
+
+
+def test_join_takes_the_first_n_clips_only_when_asked(tmp_path):
+    row = {"model": "m", "method": "random", "insertion": 0.5, "dataset": benchmark.synthetic.DATASET}
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "results.jsonl").write_text("".join(
+        json.dumps({**row, "clip": clip}) + "\n" for clip in ("synth-1000000", "synth-1000001", "synth-1000002",
+                                                              "file-own.mp4")))
+    rows = benchmark.join([tmp_path / "long"], tmp_path / "first2", 2)
+    assert [r["clip"] for r in rows] == ["synth-1000000", "synth-1000001", "file-own.mp4"]
+    assert len(benchmark.join([tmp_path / "long"], tmp_path / "all")) == 4
 
 
 def test_rows_of_another_dataset_version_are_neither_resumed_nor_joined(tmp_path):
