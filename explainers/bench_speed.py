@@ -25,6 +25,7 @@ import torch
 
 from explainers import REGISTRY, explain
 from explainers._core import normalise
+from explainers.metrics import spearman
 from zoo.cards import CARDS_DIR, card_from_dict
 from zoo.cpu import configure_cpu
 from zoo.models import VideoClassifier, load_model
@@ -150,7 +151,7 @@ def compare_captum_occlusion(model: VideoClassifier, x: torch.Tensor) -> dict:
             "ours_forwards": ours.forward_passes,
             "max_abs_diff": float((ours.saliency - ref_map).abs().max()),
             "max_abs_diff_interior": float((ours.saliency[inner] - ref_map[inner]).abs().max()),
-            "spearman": _spearman(ours.saliency, ref_map)}
+            "spearman": spearman(ours.saliency, ref_map)}
 
 
 def compare_pytorch_grad_cam(model: VideoClassifier, x: torch.Tensor) -> dict:
@@ -180,14 +181,8 @@ def compare_precision(model: VideoClassifier, x: torch.Tensor, batch: int, metho
                                                    **own)) for p in ("fp32", "bf16"))
         rows.append({"method": method, "fp32_s": ta, "bf16_s": tb, "speedup": ta / tb,
                      "max_abs_diff": float((a.saliency - b.saliency).abs().max()),
-                     "spearman": _spearman(a.saliency, b.saliency)})
+                     "spearman": spearman(a.saliency, b.saliency)})
     return rows
-
-
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra = a.flatten().argsort().argsort().float()
-    rb = b.flatten().argsort().argsort().float()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
 def main(argv: list[str] | None = None) -> None:

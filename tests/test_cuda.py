@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from explainers import REGISTRY, benchmark, explain
-from explainers.metrics import evaluate_map
+from explainers.metrics import evaluate_map, spearman
 from zoo.models import load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -39,11 +39,6 @@ def _clip(model) -> torch.Tensor:
     return preprocess(make_clip(1_000_004).video, model.input_spec)[0]
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ranks = torch.stack([a.flatten().argsort().argsort(), b.flatten().argsort().argsort()]).float()
-    return float(torch.corrcoef(ranks)[0, 1])
-
-
 @pytest.mark.parametrize("method", list(REGISTRY))
 def test_every_method_matches_the_cpu(models, method):
     cpu, gpu = models
@@ -64,7 +59,7 @@ def test_every_method_matches_the_cpu(models, method):
     tolerance = 0.2 if method.startswith(("ep", "step", "aosa")) else 0.02
     assert (out.saliency - ref.saliency).abs().mean() < tolerance, method
     if ref.saliency.std() > 0:
-        assert _spearman(out.saliency, ref.saliency) > 0.95, method
+        assert spearman(out.saliency, ref.saliency) > 0.95, method
 
 
 def test_metrics_match_the_cpu(models):
