@@ -335,7 +335,8 @@ register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="pe
          needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
          params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),),
          description="EP-3D whose seed masks are smoothed along time in every iteration, so the kept region "
-                     "changes gradually from frame to frame.")(_ep())
+                     "changes gradually from frame to frame. Area beyond what the evidence needs tends to be "
+                     "kept in the clip's first and last frames, so read its temporal curve with care.")(_ep())
 register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
          needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
          params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),
