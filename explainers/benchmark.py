@@ -145,16 +145,24 @@ def results_file(out: Path) -> Path:
     return out / "results.jsonl"
 
 
+def _complete(data: bytes) -> bytes:
+    """``data`` up to its last newline: a last line without one is a row cut short by a killed run."""
+    return data[:data.rfind(b"\n") + 1]
+
+
 def read_rows(out: Path) -> list[dict]:
-    """The rows of a run's ``results.jsonl`` (none if it has none yet)."""
+    """The complete rows of a run's ``results.jsonl`` (none if it has none yet)."""
     path = results_file(out)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    lines = _complete(path.read_bytes()).decode().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def append_rows(out: Path, rows: list[dict]) -> None:
-    """Add rows to a run's ``results.jsonl``, one JSON line each."""
-    with results_file(out).open("a") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
+    """Add rows to a run's ``results.jsonl``, one JSON line each, after dropping a row cut short."""
+    with results_file(out).open("a+b") as f:
+        f.seek(0)
+        f.truncate(len(_complete(f.read())))
+        f.write("".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
 def join(runs: list[Path], out: Path, n_clips: int | None = None) -> list[dict]:

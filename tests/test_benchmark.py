@@ -118,3 +118,15 @@ def test_rows_of_another_dataset_version_are_neither_resumed_nor_joined(tmp_path
     (tmp_path / "files").mkdir()                                  # a folder's clips carry no dataset version
     (tmp_path / "files" / "results.jsonl").write_text(json.dumps({**old, "clip": "file-a.mp4"}) + "\n")
     assert len(benchmark.join([tmp_path / "files"], tmp_path / "new")) == 1
+
+
+def test_a_row_cut_short_by_a_killed_run_is_dropped_and_computed_again(tmp_path):
+    """A run killed while writing leaves a last line without its newline: reading skips it, and the next append
+    replaces it instead of gluing the new row onto it."""
+    row = {"model": "m", "clip": "synth-1000000", "method": "random", "insertion": 0.5}
+    line = json.dumps(row) + "\n"
+    benchmark.results_file(tmp_path).write_text(line + line[:20])
+    assert benchmark.read_rows(tmp_path) == [row]
+    benchmark.append_rows(tmp_path, [{**row, "clip": "synth-1000001"}])
+    assert [r["clip"] for r in benchmark.read_rows(tmp_path)] == ["synth-1000000", "synth-1000001"]
+    assert benchmark.results_file(tmp_path).read_text().count("\n") == 2
