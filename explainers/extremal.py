@@ -208,29 +208,37 @@ def key_region_loss(padded: torch.Tensor, keep: torch.Tensor, kernel: torch.Tens
     return ((resp - 1) ** 2 * top).sum(1) / top.sum(1) + (resp ** 2 * ~top).sum(1) / rest
 
 
-def smooth_time(seeds: torch.Tensor, delta_t: int) -> torch.Tensor:
-    """Seeds P×T×h×w smoothed along T with k(u) = exp(−u²/(0.6·Δt)), |u| ≤ Δt, renormalised at the clip ends
-    ([S1] Eq. 12)."""
+def smooth_time(seeds: torch.Tensor, delta_t: int, ends: str = "renormalised") -> torch.Tensor:
+    """Seeds P×T×h×w smoothed along T with k(u) = exp(−u²/(0.6·Δt)), |u| ≤ Δt ([S1] Eq. 12).
+
+    ``ends="renormalised"`` (METHODS §20.2) divides by the kernel weight inside the clip and returns T frames.
+    ``"virtual"`` returns the full convolution, T + 2Δt frames, whose first and last Δt frames lie outside the
+    clip and hold what the kernel spreads past its ends."""
     u = torch.arange(-delta_t, delta_t + 1, dtype=seeds.dtype, device=seeds.device)
     k = torch.exp(-u ** 2 / (0.6 * delta_t))[None, None]
     p, t, h, w = seeds.shape
     flat = seeds.permute(0, 2, 3, 1).reshape(-1, 1, t)
-    norm = F.conv1d(torch.ones(1, 1, t, dtype=seeds.dtype, device=seeds.device), k, padding=delta_t)
-    return (F.conv1d(flat, k, padding=delta_t) / norm).reshape(p, h, w, t).permute(0, 3, 1, 2)
+    if ends == "virtual":
+        out = F.conv1d(flat, k / k.sum(), padding=2 * delta_t)
+    else:
+        norm = F.conv1d(torch.ones(1, 1, t, dtype=seeds.dtype, device=seeds.device), k, padding=delta_t)
+        out = F.conv1d(flat, k, padding=delta_t) / norm
+    return out.reshape(p, h, w, -1).permute(0, 3, 1, 2)
 
 
 def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_frame: bool = False,
-                   unsync: bool = False, delta_t: int = 0, key_frames: int = 0, key_shape: str = "ellipsoid",
-                   step: int = 7, sigma: float = 11.0, max_blur: float = 20.0, levels: int = 8,
-                   lr: float = 0.05) -> MethodOutput:
+                   unsync: bool = False, delta_t: int = 0, ends: str = "renormalised", key_frames: int = 0,
+                   key_shape: str = "ellipsoid", step: int = 7, sigma: float = 11.0, max_blur: float = 20.0,
+                   levels: int = 8, lr: float = 0.05) -> MethodOutput:
     """Optimise one smooth preservation mask per area (METHODS §2–§6, §20.2) and return their blurred sum.
 
     Minimises −score(blur-perturbed clip) + λ·area loss (+ 300·L_K from iteration 100 when ``key_frames``)
     with SGD (momentum 0.9, dampening 0.9) on per-frame seed masks initialised to 1 and clamped to [0, 1];
     λ = 300 grows ×1.0008668 per iteration. ``step``, ``sigma`` and the blur are in pixels at 112 px and scale
-    with the frame size. Extras: the per-area masks (A×T×H×W), the preserved fraction (voxels with mask ≥ ½)
-    and final target probability of each area's perturbed clip, and the score of every iteration (``history``,
-    iterations × A).
+    with the frame size. With ``delta_t`` and ``ends="virtual"`` the regularisers also count the Δt virtual
+    frames on each side of the clip that ``smooth_time`` returns; only the clip's frames perturb it. Extras: the
+    per-area masks (A×T×H×W), the preserved fraction (voxels with mask ≥ ½) and final target probability of each
+    area's perturbed clip, and the score of every iteration (``history``, iterations × A).
     """
     t, h, w = ctx.shape
     scale = min(h, w) / 112
@@ -242,13 +250,16 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
         frames = torch.arange(t, device=ctx.x.device).repeat(n_areas)
         area_t = area_t.repeat_interleave(t)
     problems, seed_frames = len(area_t), 1 if unsync else t
+    virtual = delta_t if delta_t and ends == "virtual" else 0     # frames beyond each end of the clip
+    area_scale = (seed_frames + 2 * virtual) / seed_frames        # area_loss is a mean over all mask frames
     # The template keeps area·(voxels of the clip), counted on the padded masks: TorchRay counts area·(padded
     # voxels), which keeps (H'/H)² ≈ 1.43× the requested share of a 112-px clip (METHODS §16.6).
     keep = (area_t * h * w * (1 if per_frame or unsync else seed_frames)).floor()
     seeds = torch.ones(problems, seed_frames, *gen.seed_shape, device=ctx.x.device, requires_grad=True)
     opt = torch.optim.SGD([seeds], lr=lr, momentum=MOMENTUM, dampening=MOMENTUM)
     oh, ow = gen.out_shape
-    perm = torch.randperm(oh * ow * (1 if per_frame else seed_frames), generator=ctx.generator).to(ctx.x.device)
+    perm = torch.randperm(oh * ow * (1 if per_frame else seed_frames + 2 * virtual),
+                          generator=ctx.generator).to(ctx.x.device)
     kernel = None
     if key_frames:
         side = max(3, round(11 * scale) | 1)
@@ -257,9 +268,10 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
         core_perm = torch.randperm(n_resp, generator=ctx.generator).to(ctx.x.device)
 
     def masks(rows: slice, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = smooth_time(s, delta_t) if delta_t else s
+        s = smooth_time(s, delta_t, ends) if delta_t else s
         cropped, padded = gen(s.flatten(0, 1))
-        cropped, padded = cropped.view(len(s), seed_frames, h, w), padded.view(len(s), seed_frames, oh, ow)
+        cropped, padded = cropped.view(len(s), -1, h, w), padded.view(len(s), -1, oh, ow)
+        cropped = cropped[:, virtual:virtual + seed_frames]                 # the clip's frames
         if unsync:
             cropped = F.one_hot(frames[rows], t).to(cropped)[:, :, None, None] * cropped
         return cropped, padded
@@ -270,7 +282,7 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
         for rows in ctx.slices(problems):
             cropped, padded = masks(rows, seeds[rows])
             score = ctx.objective(pyramid.apply(cropped))
-            loss = -score + lam * area_loss(padded, keep[rows], per_frame or unsync, perm)
+            loss = -score + lam * area_loss(padded, keep[rows], per_frame or unsync, perm) * area_scale
             if kernel is not None and it >= CORE_START:
                 loss = loss + CORE_WEIGHT * key_region_loss(padded, keep[rows], kernel, core_perm)
             seeds.grad += torch.autograd.grad(loss.sum(), seeds)[0]     # never touches the model's parameters
@@ -333,10 +345,16 @@ register("ep_unsync", name="Extremal perturbation per frame (Unsync)", family="p
                      "motion across frames.")(_ep(unsync=True))
 register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation", paper="[S0] Eq. 7, [S1] Eq. 12",
          needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
-         params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),),
+         params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),
+                          Param("ends", "renormalised", "the clip's first and last frames: the kernel renormalised "
+                                "there (METHODS §20.2), or virtual frames beyond them that the area constraint "
+                                "counts, which stops the mask preferring the ends (BENCHMARKS.md)",
+                                choices=("renormalised", "virtual"))),
          description="EP-3D whose seed masks are smoothed along time in every iteration, so the kept region "
-                     "changes gradually from frame to frame. Area beyond what the evidence needs tends to be "
-                     "kept in the clip's first and last frames, so read its temporal curve with care.")(_ep())
+                     "changes gradually from frame to frame. With renormalised ends, area beyond what the evidence "
+                     "needs tends to be kept in the clip's first and last frames, so read its temporal curve with "
+                     "care. ends=virtual counts what the smoothing spreads past the ends, which takes that advantage "
+                     "away from them.")(_ep())
 register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
          needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
          params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),

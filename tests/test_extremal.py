@@ -12,7 +12,7 @@ from scipy import ndimage
 from torch import nn
 
 from explainers import explain, extremal
-from explainers.extremal import (BlurPyramid, MaskGenerator, _SmoothMax, ellipsoid, key_region_loss,
+from explainers.extremal import (BlurPyramid, MaskGenerator, _SmoothMax, area_loss, ellipsoid, key_region_loss,
                                  smooth_time)
 from explainers.metrics import spearman
 
@@ -101,6 +101,29 @@ def test_temporal_smoothing_kernel_and_ends():
     k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 1.2)
     assert torch.allclose(out[2:7], k / k.sum()) and out[:2].abs().max() == 0
     assert torch.allclose(smooth_time(torch.ones(2, 5, 3, 3), 3), torch.ones(2, 5, 3, 3))  # renormalised ends
+
+
+def test_virtual_ends_charge_a_run_at_a_clip_end_like_one_inside():
+    """Renormalised ends make kept frames that touch a clip end cheaper for the area loss than the same frames
+    inside the clip (one soft temporal edge instead of two); virtual frames beyond the ends charge both alike."""
+    seeds = torch.zeros(1, 9, 1, 1)
+    seeds[0, 0] = 1
+    out = smooth_time(seeds, 2, "virtual")[0, :, 0, 0]
+    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 1.2)
+    assert out.shape == (13,) and torch.allclose(out[:5], k / k.sum()) and out[5:].abs().max() == 0
+
+    gen = MaskGenerator((56, 56), 7, 11.0)
+
+    def cost(start: int, ends: str) -> float:
+        seeds = torch.zeros(1, 8, *gen.seed_shape)
+        seeds[:, start:start + 3, 2:6, 2:6] = 1                       # a square kept in 3 consecutive frames
+        keep = gen(seeds[0])[1].sum().floor()[None]
+        padded = gen(smooth_time(seeds, 1, ends)[0])[1][None]
+        return float(area_loss(padded, keep, False, torch.arange(padded.numel()))) * padded.shape[1]
+
+    assert cost(0, "renormalised") < 0.95 * cost(3, "renormalised")
+    assert cost(0, "virtual") == pytest.approx(cost(3, "virtual"), rel=1e-5)
+    assert cost(3, "virtual") == pytest.approx(cost(3, "renormalised"), rel=1e-5)
 
 
 def test_key_region_loss_counts_from_the_spec():
@@ -210,10 +233,15 @@ def test_unsync_optimises_each_frame_alone():
     assert e.extras["history"].shape == (40, 2)
 
 
-def test_temporal_gauss_and_seed_reproducibility():
+@pytest.mark.parametrize("ends", ["renormalised", "virtual"])
+def test_temporal_gauss_and_seed_reproducibility(ends):
     x, model = _clip(), TexturedCuboid()
-    a = explain(model, x, "ep3d_temporal_gauss", target=0, iterations=30, areas=(0.1,), delta_t=2, seed=3)
-    b = explain(model, x, "ep3d_temporal_gauss", target=0, iterations=30, areas=(0.1,), delta_t=2, seed=3)
+    a = explain(model, x, "ep3d_temporal_gauss", target=0, iterations=30, areas=(0.1,), delta_t=2, ends=ends, seed=3)
+    b = explain(model, x, "ep3d_temporal_gauss", target=0, iterations=30, areas=(0.1,), delta_t=2, ends=ends, seed=3)
     assert torch.equal(a.saliency, b.saliency)
     frames = a.extras["masks"][0].mean((1, 2))
-    assert (frames[1:] - frames[:-1]).abs().max() < 0.1       # smooth in time
+    inner = frames if ends == "renormalised" else frames[1:-1]
+    assert (inner[1:] - inner[:-1]).abs().max() < 0.1          # smooth in time
+    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 1.2)
+    end_cap = 1.0 if ends == "renormalised" else float(k[2:].sum() / k.sum())   # virtual seeds are 0
+    assert frames[[0, -1]].max() <= end_cap + 1e-6
