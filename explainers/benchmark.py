@@ -9,7 +9,9 @@ lines after every run: one table per model with rows = methods and columns = CI 
 T-PT ↑, localisation error (Val / Mean / Energy) ↓, seconds per map and passes, as in [S0]–[S4].
 ``<out>/report.html`` shows the mean insertion and deletion curves of every method and a gallery of the maps of
 the first clip (plotly). ``--join DIR ...`` merges the rows of earlier runs (e.g. a slow method run on its own)
-into ``--out`` and writes the reports from them, computing nothing.
+into ``--out`` and writes the reports from them, computing nothing. ``--params '{"ends": "virtual"}'`` sets
+parameters of the methods (all of them must take them); its rows are labelled ``method ends=virtual``, so they
+sit beside the default ones in a joined table.
 
 The explained class is the clip's ground-truth label (the papers' protocol). A folder of the user's own clips
 (``--folder``, any format the zoo decodes) is explained for the label of the clip's ``<name>.json`` ground truth,
@@ -68,11 +70,12 @@ GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip
 
 
 def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
-             gallery: bool = False) -> dict:
-    """One explanation and every metric that applies to it; with ``gallery``, also four frames of the map at
-    28×28 (and the actor's boxes on them) for the report."""
+             gallery: bool = False, params: dict | None = None) -> dict:
+    """One explanation (with ``params`` overriding the preset) and every metric that applies to it; with
+    ``gallery``, also four frames of the map at 28×28 (and the actor's boxes on them) for the report."""
     target = truth["label"] if truth else None      # None: the model's top-1 class
-    e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None, seed=seed)
+    e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None,
+                seed=seed, **(params or {}))
     row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth)
     row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
                insertion_curve=curves["insertion"].probs.round(4).tolist(),
@@ -88,15 +91,22 @@ def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: st
     return row
 
 
+def method_label(method: str, params: dict | None) -> str:
+    """The name a method's rows carry: its id, followed by ``key=value`` for each parameter set by ``--params``."""
+    return " ".join([method, *(f"{k}={v}" for k, v in sorted((params or {}).items()))])
+
+
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
-        folder: Path | None = None, log=print, device: str = "cpu") -> list[dict]:
+        folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None) -> list[dict]:
     """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
-    CPU in every method, so a GPU run explains the same perturbations)."""
+    CPU in every method, so a GPU run explains the same perturbations). ``params`` go to every method; the
+    rows' method is then ``method_label(method, params)``."""
     out.mkdir(parents=True, exist_ok=True)
     rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
-    todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods if (m, c, k) not in done]
+    todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods
+            if (m, c, method_label(k, params)) not in done]
     log(f"{len(done)} rows found in {results_file(out)}, {len(todo)} to compute")
     start, count = time.time(), 0
     for model_id in models:
@@ -104,18 +114,20 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
         for index, (clip_id, load) in enumerate(clips(n_clips, folder)):
             loaded = None
             for method in methods:
-                if (model_id, clip_id, method) in done:
+                if (model_id, clip_id, method_label(method, params)) in done:
                     continue
                 try:
                     if loaded is None:
                         x, truth = loaded = load(model.input_spec)
                         x = x.to(device)
-                    row = evaluate(model, x, method, truth, preset, seed, gallery=index == 0)
+                    row = evaluate(model, x, method, truth, preset, seed, gallery=index == 0, params=params)
                 except VideoError as error:      # a folder file that is not a usable clip
                     row = {"error": str(error)}
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
                     row = {"error": str(error).split(";")[0]}
-                row.update(model=model_id, clip=clip_id, method=method, preset=preset, seed=seed)
+                row.update(model=model_id, clip=clip_id, method=method_label(method, params), preset=preset, seed=seed)
+                if params:
+                    row["params"] = params
                 if clip_id.startswith("synth-"):
                     row["dataset"] = synthetic.DATASET
                 append_rows(out, [row])
@@ -304,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['clips']} clips, methods {QUICK['methods']}")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--device", default="cpu", help="torch device for the models, e.g. cuda")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help="JSON object of parameters for every method given, e.g. '{\"ends\": \"virtual\"}'")
     parser.add_argument("--join", nargs="+", type=Path, metavar="RUN",
                         help="merge these runs' rows into --out and write its tables; compute nothing")
     args = parser.parse_args(argv)
@@ -313,8 +327,14 @@ def main(argv: list[str] | None = None) -> None:
     configure_cpu(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
     n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
+    for method in methods:
+        try:
+            REGISTRY[method].resolve(None, args.params)
+        except (TypeError, ValueError) as error:
+            parser.error(f"--params: {error}")
     started = time.time()
-    rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device)
+    rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device,
+               params=args.params)
     print(write_reports(rows, args.out))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
 

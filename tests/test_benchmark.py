@@ -130,3 +130,16 @@ def test_a_row_cut_short_by_a_killed_run_is_dropped_and_computed_again(tmp_path)
     benchmark.append_rows(tmp_path, [{**row, "clip": "synth-1000001"}])
     assert [r["clip"] for r in benchmark.read_rows(tmp_path)] == ["synth-1000000", "synth-1000001"]
     assert benchmark.results_file(tmp_path).read_text().count("\n") == 2
+
+
+def test_params_reach_the_method_and_label_its_rows(tmp_path, capsys):
+    args = ["--models", "synth-r2plus1d-small", "--methods", "rise", "--clips", "1", "--out", str(tmp_path)]
+    benchmark.main(args + ["--params", '{"masks": 10}'])
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["params"], r["forwards"]) for r in rows] == [("rise masks=10", {"masks": 10}, 11)]
+    assert "| rise masks=10 |" in capsys.readouterr().out
+    benchmark.main(args + ["--params", '{"masks": 10}'])          # resumes under the label
+    assert "0 to compute" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        benchmark.main(args + ["--methods", "random", "--params", '{"masks": 10}'])
+    assert "--params: random has no parameter(s) ['masks']" in capsys.readouterr().err
