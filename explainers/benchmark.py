@@ -105,8 +105,9 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     out.mkdir(parents=True, exist_ok=True)
     rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
+    labels = {k: method_label(k, params) for k in methods}
     todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods
-            if (m, c, method_label(k, params)) not in done]
+            if (m, c, labels[k]) not in done]
     log(f"{len(done)} rows found in {results_file(out)}, {len(todo)} to compute")
     start, count = time.time(), 0
     for model_id in models:
@@ -114,7 +115,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
         for index, (clip_id, load) in enumerate(clips(n_clips, folder)):
             loaded = None
             for method in methods:
-                if (model_id, clip_id, method_label(method, params)) in done:
+                if (model_id, clip_id, labels[method]) in done:
                     continue
                 try:
                     if loaded is None:
@@ -125,7 +126,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
                     row = {"error": str(error)}
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
                     row = {"error": str(error).split(";")[0]}
-                row.update(model=model_id, clip=clip_id, method=method_label(method, params), preset=preset, seed=seed)
+                row.update(model=model_id, clip=clip_id, method=labels[method], preset=preset, seed=seed)
                 if params:
                     row["params"] = params
                 if clip_id.startswith("synth-"):

@@ -250,16 +250,16 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
         frames = torch.arange(t, device=ctx.x.device).repeat(n_areas)
         area_t = area_t.repeat_interleave(t)
     problems, seed_frames = len(area_t), 1 if unsync else t
-    virtual = delta_t if delta_t and ends == "virtual" else 0     # frames beyond each end of the clip
-    area_scale = (seed_frames + 2 * virtual) / seed_frames        # area_loss is a mean over all mask frames
+    virtual = delta_t if ends == "virtual" else 0                 # frames beyond each end of the clip
+    mask_frames = seed_frames + 2 * virtual
+    area_scale = mask_frames / seed_frames                        # area_loss is a mean over all mask frames
     # The template keeps area·(voxels of the clip), counted on the padded masks: TorchRay counts area·(padded
     # voxels), which keeps (H'/H)² ≈ 1.43× the requested share of a 112-px clip (METHODS §16.6).
     keep = (area_t * h * w * (1 if per_frame or unsync else seed_frames)).floor()
     seeds = torch.ones(problems, seed_frames, *gen.seed_shape, device=ctx.x.device, requires_grad=True)
     opt = torch.optim.SGD([seeds], lr=lr, momentum=MOMENTUM, dampening=MOMENTUM)
     oh, ow = gen.out_shape
-    perm = torch.randperm(oh * ow * (1 if per_frame else seed_frames + 2 * virtual),
-                          generator=ctx.generator).to(ctx.x.device)
+    perm = torch.randperm(oh * ow * (1 if per_frame else mask_frames), generator=ctx.generator).to(ctx.x.device)
     kernel = None
     if key_frames:
         side = max(3, round(11 * scale) | 1)

@@ -94,11 +94,16 @@ def test_blur_pyramid_matches_the_hat_function_sum_and_its_gradient():
     assert torch.allclose(p.apply(mask), reference) and torch.allclose(grad, expected)
 
 
+def _time_kernel(delta_t: int) -> torch.Tensor:
+    """[S1] Eq. 12's taps k(u) = exp(−u²/(0.6·Δt)), u = −Δt … Δt, unnormalised."""
+    return torch.exp(-torch.arange(-delta_t, delta_t + 1.0) ** 2 / (0.6 * delta_t))
+
+
 def test_temporal_smoothing_kernel_and_ends():
     seeds = torch.zeros(1, 9, 1, 1)
     seeds[0, 4] = 1
     out = smooth_time(seeds, 2)[0, :, 0, 0]
-    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 1.2)
+    k = _time_kernel(2)
     assert torch.allclose(out[2:7], k / k.sum()) and out[:2].abs().max() == 0
     assert torch.allclose(smooth_time(torch.ones(2, 5, 3, 3), 3), torch.ones(2, 5, 3, 3))  # renormalised ends
 
@@ -109,7 +114,7 @@ def test_virtual_ends_charge_a_run_at_a_clip_end_like_one_inside():
     seeds = torch.zeros(1, 9, 1, 1)
     seeds[0, 0] = 1
     out = smooth_time(seeds, 2, "virtual")[0, :, 0, 0]
-    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 1.2)
+    k = _time_kernel(2)
     assert out.shape == (13,) and torch.allclose(out[:5], k / k.sum()) and out[5:].abs().max() == 0
 
     gen = MaskGenerator((56, 56), 7, 11.0)
@@ -242,6 +247,6 @@ def test_temporal_gauss_and_seed_reproducibility(ends):
     frames = a.extras["masks"][0].mean((1, 2))
     inner = frames if ends == "renormalised" else frames[1:-1]
     assert (inner[1:] - inner[:-1]).abs().max() < 0.1          # smooth in time
-    k = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 1.2)
+    k = _time_kernel(2)
     end_cap = 1.0 if ends == "renormalised" else float(k[2:].sum() / k.sum())   # virtual seeds are 0
     assert frames[[0, -1]].max() <= end_cap + 1e-6
