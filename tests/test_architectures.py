@@ -1,13 +1,15 @@
 """The CNN-LSTM's optical flow input on motions with a known answer: a translation and a rotation."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.architectures import FrameEncoder, LucasKanadeFlow, TemporalConv, build, temporal_convs_as_2d
+from zoo.architectures import (AFFINE_BATCHNORMS, FrameEncoder, LucasKanadeFlow, TemporalConv, batchnorms_as_affine,
+                               build, temporal_convs_as_2d)
 
 
 def _texture(size: int = 160) -> torch.Tensor:
@@ -83,6 +85,29 @@ def test_temporal_conv_equals_the_3d_convolution_it_stands_for(stride, layout):
     grad = torch.randn_like(out)
     torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0],
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("affine", [True, False])
+def test_affine_batch_norm_computes_eval_batch_norm_and_its_input_gradient(dims, affine):
+    torch.manual_seed(0)
+    bn = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)[dims - 1](6, affine=affine)
+    bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2)
+    if affine:
+        torch.nn.init.normal_(bn.weight), torch.nn.init.normal_(bn.bias)
+    ref = copy.deepcopy(bn).eval()
+    fast = batchnorms_as_affine(bn).eval()
+    assert type(fast) is AFFINE_BATCHNORMS[type(ref)] and isinstance(fast, type(ref))
+    x = torch.randn(3, 6, *(4,) * dims, requires_grad=True)
+    out, expected = fast(x), ref(x)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(expected, x, grad)[0])
+    with torch.autocast("cpu", torch.bfloat16):
+        assert fast(x.bfloat16()).dtype == torch.bfloat16
+    fast.train(), ref.train()                              # training: batch statistics, as PyTorch's
+    torch.testing.assert_close(fast(x), ref(x))
+    torch.testing.assert_close(fast.running_mean, ref.running_mean)
 
 
 @pytest.mark.parametrize("arch", ["r2plus1d_small", "r2plus1d_18"])

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.hubfiles import REVISION, publish
+from zoo.architectures import AFFINE_BATCHNORMS
 from zoo.cards import CARDS_DIR, card_from_dict, list_cards, load_card
 from zoo.models import TORCHVISION_ARCHS, ModelLoadError, VideoClassifier, load_model
 
@@ -15,6 +16,7 @@ from zoo.models import TORCHVISION_ARCHS, ModelLoadError, VideoClassifier, load_
 def _assert_frozen_eval(model: VideoClassifier):
     assert not model.training and not any(m.training for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
+    assert not any(type(m) in AFFINE_BATCHNORMS for m in model.modules()), "batch norms run as affine maps"
     model.train()
     assert not model.training, "the wrapper must stay in eval mode"
 

@@ -8,7 +8,9 @@ what they replaced: the CNN-LSTM's per-frame CNN on NHWC frames (as ``FrameEncod
 the R(2+1)D model with its temporal convolutions run as 2-D ones (``temporal_convs_as_2d``) on NDHWC clips
 against ``Conv3d`` on NCDHW clips. A third table times both models with glibc's default ``malloc`` settings and with
 ``zoo.cpu.keep_freed_memory``, each in a fresh process (a running one cannot go back to the defaults), and counts
-the system time and page faults of the same work.
+the system time and page faults of the same work. A fourth times the pass the gradient and extremal-perturbation
+explainers repeat, a forward + backward to the input in eval mode, with PyTorch's batch norm and with
+``batchnorms_as_affine``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torch
 
 from explainers._core import bf16_is_native
 from explainers.bench_speed import _best_of
-from zoo.architectures import build, temporal_convs_as_2d
+from zoo.architectures import batchnorms_as_affine, build, temporal_convs_as_2d
 from zoo.cpu import configure_cpu, keep_freed_memory
 from zoo.train import EMBEDDED_CARDS
 
@@ -70,6 +72,20 @@ def measure_allocator(arch: str, keep: bool, batch: int, train_batch: int, repea
             "faults": after.ru_minflt - before.ru_minflt}
 
 
+def measure_batchnorm(arch: str, affine: bool, batch: int, repeats: int) -> float:
+    """Seconds per clip of a forward + backward to the input in eval mode with frozen weights, as the explainers
+    run it, with PyTorch's batch norm or with ``batchnorms_as_affine``."""
+    model = temporal_convs_as_2d(build(arch, 10)).eval().requires_grad_(False)
+    model = batchnorms_as_affine(model) if affine else model
+    x = torch.randn(batch, 3, 16, 112, 112)
+
+    def forward_backward() -> None:
+        xi = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+
+    return _warm_best(forward_backward, repeats) / batch
+
+
 def _time_model(model: torch.nn.Module, x: torch.Tensor, x_forward: torch.Tensor, bf16: bool,
                 repeats: int) -> tuple[float, float]:
     """Seconds of a forward pass on ``x_forward`` and of a training step on ``x``. The step's loss is the mean
@@ -96,8 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="clips per forward pass")
     parser.add_argument("--train-batch", type=int, default=16, help="clips per training step")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--tables", nargs="+", choices=("precision", "convolutions", "allocator"),
-                        default=("precision", "convolutions", "allocator"))
+    parser.add_argument("--tables", nargs="+", choices=("precision", "convolutions", "allocator", "batchnorm"),
+                        default=("precision", "convolutions", "allocator", "batchnorm"))
     parser.add_argument("--allocator-run", nargs=2, metavar=("ARCH", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.allocator_run:                        # one side of the allocator table, in its own process
@@ -115,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         convolutions_table(args)
     if "allocator" in args.tables:
         allocator_table(args)
+    if "batchnorm" in args.tables:
+        batchnorm_table(args)
 
 
 def precision_table(args: argparse.Namespace) -> None:
@@ -151,6 +169,17 @@ def allocator_table(args: argparse.Namespace) -> None:
             print(f"| {card} | {name} | {r['forward'] * 1e3:,.1f} ms/clip ({runs[0]['forward'] / r['forward']:.2f}×) "
                   f"| {r['step']:.2f} s ({runs[0]['step'] / r['step']:.2f}×) | {r['system']:.2f} s | {r['faults']:,} |",
                   flush=True)
+
+
+
+def batchnorm_table(args: argparse.Namespace) -> None:
+    print("\n| model | clips per pass | forward + backward, PyTorch's batch norm | the same, affine batch norm |"
+          "\n|---|---|---|---|")
+    for arch, card in EMBEDDED_CARDS.items():
+        for batch in sorted({1, 3, args.batch}):
+            native, affine = (measure_batchnorm(arch, affine, batch, args.repeats) for affine in (False, True))
+            print(f"| {card} | {batch} | {native * 1e3:,.1f} ms/clip | {affine * 1e3:,.1f} ms/clip "
+                  f"({native / affine:.2f}× faster) |", flush=True)
 
 
 if __name__ == "__main__":

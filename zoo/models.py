@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from zoo.architectures import temporal_convs_as_2d
+from zoo.architectures import batchnorms_as_affine, temporal_convs_as_2d
 from zoo.cards import REPO_ROOT, ModelCard, TokenGrid, load_card
 
 TORCHVISION_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t")
@@ -38,12 +38,13 @@ class VideoClassifier(nn.Module):
     ``forward(x)`` takes a normalised clip B×3×T×H×W and returns logits B×K. ``labels``, ``input_spec``,
     ``target_layers`` (module names inside this wrapper, for CAM methods) and ``token_grid`` (how a
     transformer layer's tokens map back to C×T'×H'×W') come from the card. Time-only 3-D convolutions of the
-    network run as 2-D ones (``zoo.architectures.temporal_convs_as_2d``: the same function, faster on CPU).
+    network run as 2-D ones (``zoo.architectures.temporal_convs_as_2d``) and batch norms as per-channel affine
+    maps (``batchnorms_as_affine``): the same function, faster on CPU.
     """
 
     def __init__(self, net: nn.Module, card: ModelCard, channels_first_time: bool = True):
         super().__init__()
-        self.net = temporal_convs_as_2d(net)
+        self.net = batchnorms_as_affine(temporal_convs_as_2d(net))
         self.card = card
         self._time_first = not channels_first_time  # transformers want B×T×C×H×W
         self.eval()
