@@ -268,16 +268,16 @@ def parameter_controls(method: str, preset: str, params: gr.JSON) -> None:
     """One control per registry parameter of ``method`` (values from ``preset``); each edit updates ``params``."""
     values = resolved_params(method, preset if preset in preset_choices(method) else default_preset(method))
     for p in REGISTRY[method].params:
-        label, value = f"{p.name}: {p.help}", values[p.name]
+        value, text = values[p.name], {"label": p.name, "info": p.help}
         if p.kind == "choice":
-            control = gr.Dropdown(list(p.choices), value=value, label=label)
+            control = gr.Dropdown(list(p.choices), value=value, **text)
         elif p.kind == "bool":
-            control = gr.Checkbox(value=value, label=label)
+            control = gr.Checkbox(value=value, **text)
         elif p.kind in ("int", "float"):
-            control = gr.Number(value=value, label=label, minimum=p.minimum, maximum=p.maximum,
-                                precision=0 if p.kind == "int" else None)
+            control = gr.Number(value=value, minimum=p.minimum, maximum=p.maximum,
+                                precision=0 if p.kind == "int" else None, **text)
         else:
-            control = gr.Textbox(value=", ".join(map(str, value)) if isinstance(value, list) else value, label=label)
+            control = gr.Textbox(value=", ".join(map(str, value)) if isinstance(value, list) else value, **text)
 
         def update(v, current, name=p.name, kind=p.kind):
             if kind in ("ints", "floats"):

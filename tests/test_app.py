@@ -112,6 +112,15 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
     assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
 
 
+def test_parameter_controls_are_labelled_by_name_with_their_help_below():
+    spec = app.REGISTRY["ep3d_temporal_gauss"]
+    with gr.Blocks() as demo:
+        app.parameter_controls(spec.id, "fast", gr.JSON({}))
+    controls = {b.label: b for b in demo.blocks.values() if getattr(b, "info", None)}
+    assert {name: c.info for name, c in controls.items()} == {p.name: p.help for p in spec.params}
+    assert controls["iterations"].value == spec.presets["fast"]["iterations"]
+
+
 def test_explain_returns_video_figures_table_and_downloads():
     video, importance, curves, table, summary, files, state = _explain(target="4: grow")
     with_av = read_clip(video, 16)
