@@ -181,7 +181,7 @@ def area_loss(padded: torch.Tensor, keep: torch.Tensor, per_frame: bool, perm: t
     values = torch.gather(values, -1, perm.expand_as(values))           # 4× faster than values[..., perm]
     n = values.shape[-1]
     keep = keep.clamp(max=n)
-    largest = torch.stack([v.topk(int(k), -1, sorted=False).values.sum(-1) for v, k in zip(values, keep)])
+    largest = torch.stack([v.topk(int(k), -1, sorted=False).values.sum(-1) for v, k in zip(values, keep.tolist())])
     return ((values ** 2).sum(-1) - 2 * largest + keep[:, None]).div(n).mean(-1)
 
 
