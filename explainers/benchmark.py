@@ -6,7 +6,7 @@
 Every (model, clip, method) gives one JSON line in ``<out>/results.jsonl`` (metrics, time, passes, curves), so an
 interrupted run continues where it stopped. ``<out>/tables.md`` and ``<out>/results.csv`` are rewritten from all
 lines after every run: one table per model with rows = methods and columns = CI ↑, CD ↓, S50 ↓, S75 ↓, S-PT ↑,
-T-PT ↑, localisation error (Val / Mean / Energy) ↓, seconds per map and passes, as in [S0]–[S4].
+T-PT ↑, localisation error (Val / Mean / Energy) ↓, median seconds per map and passes, as in [S0]–[S4].
 ``<out>/report.html`` shows the mean insertion and deletion curves of every method and a gallery of the maps of
 the first clip (plotly). ``--join DIR ...`` merges the rows of earlier runs (e.g. a slow method run on its own)
 into ``--out`` and writes the reports from them, computing nothing. ``--params '{"ends": "virtual"}'`` sets
@@ -39,7 +39,7 @@ from zoo.video import VideoError, prepare_clip, preprocess
 
 COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
            ("temporal_pointing", "T-PT ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
-           ("loc_error_energy", "Energy ↓"), ("seconds", "s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
+           ("loc_error_energy", "Energy ↓"), ("seconds", "median s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
 QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backprop", "grad_cam", "saliency_tubes",
                                  "occlusion", "aosa_approx", "swag_v_ig"]}
 
@@ -202,7 +202,8 @@ def join(runs: list[Path], out: Path, n_clips: int | None = None) -> list[dict]:
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean of every column per model and method (localisation as error %, pointing games as %)."""
+    """Mean of every column per model and method (localisation as error %, pointing games as %); the median of the
+    seconds, which are wall time and so take in any pause of the run or load on the machine."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
         if "error" in r:
@@ -217,7 +218,8 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
             for key, _ in COLUMNS:
                 if key in cell:
                     scale = 100 if key.startswith(("loc_", "pointing", "temporal")) else 1
-                    cell[key] = scale * float(np.mean(cell[key]))
+                    average = np.median if key == "seconds" else np.mean
+                    cell[key] = scale * float(average(cell[key]))
     return table
 
 

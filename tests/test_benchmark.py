@@ -35,11 +35,13 @@ def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
 
 
 def test_summary_averages_and_scales():
-    rows = [{"model": "m", "method": "a", "insertion": 0.2, "loc_error_val": 1.0, "pointing": 0.5},
-            {"model": "m", "method": "a", "insertion": 0.4, "loc_error_val": 0.0, "pointing": 1.0},
+    rows = [{"model": "m", "method": "a", "insertion": 0.2, "loc_error_val": 1.0, "pointing": 0.5, "seconds": 2.0},
+            {"model": "m", "method": "a", "insertion": 0.4, "loc_error_val": 0.0, "pointing": 1.0, "seconds": 3.0},
+            {"model": "m", "method": "a", "insertion": 0.3, "loc_error_val": 0.5, "pointing": 0.75, "seconds": 95.0},
             {"model": "m", "method": "b", "error": "not applicable"}]
     table = benchmark.summarise(rows)
     assert table["m"]["a"]["insertion"] == pytest.approx(0.3)
+    assert table["m"]["a"]["seconds"] == pytest.approx(3.0)       # the median: one paused clip does not count
     assert table["m"]["a"]["loc_error_val"] == pytest.approx(50.0) and table["m"]["a"]["pointing"] == pytest.approx(75.0)
     assert "b" not in table["m"]
 
