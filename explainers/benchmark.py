@@ -11,7 +11,8 @@ T-PT ↑, localisation error (Val / Mean / Energy) ↓, median seconds per map a
 the first clip (plotly). ``--join DIR ...`` merges the rows of earlier runs (e.g. a slow method run on its own)
 into ``--out`` and writes the reports from them, computing nothing. ``--params '{"ends": "virtual"}'`` sets
 parameters of the methods (all of them must take them); its rows are labelled ``method ends=virtual``, so they
-sit beside the default ones in a joined table.
+sit beside the default ones in a joined table. ``--against METHOD`` adds a table of every method against that one
+clip by clip (clips better and worse per metric, two-sided sign test).
 
 The explained class is the clip's ground-truth label (the papers' protocol). A folder of the user's own clips
 (``--folder``, any format the zoo decodes) is explained for the label of the clip's ``<name>.json`` ground truth,
@@ -240,10 +241,47 @@ def markdown(table: dict, order: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(rows: list[dict], out: Path) -> str:
-    """tables.md, results.csv and report.html from all rows; returns the Markdown."""
+def paired(rows: list[dict], base: str, order: list[str]) -> str:
+    """Each method against ``base`` clip by clip, per model: for every metric, the clips on which the method does
+    better and worse than ``base`` (ties left out) and the two-sided sign test's p-value, so a difference of the
+    means can be told from one or two clips' worth of chance."""
+    from scipy.stats import binomtest
+
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        by_method: dict[str, dict[str, dict]] = {}
+        for r in rows:
+            if r["model"] == model and "error" not in r:
+                by_method.setdefault(r["method"], {})[r["clip"]] = r
+        if base not in by_method:
+            continue
+        reference = by_method[base]
+        keys = [k for k in M.METRICS if any(k in r for r in reference.values())]
+        lines += [f"### {model} — against {base}: clips better–worse (two-sided sign test p)", "",
+                  "| method | clips | " + " | ".join(dict(COLUMNS)[k] for k in keys) + " |",
+                  "|---|---|" + "---|" * len(keys)]
+        for method in sorted(set(by_method) - {base}, key=lambda m: order.index(m) if m in order else len(order)):
+            clips = sorted(set(by_method[method]) & set(reference))
+            cells = []
+            for k in keys:
+                sign = 1 if M.METRICS[k].higher_is_better else -1
+                diffs = [sign * (by_method[method][c][k] - reference[c][k]) for c in clips
+                         if k in by_method[method][c] and k in reference[c]]
+                better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+                p = binomtest(better, better + worse).pvalue if better + worse else 1.0
+                cells.append(f"{better}–{worse} ({'<0.001' if p < 0.001 else f'{p:.2g}'})")
+            lines.append(f"| {method} | {len(clips)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_reports(rows: list[dict], out: Path, against: str | None = None) -> str:
+    """tables.md, results.csv and report.html from all rows; returns the Markdown. With ``against``, the tables
+    end with every method compared with that one clip by clip (``paired``)."""
     table = summarise(rows)
     text = markdown(table, list(REGISTRY))
+    if against:
+        text += "\n" + paired(rows, against, list(REGISTRY))
     (out / "tables.md").write_text(text + "\n")
     keys = ["model", "clip", "method", "preset", "seed", "target", *[k for k, _ in COLUMNS], "error"]
     with (out / "results.csv").open("w", newline="") as f:
@@ -323,9 +361,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="JSON object of parameters for every method given, e.g. '{\"ends\": \"virtual\"}'")
     parser.add_argument("--join", nargs="+", type=Path, metavar="RUN",
                         help="merge these runs' rows into --out and write its tables; compute nothing")
+    parser.add_argument("--against", metavar="METHOD",
+                        help="also compare every method with this one clip by clip (wins, losses, sign test)")
     args = parser.parse_args(argv)
     if args.join:
-        print(write_reports(join(args.join, args.out, args.clips), args.out))
+        print(write_reports(join(args.join, args.out, args.clips), args.out, args.against))
         return
     configure_cpu(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
@@ -338,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device,
                params=args.params)
-    print(write_reports(rows, args.out))
+    print(write_reports(rows, args.out, args.against))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
 
 

@@ -46,6 +46,22 @@ def test_summary_averages_and_scales():
     assert "b" not in table["m"]
 
 
+def test_paired_comparison_counts_wins_by_each_metrics_direction():
+    """Clip by clip against a base method: 'better' follows the metric's direction, ties are left out, and p is
+    the two-sided sign test (3 wins, 1 loss: 2 × 5/16 = 0.625)."""
+    base = [0.5, 0.5, 0.5, 0.5, 0.5]
+    other = [0.6, 0.7, 0.9, 0.4, 0.5]                             # 3 higher, 1 lower, 1 tie
+    rows = [{"model": "m", "method": method, "clip": f"c{i}", "insertion": v, "deletion": v}
+            for method, values in (("a", base), ("b", other)) for i, v in enumerate(values)]
+    rows.append({"model": "m", "method": "b", "clip": "c9", "insertion": 1.0, "deletion": 0.0})    # no pair
+    text = benchmark.paired(rows, "a", ["a", "b"])
+    assert "| method | clips | CI ↑ | CD ↓ |" in text
+    assert "| b | 5 | 3–1 (0.62) | 1–3 (0.62) |" in text         # deletion: lower is better
+    one_sided = [{"model": "m", "method": m, "clip": f"c{i}", "insertion": float(m == "b")}
+                 for m in "ab" for i in range(12)]
+    assert "| b | 12 | 12–0 (<0.001) |" in benchmark.paired(one_sided, "a", [])
+
+
 def test_folder_clips_use_their_ground_truth_file(tmp_path, capsys):
     """A clip with a ``.json`` beside it gets its label and the localisation metrics; one without gets neither
     (top-1 class); a file that is not a video gets rows that say so, and the run goes on."""
@@ -90,8 +106,9 @@ def test_join_merges_runs_into_one_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| ep3d | 0.300 | 0.100 | – |" in printed      # columns without values (no ground truth) show "–"
     assert "| step (1 clips) | 0.600 |" in printed and "| random (1 clips) | 0.500 |" in printed   # fewer clips
-    benchmark.main(["--join", str(tmp_path / "a"), "--out", str(out)])        # joining again adds nothing
+    benchmark.main(["--join", str(tmp_path / "a"), "--out", str(out), "--against", "ep3d"])   # adds nothing
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
+    assert "| step | 1 | 1–0 (1) | 0–0 (1) |" in (out / "tables.md").read_text()     # c0: 0.6 against 0.2
     with pytest.raises(FileNotFoundError, match="no results.jsonl"):
         benchmark.join([tmp_path / "missing"], out)
 
