@@ -224,13 +224,18 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     return table
 
 
+def _in_order(methods, order: list[str]) -> list[str]:
+    """``methods`` sorted as in ``order`` (the registry's order), methods not in it last."""
+    return sorted(methods, key=lambda m: order.index(m) if m in order else len(order))
+
+
 def markdown(table: dict, order: list[str]) -> str:
     lines = []
     for model, methods in table.items():
         n = max(c["n"] for c in methods.values())
         lines += [f"### {model} — {n} clips", "", "| method | " + " | ".join(h for _, h in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
-        for method in sorted(methods, key=lambda m: order.index(m) if m in order else len(order)):
+        for method in _in_order(methods, order):
             cell = methods[method]
             values = ["–" if k not in cell else f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
                       f"{cell[k]:.1f}" if k.startswith(("loc_", "pointing", "temporal")) else
@@ -247,12 +252,12 @@ def paired(rows: list[dict], base: str, order: list[str]) -> str:
     means can be told from one or two clips' worth of chance."""
     from scipy.stats import binomtest
 
+    by_model: dict[str, dict[str, dict[str, dict]]] = {}          # model → method → clip → row
+    for r in rows:
+        if "error" not in r:
+            by_model.setdefault(r["model"], {}).setdefault(r["method"], {})[r["clip"]] = r
     lines = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        by_method: dict[str, dict[str, dict]] = {}
-        for r in rows:
-            if r["model"] == model and "error" not in r:
-                by_method.setdefault(r["method"], {})[r["clip"]] = r
+    for model, by_method in by_model.items():
         if base not in by_method:
             continue
         reference = by_method[base]
@@ -260,7 +265,7 @@ def paired(rows: list[dict], base: str, order: list[str]) -> str:
         lines += [f"### {model} — against {base}: clips better–worse (two-sided sign test p)", "",
                   "| method | clips | " + " | ".join(dict(COLUMNS)[k] for k in keys) + " |",
                   "|---|---|" + "---|" * len(keys)]
-        for method in sorted(set(by_method) - {base}, key=lambda m: order.index(m) if m in order else len(order)):
+        for method in _in_order(set(by_method) - {base}, order):
             clips = sorted(set(by_method[method]) & set(reference))
             cells = []
             for k in keys:

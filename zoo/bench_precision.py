@@ -171,7 +171,6 @@ def allocator_table(args: argparse.Namespace) -> None:
                   flush=True)
 
 
-
 def batchnorm_table(args: argparse.Namespace) -> None:
     print("\n| model | clips per pass | forward + backward, PyTorch's batch norm | the same, affine batch norm |"
           "\n|---|---|---|---|")
