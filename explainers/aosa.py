@@ -112,10 +112,10 @@ def tube_holes(tracks: Tracks, anchors: torch.Tensor, size: tuple[int, int], occ
     groups = anchors[:, None] if anchors.dim() == 1 else anchors
     h, w = size
     pos, on = tracks.positions[groups].to(device), tracks.tracked[groups].to(device)    # B×k×T×2, B×k×T
-    half = occluder // 2
+    start = pos - occluder // 2                                                         # B×k×T×2 box corners
     r, c = torch.arange(h, device=device), torch.arange(w, device=device)
-    rows = (r >= pos[..., :1] - half) & (r < pos[..., :1] + half) & on[..., None]      # B×k×T×H
-    cols = (c >= pos[..., 1:] - half) & (c < pos[..., 1:] + half)                      # B×k×T×W
+    rows = (r >= start[..., :1]) & (r < start[..., :1] + occluder) & on[..., None]    # B×k×T×H
+    cols = (c >= start[..., 1:]) & (c < start[..., 1:] + occluder)                    # B×k×T×W
     count = torch.matmul(rows.permute(0, 2, 3, 1).to(dtype).contiguous(), cols.transpose(1, 2).to(dtype).contiguous())
     return count.clamp_(max=1)
 

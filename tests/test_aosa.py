@@ -4,6 +4,7 @@ is linear in the input."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -54,20 +55,22 @@ def test_frame_out_stops_the_occluder():
         assert holes[i, :gone].any() and not holes[i, gone:].any()
 
 
-def test_tube_masks_are_the_union_of_their_boxes():
-    """Each group's mask is the union of its tubes' boxes (clipped at the borders, absent once a track is lost),
-    drawn here box by box."""
+@pytest.mark.parametrize("occluder", [8, 7])
+def test_tube_masks_are_the_union_of_their_boxes(occluder):
+    """Each group's mask is the union of its tubes' boxes of ``occluder`` pixels from anchor − occluder // 2
+    (clipped at the borders, absent once a track is lost), drawn here box by box."""
     g = torch.Generator().manual_seed(0)
     tracks = Tracks(torch.randint(-6, 54, (10, 5, 2), generator=g), torch.rand(10, 5, generator=g) > 0.2)
     groups = torch.randint(0, 10, (7, 3), generator=g)
-    holes = tube_holes(tracks, groups, (40, 48), occluder=8)
+    holes = tube_holes(tracks, groups, (40, 48), occluder=occluder)
+    a0, a1 = occluder // 2, occluder - occluder // 2
     drawn = torch.zeros(7, 5, 40, 48)
     for b, group in enumerate(groups):
         for a in group:
             for t in range(5):
                 if tracks.tracked[a, t]:
                     y, x = tracks.positions[a, t].tolist()
-                    drawn[b, t, max(y - 4, 0):max(y + 4, 0), max(x - 4, 0):max(x + 4, 0)] = 1
+                    drawn[b, t, max(y - a0, 0):max(y + a1, 0), max(x - a0, 0):max(x + a1, 0)] = 1
     assert torch.equal(holes, drawn)
 
 

@@ -1,4 +1,5 @@
-"""The CNN-LSTM's optical flow input on motions with a known answer: a translation and a rotation."""
+"""The embedded architectures: the CNN-LSTM's optical flow input on motions with a known answer (a translation
+and a rotation) and its cuDNN fallback, and the layer rewrites for CPU speed against the layers they replace."""
 from __future__ import annotations
 
 import copy
@@ -128,3 +129,22 @@ def test_temporal_convs_as_2d_keeps_names_parameters_and_logits(arch):
     assert len(time_only) >= 9                           # the stem's and every block's temporal convolutions
     assert converted.state_dict().keys() == state.keys()
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cnn_lstm_turns_cudnn_off_only_for_eval_mode_gradients():
+    """cuDNN's LSTM has no backward in eval mode, which every gradient explainer runs in; the CNN-LSTM falls back
+    to PyTorch's kernel exactly then and leaves cuDNN on for training and for forward-only passes (the flag is
+    what a CUDA run reads; ``tests/test_cuda.py`` runs the real kernels on a GPU)."""
+    model = build("cnn_lstm", 10)
+    seen = []
+    model.lstm.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cudnn.enabled))
+    x = torch.rand(1, 3, 4, 112, 112)
+    assert torch.backends.cudnn.enabled
+    model.eval()
+    model(x)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    model(x)
+    assert seen == [False, True, True]
+    assert torch.backends.cudnn.enabled
