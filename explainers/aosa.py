@@ -137,7 +137,7 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbo
     groups = similar_groups(tracks, k)
     device = ctx.x.device
 
-    def holes_of(sl: slice) -> torch.Tensor:
+    def holes_of(sl: slice | torch.Tensor) -> torch.Tensor:
         return tube_holes(tracks, groups[sl], size, occluder, device, ctx.x.dtype)
 
     value = None if fill == "zero" else neighbourhood_mean(ctx.x, 36 * size[0] // 112 or 1)
@@ -174,22 +174,29 @@ def keep(holes: torch.Tensor) -> torch.Tensor:
     return holes.neg_().add_(1)
 
 
-def _first_order(ctx: Context, point: torch.Tensor, hole_point: torch.Tensor, diff: torch.Tensor, holes_of, n: int
-                 ) -> tuple[torch.Tensor, float]:
-    """f̂_i = f(p) + Σ J_p·(x − v)·(Ω_i − Ω_p): the score of every occluded clip from one forward + backward
-    at the expansion point p (itself the clip occluded by Ω_p); also returns f(p). The sum is taken as
-    J_p·(x − v)·(H_p − H_i) over the hole masks H = 1 − Ω, whose few nonzero voxels keep it precise."""
-    with torch.enable_grad():
-        xs = point.detach().requires_grad_(True)
-        f = ctx.objective(xs)
-        (j,) = torch.autograd.grad(f.exp().sum() if ctx.score == "prob" else f.sum(), xs)
-    f_value = float(f.detach().exp() if ctx.score == "prob" else f.detach())
-    e = (j[0] * diff).sum(0).flatten()                               # T·H·W
-    base = f_value + float(hole_point.flatten() @ e)
-    out = torch.empty(n)
-    for sl in ctx.slices(n):
-        out[sl] = (base - holes_of(sl).flatten(1).mv(e)).cpu()
-    return out, f_value
+def _linearise(ctx: Context, points: torch.Tensor, hole_points: torch.Tensor, diff: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First-order expansions of the score at P points p (P×C×T×H×W, each the clip occluded by the P×T×H×W hole
+    mask H_p), one forward + backward each: f̂_i = f(p) + J_p·(x − v)·(Ω_i − Ω_p) = base_p − e_p·H_i, taken over
+    the hole masks H = 1 − Ω, whose few nonzero voxels keep the sum precise. Returns f(p), base and e (P×T·H·W)."""
+    f_values, jacobians = [], []
+    for sl in ctx.slices(len(points)):
+        with torch.enable_grad():
+            xs = points[sl].detach().requires_grad_(True)
+            f = ctx.objective(xs)
+            if ctx.score == "prob":
+                f = f.exp()
+            (j,) = torch.autograd.grad(f.sum(), xs)
+        f_values.append(f.detach())
+        jacobians.append(j)
+    f_value = torch.cat(f_values)
+    e = (torch.cat(jacobians) * diff).sum(1).flatten(1)
+    return f_value.cpu(), f_value + (hole_points.flatten(1) * e).sum(1), e
+
+
+def _estimate(holes: torch.Tensor, base: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """f̂ of B×T×H×W hole masks at each of the P expansion points: B×P, on the CPU."""
+    return (base - holes.flatten(1) @ e.T).cpu()
 
 
 @register("aosa_approx", name="AOSA-approx (first-order)", family="perturbation", paper="[S2] §3.4–3.5",
@@ -207,9 +214,10 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, let
     holes_of, n, value, extras = _setup(ctx, stride, k, occluder, fill, letterbox)
     fill_value = torch.zeros_like(ctx.x) if value is None else value
     diff = (ctx.x - fill_value)[0]
-    none = torch.zeros(ctx.shape, dtype=ctx.x.dtype, device=ctx.x.device)
-    estimates, p0 = _first_order(ctx, ctx.x, none, diff, holes_of, n)
-    expansions = []
+    none = torch.zeros(1, *ctx.shape, dtype=ctx.x.dtype, device=ctx.x.device)
+    (p0,), base, e = _linearise(ctx, ctx.x, none, diff)
+    estimates = torch.cat([_estimate(holes_of(sl), base, e)[:, 0] for sl in ctx.slices(n)])
+    expansions, point_of = [], torch.full((n,), -1)       # point_of: the expansion point re-estimating each mask
     if adjust and n >= 4:
         d = estimates - p0
         q1, q3 = torch.quantile(d, 0.25), torch.quantile(d, 0.75)
@@ -217,14 +225,17 @@ def aosa_approx(ctx: Context, k: int, stride: int, occluder: int, fill: str, let
         for outliers, largest in ((d > q3 + 1.5 * iqr, True), (d < q1 - 1.5 * iqr, False)):
             if outliers.any():
                 idx = torch.nonzero(outliers)[:, 0]
-                m = int(idx[d[idx].argmax()] if largest else idx[d[idx].argmin()])
-                hole_m = holes_of(slice(m, m + 1))[0]
-                point = ctx.x + (fill_value - ctx.x) * hole_m
-                estimates[outliers] = _first_order(ctx, point, hole_m, diff, holes_of, n)[0][outliers]
-                expansions.append(m)
+                point_of[outliers] = len(expansions)
+                expansions.append(int(idx[d[idx].argmax()] if largest else idx[d[idx].argmin()]))
+    if expansions:                          # the most extreme high and low masks, as expansion points together
+        holes = holes_of(torch.tensor(expansions))
+        _, base_p, e_p = _linearise(ctx, ctx.x + (fill_value - ctx.x) * holes[:, None], holes, diff)
     total = torch.zeros(ctx.shape, device=ctx.x.device)
-    for sl in ctx.slices(n):
-        kept = keep(holes_of(sl))
-        total.add_(kept_region_weights((estimates[sl] - p0).to(kept.device), kept))
+    for sl in ctx.slices(n):                # re-estimation and the map share one pass over the masks
+        holes, point = holes_of(sl), point_of[sl]
+        again = point >= 0
+        if again.any():
+            estimates[sl][again] = _estimate(holes, base_p, e_p)[again, point[again]]
+        total.add_(kept_region_weights((estimates[sl] - p0).to(holes.device), keep(holes)))
     ctx.report(1.0, "AOSA-approx")
     return MethodOutput(total / n, extras={**extras, "scores": estimates, "expansions": expansions})

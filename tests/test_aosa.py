@@ -142,3 +142,26 @@ def test_approx_ranks_like_exact_on_a_linear_model():
         logit = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, score="logit", adjust=adjust)
         assert torch.allclose(logit.extras["scores"], exact_logit.extras["scores"], atol=1e-3)
     assert logit.extras["expansions"]
+
+
+def test_re_expansion_is_exact_at_its_own_mask_and_changes_only_the_outliers():
+    """Under score="prob" the first-order estimates are not exact. The IQR rule re-expands around the most
+    extreme high and the most extreme low mask, together: each of the two is then scored exactly (an expansion
+    is exact at its own point), and only the outlying masks get new estimates."""
+    model, x = Linear(0.002), _clip()
+    model.w.data.view(2, 3, 8, 32, 32)[0, :, :, 6:18, 4:16] += 0.01      # where the square starts
+    kw = dict(target=0, stride=4, occluder=8, k=1)
+    plain = explain(model, x, "aosa_approx", adjust=False, **kw)
+    adjusted = explain(model, x, "aosa_approx", **kw)
+    exact = explain(model, x, "aosa", **kw).extras["scores"]
+    first, again = plain.extras["scores"], adjusted.extras["scores"]
+    d = first - adjusted.target_prob
+    q1, q3 = d.quantile(0.25), d.quantile(0.75)
+    iqr = q3 - q1
+    high, low = d > q3 + 1.5 * iqr, d < q1 - 1.5 * iqr
+    assert high.any() and low.any() and len(adjusted.extras["expansions"]) == 2
+    assert torch.equal(again != first, high | low)
+    assert adjusted.forward_passes == adjusted.backward_passes == 3
+    for m in adjusted.extras["expansions"]:
+        assert abs(again[m] - exact[m]) < 1e-5
+    assert (first - exact)[high | low].abs().max() > 1e-2             # the first estimates were off
