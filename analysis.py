@@ -3,13 +3,14 @@ files a person keeps (overlay MP4/GIF, saliency .npy, a JSON that reproduces the
 
 The app and the command line share this module:
 
-    python -m analysis assets/examples/synth_grow_1000004.mp4 --method grad_cam occlusion --out runs/grow
+    videoxai explain clip.mp4 --method grad_cam occlusion --out runs/grow
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,14 +20,14 @@ import torch
 
 import render
 from explainers import REGISTRY, Explanation, ProgressFn, explain
+from explainers.device import configure_cpu
 from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip
-from zoo.cards import REPO_ROOT
-from zoo.cpu import configure_cpu
-from zoo.models import VideoClassifier, load_model
+from zoo import ASSETS
+from zoo.models import ModelLoadError, VideoClassifier, load_model
 from zoo.synthetic import ground_truth_for
-from zoo.video import PreparedClip, denormalise, prepare_clip, write_mp4
+from zoo.video import PreparedClip, VideoError, destandardise, prepare_clip, write_mp4
 
-EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+EXAMPLES_DIR = ASSETS / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
@@ -81,7 +82,7 @@ class Analysis:
     def summary(self) -> dict:
         """Everything needed to read and reproduce this run, JSON-serialisable."""
         e, c = self.explanation, self.clip
-        command = ["python", "-m", "analysis", Path(c.path).name, "--model", c.model_id, "--method", e.method,
+        command = ["videoxai", "explain", Path(c.path).name, "--model", c.model_id, "--method", e.method,
                    "--target", str(e.target), "--seed", str(e.seed), "--params", json.dumps(e.params)]
         if c.start_s or c.end_s:
             command += ["--start", str(c.start_s or 0), "--end", str(c.end_s or 0)]
@@ -135,7 +136,8 @@ def overlay_frames(a: Analysis, cmap: str = "jet", alpha: float = 0.5, show_trut
     extras = a.explanation.extras
     frames = render.overlay(render.enlarge(a.clip.display, scale), a.explanation.saliency.numpy(), cmap, alpha)
     if show_structure and "supervoxels" in extras:
-        frames = render.draw_outlines(frames, render.enlarge(np.asarray(extras["supervoxels"])[..., None], scale)[..., 0])
+        frames = render.draw_outlines(frames, render.enlarge(np.asarray(extras["supervoxels"])[..., None],
+                                                             scale)[..., 0])
     if show_structure and "tracks" in extras:
         centres = np.asarray(extras["tracks"]) * scale + scale // 2
         frames = render.draw_tracks(frames, centres, np.asarray(extras["tracked"]))
@@ -151,7 +153,7 @@ def perturbed_strip(a: Analysis, kind: str, fraction: float, count: int = 8) -> 
     """Frames of the insertion or deletion clip after ``fraction`` of the voxels, as a strip (what the curve scored)."""
     spec = get_model(a.clip.model_id).input_spec
     clip = perturbed_clip(a.clip.x, a.explanation.saliency, fraction, kind)
-    return render.frame_strip(render.enlarge(denormalise(clip, spec), 2), count=count)
+    return render.frame_strip(render.enlarge(destandardise(clip, spec), 2), count=count)
 
 
 def view(analyses: list[Analysis], cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
@@ -181,9 +183,9 @@ def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha:
     return files
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Explain one clip with one or more methods; write overlays, maps "
-                                                 "and metrics.")
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="Explain one clip with one or more methods; write "
+                                                            "overlays, maps and metrics.")
     parser.add_argument("clip", type=Path)
     parser.add_argument("--model", default="synth-r2plus1d-small")
     parser.add_argument("--method", nargs="+", default=["grad_cam"], choices=list(REGISTRY))
@@ -199,16 +201,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.params and len(args.method) > 1:
         parser.error("--params applies to one --method")
     configure_cpu()
-    clip = load_clip(args.clip, args.model, args.start, args.end)
     analyses = []
-    for method in args.method:
-        analyses.append(a := analyse(clip, method, args.target, args.preset, args.params, args.seed))
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in a.metrics.items())
-        print(f"{method}: target {a.explanation.target_label}, {a.explanation.seconds:.2f} s, "
-              f"{a.explanation.forward_passes} fwd / {a.explanation.backward_passes} bwd; {scores}")
+    try:
+        clip = load_clip(args.clip, args.model, args.start, args.end)
+        for method in args.method:
+            analyses.append(a := analyse(clip, method, args.target, args.preset, args.params, args.seed))
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in a.metrics.items())
+            print(f"{method}: target {a.explanation.target_label}, {a.explanation.seconds:.2f} s, "
+                  f"{a.explanation.forward_passes} fwd / {a.explanation.backward_passes} bwd; {scores}")
+    except (VideoError, ModelLoadError, ValueError, TypeError) as error:   # a bad file, model, target or parameter
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     for path in save(analyses, args.out, args.cmap).values():
         print(path)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

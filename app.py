@@ -3,7 +3,8 @@ looked, and how faithful that is.
 
 UI wiring only: decoding and models live in ``zoo``, the methods and metrics in ``explainers``, one clip's analysis
 (explanation + metrics + files) in ``analysis``, pictures and figures in ``render``. Offline by default: no
-analytics, no Hub downloads (set ``HF_HUB_OFFLINE=0`` to allow loading Hub models that are not cached yet).
+analytics (``analytics_enabled=False``), no Hub downloads (``zoo.models.hub_online``: set ``HF_HUB_OFFLINE=0`` to
+allow loading Hub models that are not cached yet).
 
     python app.py [--host 127.0.0.1] [--port 7860]
 
@@ -11,29 +12,25 @@ API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (se
 """
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
+import threading
+from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+import gradio as gr
+import pandas as pd
+import spaces
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import gradio as gr  # noqa: E402
-import pandas as pd  # noqa: E402
-import spaces  # noqa: E402
-
-import analysis  # noqa: E402
-import render  # noqa: E402
-from analysis import EXAMPLES_DIR, Analysis, ClipInput, get_model, load_clip  # noqa: E402
-from explainers import FAMILIES, REGISTRY, Cancelled, methods_by_family  # noqa: E402
-from zoo.cards import list_cards, load_card  # noqa: E402
-from zoo.cpu import configure_cpu  # noqa: E402
-from zoo.models import ModelLoadError  # noqa: E402
-from zoo.video import VideoError, write_mp4  # noqa: E402
+import analysis
+import render
+from analysis import EXAMPLES_DIR, Analysis, ClipInput, get_model, load_clip
+from explainers import FAMILIES, REGISTRY, Cancelled, methods_by_family
+from explainers.device import configure_cpu
+from zoo import ASSETS
+from zoo.cards import list_cards, load_card
+from zoo.models import ModelLoadError
+from zoo.video import VideoError, write_mp4
 
 DEFAULT_MODEL = "synth-r2plus1d-small"
 DEFAULT_METHOD = "grad_cam"
@@ -41,7 +38,7 @@ DEFAULT_COMPARE = ["gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
 TOP1 = "top-1 class"
 WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
 WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
-LEARN = (Path(__file__).parent / "assets" / "learn.md").read_text()
+LEARN = (ASSETS / "learn.md").read_text()
 
 _stop_requests: set[str] = set()
 _stop_lock = threading.Lock()

@@ -1,5 +1,5 @@
-"""Pictures for people: heatmap overlays, tracks and supervoxel outlines, frame strips and grids, GIF files (MP4: ``zoo.video.write_mp4``),
-and the plotly figures (per-frame importance, insertion/deletion curves).
+"""Pictures for people: heatmap overlays, tracks and supervoxel outlines, frame strips and grids, GIF files
+(MP4: ``zoo.video.write_mp4``), and the plotly figures (per-frame importance, insertion/deletion curves).
 
 Images are numpy uint8 arrays (frames: T×H×W×3 RGB); figures are ``plotly.graph_objects.Figure``. Nothing here
 imports gradio, so all of it is tested without a browser.
@@ -12,8 +12,8 @@ import cv2
 import matplotlib
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 from PIL import Image
+from plotly.subplots import make_subplots
 from skimage.segmentation import find_boundaries
 
 from zoo.video import sample_indices

@@ -4,31 +4,35 @@
     e = explain(model, x, "grad_cam")            # x: 1×C×T×H×W, normalised as the model expects
     e.saliency                                    # T×H×W in [0, 1]
 
-``model`` is any ``nn.Module`` mapping B×C×T×H×W to logits; a ``zoo`` ``VideoClassifier`` also supplies its
-target layers, token grid and labels. ``REGISTRY`` describes every method (family, paper, needs, cost,
-parameters) for menus and docs.
+``model`` is any ``nn.Module`` mapping B×C×T×H×W to logits; a model that also has ``labels``, ``target_layers``,
+``input_spec`` and ``token_grid`` (as the zoo's ``VideoClassifier`` does) gets them used. ``REGISTRY`` describes
+every method (family, paper, needs, cost, parameters) for menus and docs.
+
+A method is one function ``fn(ctx: Context, **params) -> MethodOutput`` decorated with ``@register(id, ...)``
+(a ``MethodSpec`` with its ``Param``s); docs/methods.md §22 says what a new method's author touches.
 """
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-# Importing the method modules registers their methods, in this order (the order of menus and tables).
-from explainers import baselines  # noqa: F401, I001
-from explainers import gradients  # noqa: F401
-from explainers import cam  # noqa: F401
-from explainers import occlusion  # noqa: F401
-from explainers import aosa  # noqa: F401
-from explainers import swag  # noqa: F401
-from explainers import extremal  # noqa: F401
-from explainers._core import Cancelled, Context, ProgressFn, default_batch, eval_mode, normalise
-from explainers.registry import FAMILIES, REGISTRY, MethodSpec, Param, get_method, methods_by_family
+from explainers.context import Cancelled, Context, MethodOutput, ProgressFn
+from explainers.device import default_batch
+from explainers.layers import eval_mode
+from explainers.maps import normalise
+from explainers.registry import FAMILIES, REGISTRY, MethodSpec, Param, get_method, methods_by_family, register
+
+# Importing a method module registers its methods; this order is the order of menus and tables.
+METHOD_MODULES = ("baselines", "gradients", "cam", "occlusion", "aosa", "swag", "extremal")
+for _module in METHOD_MODULES:
+    importlib.import_module(f"explainers.{_module}")
 
 __all__ = ["explain", "Explanation", "Cancelled", "REGISTRY", "FAMILIES", "MethodSpec", "Param", "get_method",
-           "methods_by_family"]
+           "methods_by_family", "register", "Context", "MethodOutput", "ProgressFn"]
 
 
 @dataclass
@@ -77,7 +81,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
             progress: ProgressFn | None = None, **params) -> Explanation:
     """Explain ``model``'s score for class ``target`` (default: its top-1 class) on clip ``x`` with ``method``.
 
-    ``score`` is "logit" or "prob" (default: the method's, METHODS §20.1); ``preset`` picks a parameter set
+    ``score`` is "logit" or "prob" (default: the method's, docs/methods.md §20.1); ``preset`` picks a parameter set
     (e.g. "fast", "paper"); ``params`` override single parameters. ``progress(fraction, message)`` is called
     as the work advances; returning False cancels (``Cancelled`` is raised). Perturbations run in batches of at
     most ``max_batch`` clips (default: 4 on a CPU, 32 on a GPU). Forward-only methods and the EP family take

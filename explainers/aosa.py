@@ -1,4 +1,4 @@
-"""AOSA: adaptive occlusion along optical-flow tracks, and its first-order approximation ([S2]; METHODS §13–14,
+"""AOSA: adaptive occlusion along optical-flow tracks, and its first-order approximation ([S2]; docs/methods.md §13–14,
 §20.4).
 
 Written by hand: the reference code has no licence. Anchors on a regular grid of the first frame are tracked
@@ -17,13 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from explainers._core import Context
-from explainers._output import MethodOutput
+from explainers.context import Context, MethodOutput
 from explainers.occlusion import PRECISION, kept_region_map, kept_region_weights
 from explainers.registry import Param, register
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-# AOSA's letter-box rule (METHODS §13.2), stated at 16×112×112: the top and bottom 3 rows summed over all frames
+# AOSA's letter-box rule (docs/methods.md §13.2), stated at 16×112×112: the top and bottom 3 rows summed over all frames
 # below 500,000 grey levels (a mean below about 46) mean bars; anchors then start in rows 12–100 and a track
 # leaves the frame outside rows 16–96. Rows scale with the frame height, the threshold with the band's pixels.
 LETTERBOX_MEAN = 500_000 / (16 * 2 * 3 * 112)
@@ -146,7 +145,8 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbo
     return holes_of, len(groups), value, extras
 
 
-PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14×14 anchors at 112 px; 4: 28×28)", 2, 64),
+PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14×14 anchors at 112 px; 4: 28×28)", 2,
+                64),
           Param("occluder", 16, "occluder box size in pixels", 2, 112),
           Param("fill", "zero", "what hidden voxels become: 0 (the mean colour) or the mean of their 36×36 "
                                 "neighbourhood (conditional sampling)", choices=("zero", "conditional")),

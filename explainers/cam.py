@@ -1,16 +1,17 @@
 """Class activation maps on a layer named by the model card: Grad-CAM, Grad-CAM++ and Saliency Tubes.
 
 The layer's activation is read as B×C×T'×H'×W' (video transformers' tokens are laid out on the card's token
-grid), so the same code serves 3-D CNNs, the CNN-RNN's per-frame features and transformers. Hand-written
-because pytorch-grad-cam's Grad-CAM++ sums over two axes only and breaks on 5-D activations (METHODS §8).
+grid), so the same code serves 3-D CNNs, the CNN-RNN's per-frame features and transformers. Hand-written: the
+token-grid layout comes from the model card, which pytorch-grad-cam's reshape hooks do not read (docs/methods.md §8).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from explainers._core import Context, capture, layer_volume, resolve_layer, upsample
-from explainers._output import MethodOutput
+from explainers.context import Context, MethodOutput
+from explainers.layers import capture, layer_volume, resolve_layer
+from explainers.maps import upsample
 from explainers.registry import Param, register
 
 LAYER = Param("layer", None, "module name of the target layer (default: the model card's)")

@@ -1,4 +1,5 @@
-"""Extremal perturbations on video: EP-3D and its variants, and STEP ([S0] §3–4, [S1] §3.2; METHODS §1–6, §20.2).
+"""Extremal perturbations on video: EP-3D and its variants, and STEP ([S0] §3–4, [S1] §3.2; docs/methods.md §1–6,
+§20.2).
 
 Written by hand: TorchRay's extremal perturbation is image-only and the papers' video code pins torch 1.2 and
 has no licence. One optimiser (``extremal_masks``) serves every variant; each registered method is a
@@ -22,8 +23,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from explainers._core import PRECISIONS, Context, blur_frames
-from explainers._output import MethodOutput
+from explainers.context import Context, MethodOutput
+from explainers.device import PRECISIONS
+from explainers.maps import blur_frames
 from explainers.registry import Param, register
 
 LAMBDA0, LAMBDA_GROWTH = 300.0, 1.0008668     # area regulariser weight and its growth per iteration
@@ -90,7 +92,7 @@ class _SmoothMax(torch.autograd.Function):
 
 
 class MaskGenerator:
-    """Smooth masks from low-resolution seeds (TorchRay's ``MaskGenerator``, METHODS §1.2).
+    """Smooth masks from low-resolution seeds (TorchRay's ``MaskGenerator``, docs/methods.md §1.2).
 
     Each seed cell i sits at pixel ``step·i`` of the frame; an output pixel takes the smooth maximum
     (softmax-weighted mean, temperature ``coldness``) of its (2r+1)² neighbouring seeds, each multiplied by the
@@ -143,7 +145,7 @@ class MaskGenerator:
 class BlurPyramid:
     """The clip blurred per frame at ``levels`` strengths, σ_l = max_blur·(1 − l/(L−1)) (level L−1 is the clip
     itself), zero padding as TorchRay's ``imsmooth``. ``apply(mask)`` interpolates linearly between levels at
-    mask·(L−1): mask 1 keeps a voxel, 0 blurs it fully (METHODS §1.1)."""
+    mask·(L−1): mask 1 keeps a voxel, 0 blurs it fully (docs/methods.md §1.1)."""
 
     def __init__(self, x: torch.Tensor, levels: int = 8, max_blur: float = 20.0):
         sigmas = [max_blur * (1 - level / (levels - 1)) for level in range(levels)]
@@ -195,7 +197,7 @@ def ellipsoid(size: tuple[int, int, int], shape: str = "ellipsoid") -> torch.Ten
 
 
 def key_region_loss(padded: torch.Tensor, keep: torch.Tensor, kernel: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """STEP's L_K ([S1] Eq. 7–9, METHODS §5): correlate the padded masks P×T×H'×W' with the ellipsoid (stride
+    """STEP's L_K ([S1] Eq. 7–9, docs/methods.md §5): correlate the padded masks P×T×H'×W' with the ellipsoid (stride
     1 in time, its own size in space), sort the normalised responses, and pull the top k to 1 and the rest to
     0, where k = ⌈kept voxels / continuous ellipsoid volume⌉. Returns P losses."""
     kt, kh, kw = kernel.shape
@@ -211,7 +213,7 @@ def key_region_loss(padded: torch.Tensor, keep: torch.Tensor, kernel: torch.Tens
 def smooth_time(seeds: torch.Tensor, delta_t: int, ends: str = "renormalised") -> torch.Tensor:
     """Seeds P×T×h×w smoothed along T with k(u) = exp(−u²/(0.6·Δt)), |u| ≤ Δt ([S1] Eq. 12).
 
-    ``ends="renormalised"`` (METHODS §20.2) divides by the kernel weight inside the clip and returns T frames.
+    ``ends="renormalised"`` (docs/methods.md §20.2) divides by the kernel weight inside the clip and returns T frames.
     ``"virtual"`` returns the full convolution, T + 2Δt frames, whose first and last Δt frames lie outside the
     clip and hold what the kernel spreads past its ends."""
     u = torch.arange(-delta_t, delta_t + 1, dtype=seeds.dtype, device=seeds.device)
@@ -230,7 +232,7 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
                    unsync: bool = False, delta_t: int = 0, ends: str = "renormalised", key_frames: int = 0,
                    key_shape: str = "ellipsoid", step: int = 7, sigma: float = 11.0, max_blur: float = 20.0,
                    levels: int = 8, lr: float = 0.05) -> MethodOutput:
-    """Optimise one smooth preservation mask per area (METHODS §2–§6, §20.2) and return their blurred sum.
+    """Optimise one smooth preservation mask per area (docs/methods.md §2–§6, §20.2) and return their blurred sum.
 
     Minimises −score(blur-perturbed clip) + λ·area loss (+ 300·L_K from iteration 100 when ``key_frames``)
     with SGD (momentum 0.9, dampening 0.9) on per-frame seed masks initialised to 1 and clamped to [0, 1];
@@ -254,7 +256,7 @@ def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_
     mask_frames = seed_frames + 2 * virtual
     area_scale = mask_frames / seed_frames                        # area_loss is a mean over all mask frames
     # The template keeps area·(voxels of the clip), counted on the padded masks: TorchRay counts area·(padded
-    # voxels), which keeps (H'/H)² ≈ 1.43× the requested share of a 112-px clip (METHODS §16.6).
+    # voxels), which keeps (H'/H)² ≈ 1.43× the requested share of a 112-px clip (docs/methods.md §16.6).
     keep = (area_t * h * w * (1 if per_frame or unsync else seed_frames)).floor()
     seeds = torch.ones(problems, seed_frames, *gen.seed_shape, device=ctx.x.device, requires_grad=True)
     opt = torch.optim.SGD([seeds], lr=lr, momentum=MOMENTUM, dampening=MOMENTUM)
@@ -315,9 +317,9 @@ STEP = Param("step", 7, "seed-grid spacing in pixels at 112 px (scales with the 
 SIGMA = Param("sigma", 11.0, "mask smoothness in pixels at 112 px (scales with the frame size)", 1.0, 64.0)
 PRECISION = Param("precision", "fp32", "arithmetic of the model's forward and backward passes: bf16 (autocast, "
                   "channels-last) is faster on CPUs with bf16 units and GPUs, far slower where it is emulated; the "
-                  "map moves about as much as with another seed (BENCHMARKS.md)", choices=PRECISIONS)
+                  "map moves about as much as with another seed (docs/performance.md, bf16)", choices=PRECISIONS)
 COMMON = (AREAS, ITERATIONS, STEP, SIGMA, PRECISION)
-PRESETS = {"fast": {"iterations": 300, "areas": (0.05, 0.1, 0.2)}, "paper": {}}
+EP_PRESETS = {"fast": {"iterations": 300, "areas": (0.05, 0.1, 0.2)}, "paper": {}}
 EP_COST = "iterations × areas × (forward + backward) + areas forwards"
 
 
@@ -329,26 +331,27 @@ def _ep(**fixed):
 
 
 register("ep3d", name="Extremal perturbation 3-D (EP-3D)", family="perturbation", paper="[S0] §3.1, [S1] §3.2.1",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=PRESETS,
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=EP_PRESETS,
          description="Learns the smallest smooth region of the clip (a fixed share of all its voxels) that keeps "
                      "the class probability high when everything else is blurred. One mask per share; the map "
                      "is their sum. Faithful by construction, but it needs hundreds of forward and backward "
                      "passes.")(_ep())
 register("ep3d_evenly", name="EP-3D evenly (Extm. Ptb. Sync)", family="perturbation", paper="[S0] §4.2, [S1] §4.4",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=PRESETS,
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=EP_PRESETS,
          description="EP-3D with the area constraint applied to every frame separately: each frame keeps the "
                      "same share of its pixels, so the map shows where in each frame, not when.")(_ep(per_frame=True))
 register("ep_unsync", name="Extremal perturbation per frame (Unsync)", family="perturbation", paper="[S0] §4.2",
-         needs="gradients", cost="T × " + EP_COST, score="prob", stochastic=True, params=COMMON, presets=PRESETS,
+         needs="gradients", cost="T × " + EP_COST, score="prob", stochastic=True, params=COMMON, presets=EP_PRESETS,
          description="Image-style extremal perturbation for each frame alone, with all other frames blurred; "
                      "the T problems are optimised in one batch. T times the cost of EP-3D, and blind to "
                      "motion across frames.")(_ep(unsync=True))
-register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation", paper="[S0] Eq. 7, [S1] Eq. 12",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
+register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation",
+         paper="[S0] Eq. 7, [S1] Eq. 12",
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=EP_PRESETS,
          params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),
                           Param("ends", "renormalised", "the clip's first and last frames: the kernel renormalised "
-                                "there (METHODS §20.2), or virtual frames beyond them that the area constraint "
-                                "counts, which stops the mask preferring the ends (BENCHMARKS.md)",
+                                "there (docs/methods.md §20.2), or virtual frames beyond them that the area constraint "
+                                "counts, which stops the mask preferring the ends (docs/results.md)",
                                 choices=("renormalised", "virtual"))),
          description="EP-3D whose seed masks are smoothed along time in every iteration, so the kept region "
                      "changes gradually from frame to frame. With renormalised ends, area beyond what the evidence "
@@ -356,7 +359,7 @@ register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="pe
                      "care. ends=virtual counts what the smoothing spreads past the ends, which takes that advantage "
                      "away from them.")(_ep())
 register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=PRESETS,
+         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=EP_PRESETS,
          params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),
                           Param("key_shape", "ellipsoid", "key region shape", choices=("ellipsoid", "cylinder"))),
          description="EP-3D with an extra loss that rewards keeping a few compact spatio-temporal blobs "

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from explainers._core import Context, blur_frames, relu_not_inplace
-from explainers._output import MethodOutput
+from explainers.context import Context, MethodOutput
+from explainers.layers import relu_not_inplace
+from explainers.maps import blur_frames
 from explainers.registry import Param, register
 
 CHANNELS = Param("channels", "abs_max", "how the colour channels become one value per voxel",
@@ -157,7 +158,8 @@ def smoothgrad(ctx: Context, samples: int, noise: float, variant: str, channels:
     second = torch.zeros_like(ctx.x[0])
 
     def noisy(sl: slice) -> torch.Tensor:  # noise of sample i depends on i only, not on the batch size
-        eps = [torch.randn(ctx.x.shape[1:], generator=torch.Generator().manual_seed(seed + i)) for i in range(sl.start, sl.stop)]
+        eps = [torch.randn(ctx.x.shape[1:],
+                           generator=torch.Generator().manual_seed(seed + i)) for i in range(sl.start, sl.stop)]
         return ctx.x + sigma * torch.stack(eps).to(ctx.x)
 
     def accumulate(g: torch.Tensor, _xs: torch.Tensor, _sl: slice) -> None:

@@ -1,5 +1,5 @@
 """How good is a saliency volume? Faithfulness (insertion/deletion, saliency metric) and localisation against
-ground truth (spatial and temporal pointing games, weak localisation). Spec: METHODS §15, §20.6–§20.8.
+ground truth (spatial and temporal pointing games, weak localisation). Spec: docs/methods.md §15, §20.6–§20.8.
 
 Metrics that need the model evaluate every perturbed clip of one curve in as few batched forwards as the batch
 cap allows (29 clips for 28 steps, not 28 calls), under ``torch.inference_mode``, with the softmax probability of
@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explainers._core import blur_frames, default_batch, eval_mode, forward, normalise
+from explainers.device import default_batch, forward
+from explainers.layers import eval_mode
+from explainers.maps import blur_frames, normalise
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,8 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
                        delete_to: torch.Tensor | None = None, max_batch: int | None = None, seed: int = 0,
                        precision: str = "fp32") -> dict[str, Curve]:
     """Insertion and deletion curves of one clip: 2 × (steps + 1) clips, forwarded in batches of ``max_batch``
-    (default: by device, ``default_batch``) at ``precision`` ("fp32", or "bf16": faster on CPU, curves within
-    about 1e-2; BENCHMARKS.md).
+    (default: by device, ``default_batch``) at ``precision`` ("fp32", or "bf16": curves within about 1e-2;
+    docs/performance.md, bf16).
 
     Deletion replaces the top units by ``delete_to`` (default zeros = the mean colour); insertion restores them
     into ``insert_from`` (default: the clip blurred per frame). Returns {"insertion": Curve, "deletion": Curve}.
@@ -225,7 +227,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndarray | None = None,
                      rule: str = "val", alpha: float | None = None) -> float:
     """Mean IoU over frames (with a visible box) between the tightest box around the thresholded map and the
-    ground truth. Defaults α: Val 0.5, Mean 1.0, Energy 0.5 (METHODS §20.8)."""
+    ground truth. Defaults α: Val 0.5, Mean 1.0, Energy 0.5 (docs/methods.md §20.8)."""
     alpha = {"val": 0.5, "mean": 1.0, "energy": 0.5}[rule] if alpha is None else alpha
     s = normalise(saliency)
     ious = []
@@ -261,7 +263,8 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
         if truth.get("window") is not None:
             values["temporal_pointing"] = temporal_pointing_game(saliency, truth["window"])
         for rule in ("val", "mean", "energy"):
-            values[f"loc_error_{rule}"] = float(localisation_iou(saliency, truth["bbox"], truth["visible"], rule) <= 0.5)
+            values[f"loc_error_{rule}"] = float(localisation_iou(saliency, truth["bbox"], truth["visible"],
+                                                                 rule) <= 0.5)
     return values, curves
 
 

@@ -1,7 +1,7 @@
 """Occlusion-style methods, forward-only and batched: 3-D occlusion (OSA) and RISE-3D.
 
 Both score the clip with parts of it hidden (filled with 0 in normalised space, i.e. the dataset's mean
-colour) and give each voxel the RISE-style kept-region weighting of METHODS §13.4:
+colour) and give each voxel the RISE-style kept-region weighting of docs/methods.md §13.4:
 S = (1/N) Σ_i (p_i − p_0) · Ω_i / mean(Ω_i), where Ω_i is the i-th keep mask. Masks are built batch by batch
 from a few numbers each (window corners, low-resolution grids), never all at once.
 """
@@ -12,10 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from explainers._core import PRECISIONS, Context
-from explainers._output import MethodOutput
+from explainers.context import Context, MethodOutput
+from explainers.device import PRECISIONS
 from explainers.registry import Param, register
-
 
 # Forward-only methods take this parameter; ``explain`` hands it to their ``Context`` (it never reaches the method).
 PRECISION = Param("precision", "fp32", "arithmetic of the perturbed forward passes: bf16 (autocast, channels-last) "
@@ -46,7 +45,7 @@ def kept_region_map(ctx: Context, masks_of, n: int, message: str, fill: torch.Te
 
 
 def kept_region_weights(delta: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Σ_i delta_i Ω_i / mean(Ω_i) for B score changes and B×T×H×W keep masks (METHODS §13.4)."""
+    """Σ_i delta_i Ω_i / mean(Ω_i) for B score changes and B×T×H×W keep masks (docs/methods.md §13.4)."""
     weight = delta / keep.flatten(1).float().mean(1).clamp(min=1e-6)
     return torch.einsum("b,bthw->thw", weight.float(), keep.float())
 
@@ -56,7 +55,8 @@ def window_starts(length: int, window: int, stride: int) -> torch.Tensor:
     return torch.arange(0, length, stride) - window // 2
 
 
-@register("occlusion", name="3-D occlusion (OSA)", family="perturbation", paper="Zeiler & Fergus 2014; 3-D as [S2] §4.1",
+@register("occlusion", name="3-D occlusion (OSA)", family="perturbation",
+          paper="Zeiler & Fergus 2014; 3-D as [S2] §4.1",
           needs="forward", cost="⌈T/st⌉·⌈H/sh⌉·⌈W/sw⌉ + 1 forwards (1,569 at the defaults)", score="prob",
           params=(Param("window", (8, 16, 16), "occluder size T×H×W in frames and pixels", 1),
                   Param("strides", (2, 8, 8), "distance between occluder centres T×H×W", 1), PRECISION),

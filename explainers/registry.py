@@ -7,8 +7,9 @@ that computes the map.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 FAMILIES = {
     "baseline": "Baselines (no model)",
@@ -46,7 +47,8 @@ class Param:
             raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
         if self.kind in ("int", "float"):
             value = int(value) if self.kind == "int" else float(value)
-            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            too_low = self.minimum is not None and value < self.minimum
+            if too_low or (self.maximum is not None and value > self.maximum):
                 raise ValueError(f"{self.name}={value} is outside [{self.minimum}, {self.maximum}]")
         if self.kind == "ints":
             value = tuple(int(v) for v in value)
@@ -71,7 +73,7 @@ class MethodSpec:
     description: str
     fn: Callable
     params: tuple[Param, ...] = ()
-    score: str = "logit"             # default score (METHODS §20.1)
+    score: str = "logit"             # default score (docs/methods.md §20.1)
     stochastic: bool = False
     presets: dict[str, dict] = field(default_factory=dict)
 
@@ -116,3 +118,13 @@ def methods_by_family() -> dict[str, list[MethodSpec]]:
     for spec in REGISTRY.values():
         groups[spec.family].append(spec)
     return {f: specs for f, specs in groups.items() if specs}
+
+
+def methods_table() -> str:
+    """Every method as a markdown table row (id, name, family, what it needs, cost), in menu order: the README's
+    methods table is this text, checked by a test."""
+    needs = {"nothing": "nothing", "forward": "forward passes", "gradients": "gradients",
+             "target_layer": "a target layer"}
+    rows = ["| id | method | family | needs | cost (passes) |", "|---|---|---|---|---|"]
+    rows += [f"| `{s.id}` | {s.name} | {s.family} | {needs[s.needs]} | {s.cost} |" for s in REGISTRY.values()]
+    return "\n".join(rows)

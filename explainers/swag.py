@@ -1,4 +1,4 @@
-"""SWAG-V: superpixels weighted by average gradients, on 3-D supervoxels ([S4]; METHODS §11, §20.5).
+"""SWAG-V: superpixels weighted by average gradients, on 3-D supervoxels ([S4]; docs/methods.md §11, §20.5).
 
 No public code exists, so this follows the paper and the project decisions: a guided-backprop map (logit
 score), the per-voxel map M = max over colour channels of |G| scaled to [0, 1], 3-D SLIC supervoxels over the
@@ -12,9 +12,9 @@ import torch
 from skimage.color import rgb2lab
 from skimage.segmentation import slic
 
-from explainers._core import Context, normalise
-from explainers._output import MethodOutput
+from explainers.context import Context, MethodOutput
 from explainers.gradients import guided_relus
+from explainers.maps import normalise
 from explainers.registry import Param, register
 
 LAB_RANGE = 100.0    # the map is scaled to Lab's lightness range so that w_c and w_g weigh comparable units
@@ -54,9 +54,11 @@ def _swag(ctx: Context, features: str, segments: int, w_c: float, w_g: float) ->
 
 
 def _params(w_c: float) -> tuple[Param, ...]:
-    return (Param("segments", 120, "supervoxels requested for the whole clip (SLIC may return a few more or less)", 4, 2000),
+    return (Param("segments", 120, "supervoxels requested for the whole clip (SLIC may return a few more or less)",
+                  4, 2000),
             Param("w_c", w_c, "colour weight: higher = colour matters less in the supervoxels", 0.1, 1000.0),
-            Param("w_g", 9.0, "gradient weight: higher = the gradient map matters less in the supervoxels", 0.1, 1000.0))
+            Param("w_g", 9.0, "gradient weight: higher = the gradient map matters less in the supervoxels", 0.1,
+                  1000.0))
 
 
 _COMMON = dict(family="gradient", paper="[S4] Hartley et al. (SWAG-V)", needs="gradients",

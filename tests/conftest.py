@@ -1,18 +1,19 @@
 """Test-wide settings: offline, single-threaded (the CI machine has 2 cores), no telemetry, freed memory kept for reuse
-(``zoo.cpu``)."""
+(``explainers.device``). The environment is set before any test module imports torch or huggingface_hub."""
 import os
+
+import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
 
-from zoo.cpu import configure_cpu  # noqa: E402
+def pytest_configure(config):
+    from explainers.device import configure_cpu
 
-configure_cpu(1)
-
+    configure_cpu(1)
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):

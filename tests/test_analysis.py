@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import analysis
+import videoxai
 from zoo.cards import InputSpec
 from zoo.synthetic import ground_truth_for
 from zoo.video import map_boxes
@@ -67,15 +68,15 @@ def test_overlay_frames_and_perturbed_strip(grad_cam):
 
 
 def test_cli_writes_files_and_its_json_reproduces_the_map(tmp_path, capsys):
-    analysis.main([str(EXAMPLE), "--method", "rise", "--params", '{"masks": 16}', "--seed", "3", "--out",
-                   str(tmp_path / "a")])
+    assert videoxai.main(["explain", str(EXAMPLE), "--method", "rise", "--params", '{"masks": 16}', "--seed", "3",
+                          "--out", str(tmp_path / "a")]) == 0
     assert "rise: target grow" in capsys.readouterr().out
     files = {p.name for p in (tmp_path / "a").iterdir()}
     assert files == {"saliency_rise.npy", "overlay.mp4", "overlay.gif", "results.json"}
     result = json.loads((tmp_path / "a" / "results.json").read_text())[0]
     assert result["explanation"]["forward_passes"] == 17 and result["metrics"]["pointing"] >= 0
     argv = shlex.split(result["command"])
-    assert argv[:3] == ["python", "-m", "analysis"]
-    analysis.main([str(EXAMPLE), *argv[4:], "--out", str(tmp_path / "b")])
+    assert argv[:3] == ["videoxai", "explain", EXAMPLE.name]
+    assert videoxai.main(["explain", str(EXAMPLE), *argv[3:], "--out", str(tmp_path / "b")]) == 0
     first, again = (np.load(tmp_path / d / "saliency_rise.npy") for d in ("a", "b"))
     assert np.array_equal(first, again)

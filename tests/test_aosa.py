@@ -10,8 +10,8 @@ from torch import nn
 
 from explainers import explain
 from explainers.aosa import Tracks, farneback_flow, letterbox_rows, track_anchors, tube_holes
+from explainers.maps import normalise
 from explainers.metrics import spearman
-from explainers._core import normalise
 
 
 def _moving_square(t: int, size: int, start: tuple[int, int], velocity: tuple[float, float], side: int = 20

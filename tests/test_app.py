@@ -1,4 +1,5 @@
-"""The app's handlers (classify, explain, compare, redraw, step view, stop) and the same over HTTP with gradio_client."""
+"""The app's handlers (classify, explain, compare, redraw, step view, stop), and the same over HTTP with
+gradio_client."""
 from __future__ import annotations
 
 import json
@@ -102,12 +103,15 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
     for card_id in app.list_cards():
         assert app.load_card(card_id).name in app.card_markdown(card_id)
     held_out = app.load_card("synth-cnn-lstm").held_out
-    assert f"Held-out accuracy {held_out['top1']:.1%} ({held_out['dataset']} test" in app.card_markdown("synth-cnn-lstm")
+    expected = f"Held-out accuracy {held_out['top1']:.1%} ({held_out['dataset']} test"
+    assert expected in app.card_markdown("synth-cnn-lstm")
     assert len(app.method_choices()) == len(app.REGISTRY)
     assert "Cost: 1 forward + 1 backward" in app.method_markdown("grad_cam")
-    assert app.preset_choices("occlusion") == ["fast", "paper", "default"] and app.default_preset("gradient") == "default"
+    assert app.preset_choices("occlusion") == ["fast", "paper",
+                                               "default"] and app.default_preset("gradient") == "default"
     assert set(app.preset_choices()) == {"fast", "app", "paper", "default"}
-    assert app.resolved_params("occlusion", "fast")["strides"] == list(app.REGISTRY["occlusion"].presets["fast"]["strides"])
+    assert app.resolved_params("occlusion",
+                               "fast")["strides"] == list(app.REGISTRY["occlusion"].presets["fast"]["strides"])
     assert app.target_choices(app.DEFAULT_MODEL)[:2] == [app.TOP1, "0: move_left"]
     assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
 

@@ -9,8 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.architectures import (AFFINE_BATCHNORMS, FrameEncoder, LucasKanadeFlow, TemporalConv, batchnorms_as_affine,
-                               build, temporal_convs_as_2d)
+from zoo.architectures import (
+    AFFINE_BATCHNORMS,
+    FrameEncoder,
+    LucasKanadeFlow,
+    TemporalConv,
+    batchnorms_as_affine,
+    build,
+    temporal_convs_as_2d,
+)
 
 
 def _texture(size: int = 160) -> torch.Tensor:

@@ -6,12 +6,11 @@ import re
 
 import pytest
 
-from explainers import bench_extremal, bench_metrics, bench_speed
-from zoo import bench_precision
+from benchmarks import extremal_blocks, metric_speed, precision, speed
 
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):
-    bench_speed.main(["--models", "synth-r2plus1d-small", "--threads", "1", "--batch", "2", "--skip-references",
+    speed.main(["--models", "synth-r2plus1d-small", "--threads", "1", "--batch", "2", "--skip-references",
                       "--methods", "gradient", "ep3d", "--params", '{"iterations": 2}'])
     out = capsys.readouterr().out
     assert re.search(r"\| gradient \| default \| [\d.]+ \| 1 \| 1 \| [\d.]+ \| [\d.]+ \|", out)
@@ -23,7 +22,7 @@ def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(ca
 
 
 def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_forwards(capsys):
-    bench_metrics.main(["--models", "synth-cnn-lstm", "--threads", "1", "--repeats", "1"])
+    metric_speed.main(["--models", "synth-cnn-lstm", "--threads", "1", "--repeats", "1"])
     out = capsys.readouterr().out
     assert re.search(r"synth-cnn-lstm: naive loop [\d.]+ s, batched [\d.]+ s", out)
     assert re.search(r"max \|Δp\| between the curves \d\.\de-\d\d", out)   # same curves as the naive loop
@@ -31,7 +30,7 @@ def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_f
 
 
 def test_bench_precision_times_both_convolution_paths_of_both_models(capsys):
-    bench_precision.main(["--tables", "convolutions", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
+    precision.main(["--tables", "convolutions", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "forward bf16" not in out
     for card in ("synth-cnn-lstm", "synth-r2plus1d-small"):
@@ -41,7 +40,7 @@ def test_bench_precision_times_both_convolution_paths_of_both_models(capsys):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="compares glibc's malloc settings")
 def test_bench_precision_runs_both_allocator_settings_in_fresh_processes(capsys):
-    bench_precision.main(["--tables", "allocator", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
+    precision.main(["--tables", "allocator", "--batch", "1", "--train-batch", "1", "--repeats", "1"])
     out = capsys.readouterr().out
     for card in ("synth-cnn-lstm", "synth-r2plus1d-small"):
         for setting in ("glibc defaults", "freed memory kept"):
@@ -50,7 +49,7 @@ def test_bench_precision_runs_both_allocator_settings_in_fresh_processes(capsys)
 
 
 def test_bench_extremal_times_each_building_block_against_its_plain_definition(capsys):
-    bench_extremal.main(["--threads", "1", "--frames", "2", "--repeats", "1"])
+    extremal_blocks.main(["--threads", "1", "--frames", "2", "--repeats", "1"])
     out = capsys.readouterr().out
     for block in ("mask generator (smooth max)", "blur pyramid", "area loss"):
         row = re.search(rf"\| {re.escape(block)} \| [\d.]+ \| [\d.]+ \| [\d.]+× \| ([\d.e+-]+) \| ([\d.e+-]+) \|", out)

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from explainers import benchmark
+from benchmarks import faithfulness as benchmark
 
 
 def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
-    args = ["--models", "synth-r2plus1d-small", "--methods", "random", "grad_cam", "--clips", "1", "--out", str(tmp_path)]
+    args = ["--models", "synth-r2plus1d-small", "--methods", "random", "grad_cam", "--clips", "1", "--out",
+            str(tmp_path)]
     benchmark.main(args)
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [(r["clip"], r["method"]) for r in rows] == [("synth-1000000", "random"), ("synth-1000000", "grad_cam")]
@@ -42,7 +43,8 @@ def test_summary_averages_and_scales():
     table = benchmark.summarise(rows)
     assert table["m"]["a"]["insertion"] == pytest.approx(0.3)
     assert table["m"]["a"]["seconds"] == pytest.approx(3.0)       # the median: one paused clip does not count
-    assert table["m"]["a"]["loc_error_val"] == pytest.approx(50.0) and table["m"]["a"]["pointing"] == pytest.approx(75.0)
+    assert table["m"]["a"]["loc_error_val"] == pytest.approx(50.0)
+    assert table["m"]["a"]["pointing"] == pytest.approx(75.0)
     assert "b" not in table["m"]
 
 
@@ -67,9 +69,9 @@ def test_folder_clips_use_their_ground_truth_file(tmp_path, capsys):
     (top-1 class); a file that is not a video gets rows that say so, and the run goes on."""
     import shutil
 
-    from zoo.cards import REPO_ROOT
+    from zoo import ASSETS
 
-    examples, folder = REPO_ROOT / "assets" / "examples", tmp_path / "clips"
+    examples, folder = ASSETS / "examples", tmp_path / "clips"
     folder.mkdir()
     for suffix in (".mp4", ".json"):
         shutil.copy(examples / f"synth_move_right_1000001{suffix}", folder / f"a_truth{suffix}")

@@ -1,4 +1,4 @@
-"""zoo.cpu: glibc keeps freed memory, so repeated large buffers stop faulting in fresh pages."""
+"""explainers.device: glibc keeps freed memory, so repeated large buffers stop faulting in fresh pages."""
 from __future__ import annotations
 
 import platform
@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.cards import REPO_ROOT
-from zoo.cpu import configure_cpu
+from explainers.device import configure_cpu
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 REPEATED_BUFFERS = """
 import ctypes, resource, sys
-from zoo.cpu import keep_freed_memory
+from explainers.device import keep_freed_memory
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
 if sys.argv[1] == "1":
@@ -35,7 +34,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt settings are glibc's")
 def test_kept_memory_is_reused_without_page_faults():
     faults = [int(subprocess.run([sys.executable, "-c", REPEATED_BUFFERS, keep], capture_output=True, text=True,
-                                 check=True, cwd=REPO_ROOT).stdout) for keep in ("0", "1")]
+                                 check=True, cwd=Path(__file__).resolve().parents[1]).stdout) for keep in ("0", "1")]
     pages = 5 * (64 << 20) // 4096
     assert faults[1] < 0.05 * pages                    # kept: the same heap memory is reused
     if not (THP.exists() and "[always]" in THP.read_text()):   # 2 MB pages would fault 512× less often

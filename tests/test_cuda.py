@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explainers import REGISTRY, benchmark, explain
+from benchmarks import faithfulness as benchmark
+from explainers import REGISTRY, explain
 from explainers.metrics import evaluate_map, spearman
+from tests.tiny import TINY
 from zoo.models import load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
-
-from tests.tiny import TINY
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,13 +6,14 @@ cards' ``held_out`` records must agree with them (a new dataset version or new w
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
 import torch
 
-from zoo import synthetic
-from zoo.cards import REPO_ROOT, load_card
+from zoo import ASSETS, synthetic
+from zoo.cards import load_card
 from zoo.models import load_model
 from zoo.synthetic import render_batch, split_seeds
 from zoo.video import preprocess
@@ -49,7 +50,7 @@ def test_held_out_accuracy_at_least_90_percent(card_id, test_split):
     assert top1 >= 0.90
     recorded = load_card(card_id).held_out
     assert (recorded["dataset"], recorded["clips"]) == (synthetic.DATASET, len(clips))
-    assert recorded["top1"] == pytest.approx(top1, abs=1e-4), "rerun python -m zoo accuracy --model ID --record"
+    assert recorded["top1"] == pytest.approx(top1, abs=1e-4), "rerun videoxai accuracy --model ID --record"
 
 
 @pytest.mark.parametrize("card_id", EMBEDDED)
@@ -77,9 +78,9 @@ def test_hidden_actor_is_near_chance(card_id, hidden_actor):
 
 
 def test_the_accuracy_command_agrees_with_this_file_and_refuses_foreign_weights(capsys):
-    from zoo.__main__ import main
+    from videoxai import main
 
-    foreign = REPO_ROOT / "assets/models/synth-r2plus1d-small.safetensors"
+    foreign = ASSETS / "models/synth-r2plus1d-small.safetensors"
     seeds = split_seeds("val", 13)[3:]
     expected = accuracy(load_model("synth-cnn-lstm"), *render_batch(seeds))
     assert main(["accuracy", "--model", "synth-cnn-lstm", "--split", "val", "--first", "3", "--count", "10",
@@ -92,7 +93,7 @@ def test_the_accuracy_command_agrees_with_this_file_and_refuses_foreign_weights(
 
 
 def test_the_accuracy_command_records_the_whole_test_split_in_a_card(tmp_path, monkeypatch, capsys):
-    from zoo.__main__ import main
+    from videoxai import main
 
     monkeypatch.setattr(synthetic, "TEST_SIZE", 10)
     with pytest.raises(SystemExit):
@@ -103,8 +104,9 @@ def test_the_accuracy_command_records_the_whole_test_split_in_a_card(tmp_path, m
     recorded = json.loads((tmp_path / "synth-cnn-lstm.json").read_text())
     assert recorded["id"] == "synth-cnn-lstm" and recorded["training"] == load_card("synth-cnn-lstm").training
     held_out = recorded["held_out"]
-    assert held_out["measured_by"] == "python -m zoo " + " ".join(argv)
+    assert held_out["measured_by"] == shlex.join(["videoxai", *argv])
     assert (held_out["dataset"], held_out["split"], held_out["clips"]) == (synthetic.DATASET, "test", 10)
-    assert held_out["top1"] == pytest.approx(accuracy(load_model("synth-cnn-lstm"), *render_batch(split_seeds("test", 10))))
+    assert held_out["top1"] == pytest.approx(accuracy(load_model("synth-cnn-lstm"), *render_batch(split_seeds("test",
+                                                                                                              10))))
     assert main(["accuracy", "--model", "tv-r3d-18", "--count", "1"]) == 1
     assert "tv-r3d-18 does not classify SynthActions-10's actions" in capsys.readouterr().err

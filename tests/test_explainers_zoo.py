@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from explainers import REGISTRY, explain
+from tests.tiny import TINY
 from zoo.cards import CARDS_DIR, card_from_dict
 from zoo.models import VideoClassifier, load_model, wrap_transformer
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
-
-from tests.tiny import TINY
 
 
 def _run_all(model: VideoClassifier, x: torch.Tensor) -> dict[str, object]:

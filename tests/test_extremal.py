@@ -12,8 +12,15 @@ from scipy import ndimage
 from torch import nn
 
 from explainers import explain, extremal
-from explainers.extremal import (BlurPyramid, MaskGenerator, _SmoothMax, area_loss, ellipsoid, key_region_loss,
-                                 smooth_time)
+from explainers.extremal import (
+    BlurPyramid,
+    MaskGenerator,
+    _SmoothMax,
+    area_loss,
+    ellipsoid,
+    key_region_loss,
+    smooth_time,
+)
 from explainers.metrics import spearman
 
 
@@ -27,8 +34,8 @@ def test_mask_generator_sizes_match_the_spec_table(size, step, sigma, padding, r
 
 
 def _bump_by_hand(g: MaskGenerator, cell: tuple[int, int]) -> np.ndarray:
-    """Direct evaluation of METHODS §1.2 for seeds that are 1 at ``cell`` and 0 elsewhere."""
-    s, r, c = g.step, g.radius, 2 * g.radius + 1
+    """Direct evaluation of docs/methods.md §1.2 for seeds that are 1 at ``cell`` and 0 elsewhere."""
+    s, c = g.step, 2 * g.radius + 1
     uy, ux = np.meshgrid(np.arange(g.out_shape[0]), np.arange(g.out_shape[1]), indexing="ij")
     values = []
     for ky in range(c):
@@ -133,7 +140,7 @@ def test_virtual_ends_charge_a_run_at_a_clip_end_like_one_inside():
 
 def test_key_region_loss_counts_from_the_spec():
     kernel = ellipsoid((7, 11, 11))
-    assert int(kernel.sum()) == 311                         # METHODS §5: 311 ones, continuous volume 443
+    assert int(kernel.sum()) == 311                         # docs/methods.md §5: 311 ones, continuous volume 443
     perm = torch.arange(144)
     keep = torch.tensor([65 * 443.0])                        # k = 65 windows
     masks = torch.zeros(1, 7, 134, 134)                      # T = T_K: one window in time, 12×12 in space

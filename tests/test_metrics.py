@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from explainers.metrics import (METRICS, auc, box_iou, insertion_deletion, localisation_iou, pointing_game,
-                                saliency_metric, temporal_pointing_game, unit_ranks)
+from explainers.metrics import (
+    METRICS,
+    auc,
+    box_iou,
+    insertion_deletion,
+    localisation_iou,
+    pointing_game,
+    saliency_metric,
+    temporal_pointing_game,
+    unit_ranks,
+)
 
 
 def test_auc_of_constant_and_linear_curves():

@@ -27,7 +27,8 @@ def test_draw_boxes_outlines_only_visible_frames():
 
 def test_colour_map_ends_and_overlay_blend():
     jet = render.colourise(np.array([0.0, 1.0]), "jet")
-    assert tuple(jet[0]) == (0, 0, 128) and tuple(jet[1]) == (128, 0, 0)          # matplotlib's jet: dark blue → dark red
+    assert tuple(jet[0]) == (0, 0, 128) and tuple(jet[1]) == (128, 0,
+                                                              0)          # matplotlib's jet: dark blue → dark red
     assert tuple(render.colourise(np.array([0.0, 1.0]), "gray")[1]) == (255, 255, 255)
     frames = np.full((3, 8, 10, 3), 100, np.uint8)
     saliency = np.zeros((3, 4, 5), np.float32)

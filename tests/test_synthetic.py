@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from zoo import synthetic
-from zoo.synthetic import CLASSES, PRESETS, REVERSE, TEST_SIZE, make_clip, split_seeds
+from zoo.synthetic import CLASSES, DIFFICULTIES, REVERSE, TEST_SIZE, make_clip, split_seeds
 
-NO_PAN = PRESETS["hard"].__class__(pan_prob=0.0)
+NO_PAN = DIFFICULTIES["hard"].__class__(pan_prob=0.0)
 
 
 def test_deterministic_from_seed():
@@ -71,7 +69,8 @@ def _rotation_sense(a: np.ndarray, b: np.ndarray) -> int:
     by, bx = np.nonzero(b)
     bx, by = bx - bx.mean() + cx, by - by.mean() + cy  # compare shapes, not positions
     target = np.zeros_like(b)
-    target[np.clip(np.round(by).astype(int), 0, b.shape[0] - 1), np.clip(np.round(bx).astype(int), 0, b.shape[1] - 1)] = 1
+    target[np.clip(np.round(by).astype(int), 0, b.shape[0] - 1), np.clip(np.round(bx).astype(int), 0,
+                                                                         b.shape[1] - 1)] = 1
     overlap = {}
     for sign in (1, -1):
         best = 0
@@ -79,7 +78,8 @@ def _rotation_sense(a: np.ndarray, b: np.ndarray) -> int:
             r = np.radians(sign * deg)
             x = cx + np.cos(r) * (xs - cx) - np.sin(r) * (ys - cy)
             y = cy + np.sin(r) * (xs - cx) + np.cos(r) * (ys - cy)
-            rx, ry = np.clip(np.round(x).astype(int), 0, a.shape[1] - 1), np.clip(np.round(y).astype(int), 0, a.shape[0] - 1)
+            rx, ry = np.clip(np.round(x).astype(int), 0, a.shape[1] - 1), np.clip(np.round(y).astype(int), 0,
+                                                                                  a.shape[0] - 1)
             best = max(best, target[ry, rx].mean())
         overlap[sign] = best
     return 1 if overlap[1] > overlap[-1] else -1
@@ -87,8 +87,8 @@ def _rotation_sense(a: np.ndarray, b: np.ndarray) -> int:
 
 @pytest.mark.parametrize("seed", [2006, 2007, 2016, 2017, 2026, 2027])
 def test_rotation_sense_matches_the_label(seed):
-    clip = make_clip(seed, PRESETS["trivial"])
-    hidden = make_clip(seed, PRESETS["trivial"], hide_actor=True).video.astype(int)
+    clip = make_clip(seed, DIFFICULTIES["trivial"])
+    hidden = make_clip(seed, DIFFICULTIES["trivial"], hide_actor=True).video.astype(int)
     masks = np.abs(clip.video.astype(int) - hidden).max(-1) > 40
     t0, t1 = clip.window
     votes = [_rotation_sense(masks[t], masks[t + 1]) for t in range(t0, t1)]
@@ -126,11 +126,11 @@ def test_presets_and_distractors():
     assert small.video.shape == (8, 64, 64, 3) and small.bbox.shape == (8, 4)
 
 
-def test_cli_writes_the_clips_of_the_given_seeds_with_their_ground_truth(tmp_path, monkeypatch):
+def test_cli_writes_the_clips_of_the_given_seeds_with_their_ground_truth(tmp_path):
+    from videoxai import main
     from zoo.video import read_clip
 
-    monkeypatch.setattr(sys, "argv", ["zoo.synthetic", "--out", str(tmp_path), "--seeds", "1000016", "1000004"])
-    synthetic.main()
+    assert main(["synth", "--out", str(tmp_path), "--seeds", "1000016", "1000004"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["synth_grow_1000004.mp4", "synth_rotate_cw_1000016.mp4"]
     truth = json.loads((tmp_path / "synth_rotate_cw_1000016.json").read_text())
     assert truth["class_name"] == "rotate_cw" and len(truth["bbox"]) == 16

@@ -1,4 +1,4 @@
-"""``python -m zoo.train`` on the CPU, shrunk to a few clips and steps: it writes loadable weights and a card
+"""``videoxai train`` on the CPU, shrunk to a few clips and steps: it writes loadable weights and a card
 that records the run (in its own copy of the card), reuses cached pools, continues from earlier weights, and is
 reproducible from its seed."""
 from __future__ import annotations
@@ -8,11 +8,12 @@ import json
 import pytest
 import torch
 
-from explainers._core import bf16_is_native
-from zoo import synthetic, train
+from explainers.device import bf16_is_native
+from zoo import synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR
 from zoo.models import load_embedded_weights
+from zoo.training import train
 
 CARD = "synth-cnn-lstm"
 
@@ -21,7 +22,8 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     cards = tmp_path / "cards"
     repository_card = (CARDS_DIR / f"{CARD}.json").read_text()
     monkeypatch.setattr(train.synthetic, "split_seeds",
-                        lambda split, count=None: list(range(synthetic.SPLIT_SEEDS[split], synthetic.SPLIT_SEEDS[split] + 10)))
+                        lambda split, count=None: list(range(synthetic.SPLIT_SEEDS[split],
+                                                             synthetic.SPLIT_SEEDS[split] + 10)))
     args = ["--arch", "cnn_lstm", "--steps", "2", "--batch", "4", "--pool", "4", "4", "4", "8", "--threads", "1",
             "--cache", str(tmp_path / "cache"), "--card-dir", str(cards)]
 
@@ -31,7 +33,7 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     weights = tmp_path / "a" / f"{CARD}.safetensors"
     load_embedded_weights(build("cnn_lstm", 10), weights)
     record = json.loads((cards / f"{CARD}.json").read_text())["training"]
-    assert record["steps"] == 2 and record["command"].startswith("python -m zoo.train --arch cnn_lstm")
+    assert record["steps"] == 2 and record["command"].startswith("videoxai train --arch cnn_lstm")
     assert 0 <= record["top1"] <= 1 and set(record["top1_per_class"]) == set(synthetic.CLASSES)
     held_out = json.loads((cards / f"{CARD}.json").read_text())["held_out"]
     assert held_out.pop("measured_by") == record["command"] and held_out["dataset"] == synthetic.DATASET
@@ -133,7 +135,8 @@ def test_distillation_loss_is_cross_entropy_at_weight_zero_and_zero_against_itse
 
 def test_a_teacher_changes_the_training_and_is_recorded_in_the_card(tmp_path, monkeypatch):
     monkeypatch.setattr(train.synthetic, "split_seeds",
-                        lambda split, count=None: list(range(synthetic.SPLIT_SEEDS[split], synthetic.SPLIT_SEEDS[split] + 10)))
+                        lambda split, count=None: list(range(synthetic.SPLIT_SEEDS[split],
+                                                             synthetic.SPLIT_SEEDS[split] + 10)))
     args = ["--arch", "cnn_lstm", "--steps", "2", "--batch", "4", "--pool", "4", "4", "4", "8", "--threads", "1",
             "--cache", str(tmp_path / "cache"), "--card-dir", str(tmp_path / "cards")]
     train.main(args + ["--out", str(tmp_path / "plain")])

@@ -12,8 +12,19 @@ from PIL import Image
 
 from tests import videofiles as vf
 from zoo.cards import InputSpec
-from zoo.video import (CorruptVideoError, DecodeLimits, EmptyVideoError, NotAVideoError, StillImageError,
-                       VideoError, VideoTooLargeError, preprocess, probe, read_clip, sample_indices, write_mp4)
+from zoo.video import (
+    DecodeLimits,
+    EmptyVideoError,
+    NotAVideoError,
+    StillImageError,
+    VideoError,
+    VideoTooLargeError,
+    preprocess,
+    probe,
+    read_clip,
+    sample_indices,
+    write_mp4,
+)
 
 
 def test_sample_indices_one_per_segment():

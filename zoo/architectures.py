@@ -118,10 +118,10 @@ def _layer(inplanes: int, planes: int, stride: tuple[int, int, int]) -> nn.Seque
 
 
 class R2Plus1DSmall(nn.Module):
-    """R(2+1)D with one BasicBlock per stage, widths 16/32/64/128; about 0.9 M parameters.
+    """R(2+1)D with one BasicBlock per stage, widths 16/32/64/128 (787,242 parameters with 10 classes).
 
-    On CPU, with ``channels_last`` (the default), clips enter the network NDHWC, which oneDNN runs about 1.3×
-    faster than NCDHW once the temporal convolutions are 2-D ones (``temporal_convs_as_2d``; BENCHMARKS.md).
+    On CPU, with ``channels_last`` (the default), clips enter the network NDHWC, which oneDNN runs faster than
+    NCDHW once the temporal convolutions are 2-D ones (``temporal_convs_as_2d``; docs/performance.md).
     """
 
     channels_last = True

@@ -1,6 +1,7 @@
 """Model cards: one small JSON file per model in ``zoo/cards/`` describing where it comes from and how to feed it.
 
-A card holds the model's id and display name, its source (``embedded`` weights in ``assets/``, a Hub repo at a
+A card holds the model's id and display name, its source (``embedded`` weights in the assets folder, ``zoo.ASSETS``,
+                                                          a Hub repo at a
 pinned revision, or a torchvision weights enum), its architecture family, its input spec (frames, size,
 resize/crop, mean/std), its labels, licence, the target layer(s) for CAM methods and, for video transformers,
 the token grid that maps a token sequence back to (T', H', W').
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
+from zoo import ASSETS
+
 CARDS_DIR = Path(__file__).parent / "cards"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
@@ -23,7 +25,8 @@ class InputSpec:
     """How a clip is turned into the model's input tensor B×3×T×H×W.
 
     ``resize`` is the (height, width) the frames are resized to before the centre crop to ``size``, or a
-    one-element (short side,) that keeps the aspect ratio; None resizes straight to ``size`` (no crop). ``mean``/``std`` are per RGB channel on [0, 1] pixel values.
+    one-element (short side,) that keeps the aspect ratio; None resizes straight to ``size`` (no crop).
+    ``mean``/``std`` are per RGB channel on [0, 1] pixel values.
     """
 
     frames: int = 16
@@ -60,7 +63,7 @@ class ModelCard:
     description: str = ""
     token_grid: TokenGrid | None = None
     training: dict = field(default_factory=dict)      # the training run, as it measured itself
-    held_out: dict = field(default_factory=dict)      # accuracy on the current test split (zoo.train.held_out)
+    held_out: dict = field(default_factory=dict)      # accuracy on the current test split (zoo.training.train.held_out)
 
     @property
     def kind(self) -> str:
@@ -71,7 +74,7 @@ def _labels(raw: dict) -> tuple[str, ...]:
     if "labels" in raw:
         return tuple(raw["labels"])
     if "labels_file" in raw:
-        return tuple(line.strip() for line in (REPO_ROOT / raw["labels_file"]).read_text().splitlines() if line.strip())
+        return tuple(line.strip() for line in (ASSETS / raw["labels_file"]).read_text().splitlines() if line.strip())
     return ()
 
 
@@ -93,7 +96,7 @@ def card_from_dict(raw: dict) -> ModelCard:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_card(card_id: str) -> ModelCard:
     path = CARDS_DIR / f"{card_id}.json"
     if not path.exists():
@@ -104,4 +107,5 @@ def load_card(card_id: str) -> ModelCard:
 def list_cards() -> list[str]:
     """Ids of all cards, embedded models first."""
     ids = sorted(p.stem for p in CARDS_DIR.glob("*.json"))
-    return sorted(ids, key=lambda i: (json.loads((CARDS_DIR / f"{i}.json").read_text())["source"]["kind"] != "embedded", i))
+    return sorted(ids,
+                  key=lambda i: (json.loads((CARDS_DIR / f"{i}.json").read_text())["source"]["kind"] != "embedded", i))

@@ -15,6 +15,7 @@ Every failure to load becomes a ``ModelLoadError`` with a message for a person.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo import ASSETS
 from zoo.architectures import batchnorms_as_affine, temporal_convs_as_2d
-from zoo.cards import REPO_ROOT, ModelCard, TokenGrid, load_card
+from zoo.cards import ModelCard, TokenGrid, load_card
 
 TORCHVISION_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t")
 
@@ -79,7 +81,7 @@ class VideoClassifier(nn.Module):
             module = module[int(part)] if part.lstrip("-").isdigit() else getattr(module, part)
         return module
 
-    def train(self, mode: bool = True) -> "VideoClassifier":
+    def train(self, mode: bool = True) -> VideoClassifier:
         """The wrapper stays in eval mode: batch statistics must never leak between perturbed clips."""
         return super().train(False)
 
@@ -123,14 +125,15 @@ def _build_arch(arch: str, num_classes: int) -> nn.Module:
         import torchvision.models.video as tvv
 
         return getattr(tvv, arch)(weights=None, num_classes=num_classes)
-    raise ModelLoadError(f"unknown architecture {arch!r}; supported: {', '.join(sorted(ARCHITECTURES) + list(TORCHVISION_ARCHS))}")
+    supported = ", ".join(sorted(ARCHITECTURES) + list(TORCHVISION_ARCHS))
+    raise ModelLoadError(f"unknown architecture {arch!r}; supported: {supported}")
 
 
 def _load_embedded(card: ModelCard) -> VideoClassifier:
-    path = REPO_ROOT / card.source["weights"]
+    path = ASSETS / card.source["weights"]
     if not path.exists():
         raise ModelLoadError(f"the weights of {card.name} are missing ({path}); train them with "
-                             f"`python -m zoo.train --arch {card.source['arch']}`.")
+                             f"`videoxai train --arch {card.source['arch']}`.")
     net = load_embedded_weights(_build_arch(card.source["arch"], len(card.labels)), path)
     return VideoClassifier(net, card)
 
@@ -154,13 +157,20 @@ def _load_torchvision(card: ModelCard) -> VideoClassifier:
     return VideoClassifier(net, replace(card, labels=labels))
 
 
+def hub_online() -> bool:
+    """Whether the loaders may download from the Hub: only when ``HF_HUB_OFFLINE`` is set to 0 (the zoo is offline
+    unless asked, whatever ``huggingface_hub`` read at import; the variable is read at each load)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _snapshot(card: ModelCard, patterns: list[str]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     repo, revision = card.source["repo"], card.source.get("revision", "main")
     try:
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns))
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns,
+                                      local_files_only=not hub_online()))
     except LocalEntryNotFoundError:
         raise ModelLoadError(f"{repo}@{revision[:12]} is not in the local Hugging Face cache and the Hub cannot be "
                              f"reached (offline mode or no network).") from None
@@ -191,7 +201,8 @@ def transformer_token_grid(config) -> TokenGrid:
         return TokenGrid((config.num_frames, config.image_size // p, config.image_size // p), prefix=1, order="hwt")
     if kind == "vivit":
         tt, th, tw = config.tubelet_size
-        return TokenGrid((config.num_frames // tt, config.image_size // th, config.image_size // tw), prefix=1, order="thw")
+        return TokenGrid((config.num_frames // tt, config.image_size // th, config.image_size // tw), prefix=1,
+                         order="thw")
     raise ModelLoadError(f"no token layout is known for transformers model type {kind!r}")
 
 
@@ -212,7 +223,8 @@ def _load_transformers(card: ModelCard) -> VideoClassifier:
     try:
         net = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"{card.source['repo']} could not be loaded by transformers: {str(e).splitlines()[0]}") from None
+        raise ModelLoadError(f"{card.source['repo']} could not be loaded by transformers: "
+                             f"{str(e).splitlines()[0]}") from None
     return wrap_transformer(net, card)
 
 

@@ -9,17 +9,17 @@ Ground truth per clip: label, the actor's amodal bounding box in every frame, it
 window. Everything is deterministic from an integer seed (one ``numpy`` generator drives all randomness and the
 rendering uses deterministic CPU ops), so data is regenerated from seeds instead of stored.
 
-Run ``python -m zoo.synthetic --out DIR --split test --count 20`` to write MP4 clips with their ground truth.
+Run ``videoxai synth --out DIR --split test --count 20`` to write MP4 clips with their ground truth.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class Difficulty:
     actor_radius: tuple[float, float] = (12.0, 16.0)  # grow/shrink start at 0.7–1× the smaller value
 
 
-PRESETS = {
+DIFFICULTIES = {
     "trivial": Difficulty(textured=False, distractors=(0, 0), pan_prob=0.0, noise_sigma=0.0),
     "easy": Difficulty(texture_amp=(5.0, 15.0), distractors=(0, 0), pan_prob=0.0, noise_sigma=4.0),
     "medium": Difficulty(texture_amp=(5.0, 20.0), distractors=(1, 1), pan_prob=0.25, noise_sigma=6.0),
@@ -294,7 +294,7 @@ def make_clip(seed: int, preset: str | Difficulty = "hard", frames: int = 16, si
     ``hide_actor`` renders the same scene without the actor (a control: a model must then be at chance).
     Cost: about 20–40 ms on one CPU core at 16×112×112.
     """
-    d = PRESETS[preset] if isinstance(preset, str) else preset
+    d = DIFFICULTIES[preset] if isinstance(preset, str) else preset
     rng = np.random.default_rng(seed)
     label = seed % len(CLASSES)
     pad = size // 7
@@ -389,7 +389,8 @@ def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tup
     from zoo.video import map_boxes
 
     path = Path(video_path)
-    found = [p for p in (path.with_suffix(".json"), *(d / path.with_suffix(".json").name for d in search)) if p.exists()]
+    found = [p for p in (path.with_suffix(".json"),
+                         *(d / path.with_suffix(".json").name for d in search)) if p.exists()]
     if not found:
         return None
     try:
@@ -400,7 +401,8 @@ def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tup
             raise ValueError("needs one box (and one 'visible' flag, if given) per source frame")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{found[0]}: not a ground-truth file ({error!r}); expected 'bbox' with one "
-                         f"[x0, y0, x1, y1] per frame, and optionally 'visible', 'window', 'label', 'class_name'") from None
+                         f"[x0, y0, x1, y1] per frame, and optionally 'visible', 'window', 'label', "
+                         f"'class_name'") from None
     indices = np.minimum(np.asarray(indices), len(boxes) - 1)
     window = raw.get("window")
     inside = np.flatnonzero((indices >= window[0]) & (indices <= window[1])) if window else []
@@ -409,17 +411,15 @@ def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tup
             "window": (int(inside[0]), int(inside[-1])) if len(inside) else None}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description="Render SynthActions-10 clips as MP4 with their ground truth.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--split", default="test", choices=sorted(SPLIT_SEEDS))
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", help="these clips instead of the first --count of --split")
-    parser.add_argument("--preset", default="hard", choices=sorted(PRESETS))
-    args = parser.parse_args()
+    parser.add_argument("--preset", default="hard", choices=sorted(DIFFICULTIES))
+    args = parser.parse_args(argv)
     for p in write_examples(args.out, args.seeds or split_seeds(args.split, args.count), args.preset):
         print(p)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -103,7 +103,8 @@ def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
     if size == 0:
         raise EmptyVideoError(f"{path.name} is empty (0 bytes).")
     if size > limits.max_bytes:
-        raise VideoTooLargeError(f"{path.name} is {size / 2**20:.0f} MiB; the limit is {limits.max_bytes / 2**20:.0f} MiB.")
+        raise VideoTooLargeError(f"{path.name} is {size / 2**20:.0f} MiB; the limit is "
+                                 f"{limits.max_bytes / 2**20:.0f} MiB.")
     _refuse_still_image(path)
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -132,9 +133,11 @@ def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
     if info.width * info.height == 0:
         raise CorruptVideoError(f"{path.name}: the video stream has no picture size; the file is probably damaged.")
     if info.width * info.height > limits.max_pixels:
-        raise VideoTooLargeError(f"{path.name} is {info.width}×{info.height}; at most {limits.max_pixels:,} pixels per frame are accepted.")
+        raise VideoTooLargeError(f"{path.name} is {info.width}×{info.height}; at most {limits.max_pixels:,} pixels "
+                                 f"per frame are accepted.")
     if info.duration_s > limits.max_duration_s:
-        raise VideoTooLargeError(f"{path.name} lasts {info.duration_s / 60:.0f} min; the limit is {limits.max_duration_s / 60:.0f} min.")
+        raise VideoTooLargeError(f"{path.name} lasts {info.duration_s / 60:.0f} min; the limit is "
+                                 f"{limits.max_duration_s / 60:.0f} min.")
     return info
 
 
@@ -148,7 +151,8 @@ def _refuse_still_image(path: Path) -> None:
     except (UnidentifiedImageError, OSError, ValueError):
         return
     if not animated:
-        raise StillImageError(f"{path.name} is a still {fmt} image, not a video; upload a clip (mp4, webm, mov, avi, gif).")
+        raise StillImageError(f"{path.name} is a still {fmt} image, not a video; upload a clip "
+                              f"(mp4, webm, mov, avi, gif).")
 
 
 def _decode_size(info: VideoInfo, limits: DecodeLimits) -> tuple[int, int]:
@@ -175,7 +179,8 @@ def read_clip(path: str | Path, num_frames: int = 16, start_s: float | None = No
         clip = _read_pyav(info, num_frames, start_s, end_s, width, height, warnings)
     unique = len(np.unique(clip.indices))
     if unique < num_frames:
-        clip.warnings.append(f"The selected segment has only {unique} frame(s); frames were repeated to make {num_frames}.")
+        clip.warnings.append(f"The selected segment has only {unique} frame(s); frames were repeated to make "
+                             f"{num_frames}.")
     return clip
 
 
@@ -191,7 +196,8 @@ def _time_range(times: np.ndarray, start_s: float | None, end_s: float | None, n
     return lo, hi
 
 
-def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int, warnings: list[str]) -> Clip:
+def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int,
+                 warnings: list[str]) -> Clip:
     import decord
 
     try:
@@ -251,7 +257,8 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
     if not keep:
         raise CorruptVideoError(f"{name} is damaged: no frame of the requested segment could be decoded.")
     if len(keep) < len(set(wanted.tolist())):
-        warnings.append(f"{name} is truncated or damaged: only {decoded} frame(s) decoded; the clip is sampled from those.")
+        warnings.append(f"{name} is truncated or damaged: only {decoded} frame(s) decoded; the clip is sampled "
+                        f"from those.")
         available = np.array(sorted(keep))
         wanted = available[sample_indices(0, len(available), num_frames)]
     frames = np.stack([keep[i] for i in wanted.tolist()])
@@ -297,27 +304,27 @@ def map_boxes(boxes: np.ndarray, source_hw: tuple[int, int], spec: InputSpec) ->
     return np.clip(b, 0, [w, h, w, h])
 
 
-def normalise(x01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """float T×3×h×w in [0, 1] → normalised model input 1×3×T×h×w."""
+def standardise(x01: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """float T×3×h×w in [0, 1] → standardised model input 1×3×T×h×w (minus ``spec.mean``, over ``spec.std``)."""
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
     return ((x01 - mean) / std).permute(1, 0, 2, 3).unsqueeze(0).contiguous()
 
 
-def denormalise(x: torch.Tensor, spec: InputSpec) -> np.ndarray:
-    """Model input 1×3×T×h×w (normalised) → uint8 T×h×w×3 frames, the inverse of ``normalise`` (for display)."""
+def destandardise(x: torch.Tensor, spec: InputSpec) -> np.ndarray:
+    """Model input 1×3×T×h×w (standardised) → uint8 T×h×w×3 frames, the inverse of ``standardise`` (for display)."""
     mean = torch.tensor(spec.mean, device=x.device).view(3, 1, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(3, 1, 1, 1)
     return (x[0].float() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
 def preprocess(frames: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, np.ndarray]:
-    """Model input (1×3×T×h×w, normalised) and the same frames un-normalised (uint8 T×h×w×3) for rendering."""
+    """Model input (1×3×T×h×w, standardised) and the same frames as uint8 (uint8 T×h×w×3) for rendering."""
     if len(frames) != spec.frames:
         frames = frames[sample_indices(0, len(frames), spec.frames)]
     x01 = fit_frames(frames, spec)
     display = (x01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return normalise(x01, spec), display
+    return standardise(x01, spec), display
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 20) -> Path:
@@ -341,8 +348,8 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int =
 
 @dataclass
 class PreparedClip:
-    """A file made ready for one model: ``x`` is the normalised input 1×3×T×h×w, ``display`` the same frames
-    un-normalised (uint8 T×h×w×3, what the model sees, for overlays), ``clip`` the decoded source."""
+    """A file made ready for one model: ``x`` is the standardised input 1×3×T×h×w, ``display`` the same frames
+    as uint8 (T×h×w×3, what the model sees, for overlays), ``clip`` the decoded source."""
 
     x: torch.Tensor
     display: np.ndarray

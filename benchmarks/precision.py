@@ -1,14 +1,14 @@
-"""fp32 against bf16 autocast, and how the convolutions run, on this machine (``python -m zoo.bench_precision``).
+"""fp32 against bf16 autocast, and how the convolutions run, on this machine (``python -m benchmarks.precision``).
 
-Times a forward pass (under ``inference_mode``) and a training step (AdamW, as ``zoo.train`` takes it) of the
+Times a forward pass (under ``inference_mode``) and a training step (AdamW, as ``zoo.training.train`` takes it) of the
 embedded architectures in both arithmetics, side by side in one process, at random weights: speed does not depend
-on them. On CPUs without bf16 units autocast emulates bf16, which is why ``explainers._core.bf16_is_native``
+on them. On CPUs without bf16 units autocast emulates bf16, which is why ``explainers.device.bf16_is_native``
 decides per machine. A second table times the two convolution paths the embedded models take on CPU against
 what they replaced: the CNN-LSTM's per-frame CNN on NHWC frames (as ``FrameEncoder`` feeds it) against NCHW, and
 the R(2+1)D model with its temporal convolutions run as 2-D ones (``temporal_convs_as_2d``) on NDHWC clips
 against ``Conv3d`` on NCDHW clips. A third table times both models with glibc's default ``malloc`` settings and with
-``zoo.cpu.keep_freed_memory``, each in a fresh process (a running one cannot go back to the defaults), and counts
-the system time and page faults of the same work. A fourth times the pass the gradient and extremal-perturbation
+``explainers.device.keep_freed_memory``, each in a fresh process (a running one cannot go back to the defaults), and
+counts the system time and page faults of the same work. A fourth times the pass the gradient and extremal-perturbation
 explainers repeat, a forward + backward to the input in eval mode, with PyTorch's batch norm and with
 ``batchnorms_as_affine``.
 """
@@ -22,16 +22,10 @@ import sys
 
 import torch
 
-from explainers._core import bf16_is_native
-from explainers.bench_speed import _best_of
+from benchmarks.timing import best_of
+from explainers.device import bf16_is_native, configure_cpu, keep_freed_memory
 from zoo.architectures import batchnorms_as_affine, build, temporal_convs_as_2d
-from zoo.cpu import configure_cpu, keep_freed_memory
-from zoo.train import EMBEDDED_CARDS
-
-
-def _warm_best(fn, repeats: int) -> float:
-    fn()                                                           # warm-up: oneDNN builds its kernels
-    return _best_of(fn, repeats)
+from zoo.training.train import EMBEDDED_CARDS
 
 
 def measure(arch: str, bf16: bool, batch: int, train_batch: int, repeats: int) -> tuple[float, float]:
@@ -83,7 +77,7 @@ def measure_batchnorm(arch: str, affine: bool, batch: int, repeats: int) -> floa
         xi = x.clone().requires_grad_(True)
         torch.autograd.grad(model(xi)[:, 0].sum(), xi)
 
-    return _warm_best(forward_backward, repeats) / batch
+    return best_of(forward_backward, repeats, warmup=1)[0] / batch
 
 
 def _time_model(model: torch.nn.Module, x: torch.Tensor, x_forward: torch.Tensor, bf16: bool,
@@ -103,7 +97,7 @@ def _time_model(model: torch.nn.Module, x: torch.Tensor, x_forward: torch.Tensor
         loss.backward()
         opt.step()
 
-    return _warm_best(forward, repeats), _warm_best(step, repeats)
+    return best_of(forward, repeats, warmup=1)[0], best_of(step, repeats, warmup=1)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,7 +155,7 @@ def allocator_table(args: argparse.Namespace) -> None:
     for arch, card in EMBEDDED_CARDS.items():
         runs = []
         for keep in ("0", "1"):
-            command = [sys.executable, "-m", "zoo.bench_precision", "--allocator-run", arch, keep,
+            command = [sys.executable, "-m", "benchmarks.precision", "--allocator-run", arch, keep,
                        "--threads", str(args.threads), "--batch", str(args.batch),
                        "--train-batch", str(args.train_batch), "--repeats", str(args.repeats)]
             runs.append(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))

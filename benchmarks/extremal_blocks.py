@@ -1,7 +1,7 @@
-"""The EP building blocks against their plain definitions, side by side (``python -m explainers.bench_extremal``).
+"""The EP building blocks against their plain definitions, side by side (``python -m benchmarks.extremal_blocks``).
 
 Times forward + backward of the three pieces an extremal-perturbation iteration runs besides the model, each
-against the plain autograd form of its definition (METHODS §1.1–1.3), on the masks of one ``fast`` EP-3D
+against the plain autograd form of its definition (docs/methods.md §1.1–1.3), on the masks of one ``fast`` EP-3D
 iteration (3 areas × T frames): the smooth-max mask generator against ``(v · softmax(c·v)).sum`` over all
 candidates at once, the blur pyramid against the sum of every level's hat-function weight, and the area loss
 against a full sort. Prints milliseconds, the speed-up and the largest difference of outputs and gradients.
@@ -12,26 +12,26 @@ import argparse
 
 import torch
 
-from explainers.bench_speed import _best_of
+from benchmarks.timing import best_of
+from explainers.device import configure_cpu
 from explainers.extremal import BlurPyramid, MaskGenerator, area_loss
-from zoo.cpu import configure_cpu
 
 
 def plain_mask_generator(gen: MaskGenerator, seeds: torch.Tensor) -> torch.Tensor:
-    """Padded masks of METHODS §1.2 with every position × phase × candidate value held at once."""
+    """Padded masks of docs/methods.md §1.2 with every position × phase × candidate value held at once."""
     u = gen.candidates(seeds)                                              # R×K
     v = gen.weight[None] * u[:, None]                                      # R×Q×K
     return gen.assemble((v * torch.softmax(gen.coldness * v, 2)).sum(2), len(seeds))[1]
 
 
 def plain_pyramid(pyramid: BlurPyramid, mask: torch.Tensor) -> torch.Tensor:
-    """METHODS §1.1: Σ_l max(0, 1 − |mask·(L−1) − l|) · level_l."""
+    """docs/methods.md §1.1: Σ_l max(0, 1 − |mask·(L−1) − l|) · level_l."""
     position = mask[:, None] * (len(pyramid.levels) - 1)
     return sum((1 - (position - level).abs()).clamp(min=0) * frames for level, frames in enumerate(pyramid.levels))
 
 
 def sorted_area_loss(padded: torch.Tensor, keep: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """METHODS §1.3: sort the (shuffled) mask values, mean squared distance to the 0…0 1…1 template."""
+    """docs/methods.md §1.3: sort the (shuffled) mask values, mean squared distance to the 0…0 1…1 template."""
     values = padded.flatten(1)[:, perm].sort(-1).values
     template = torch.arange(values.shape[1]) >= values.shape[1] - keep[:, None]
     return (values - template.float()).pow(2).mean(1)
@@ -47,8 +47,8 @@ def _compare(ours, plain, inputs: torch.Tensor, repeats: int) -> dict:
 
     weight = torch.randn_like(ours(inputs.detach()))
     (o1, g1), (o2, g2) = run(ours), run(plain)
-    return {"ours_ms": _best_of(lambda: run(ours), repeats) * 1e3,
-            "plain_ms": _best_of(lambda: run(plain), repeats) * 1e3,
+    return {"ours_ms": best_of(lambda: run(ours), repeats)[0] * 1e3,
+            "plain_ms": best_of(lambda: run(plain), repeats)[0] * 1e3,
             "out_diff": float((o1 - o2).abs().max()), "grad_diff": float((g1 - g2).abs().max() / g2.abs().max())}
 
 

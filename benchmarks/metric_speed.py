@@ -3,19 +3,19 @@ reference evaluation), side by side in one run, with the largest difference betw
 pass of one map (insertion + deletion + S50/S75) against the time of its forwards alone, in the same batches; then
 the batched curves at ``precision="bf16"`` against fp32.
 
-    python -m explainers.bench_metrics [--models synth-r2plus1d-small synth-cnn-lstm] [--threads 2] [--batch 16]
+    python -m benchmarks.metric_speed [--models synth-r2plus1d-small synth-cnn-lstm] [--threads 2] [--batch 16]
 """
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
+from benchmarks.timing import best_of
 from explainers import explain
+from explainers.device import configure_cpu
 from explainers.metrics import blurred, insertion_deletion, saliency_metric, unit_ranks
-from zoo.cpu import configure_cpu
 from zoo.models import load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -43,15 +43,6 @@ def forwards_alone(model, x: torch.Tensor, batch: int, steps: int = 28) -> None:
             model(x.expand(n, -1, -1, -1, -1).contiguous())
 
 
-def _best(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), result
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["synth-r2plus1d-small", "synth-cnn-lstm"])
@@ -66,14 +57,14 @@ def main(argv: list[str] | None = None) -> None:
         clip = make_clip(1_000_004)
         x, _ = preprocess(clip.video, model.input_spec)
         e = explain(model, x, "grad_cam", target=clip.label)
-        naive_s, naive = _best(lambda: naive_curves(model, x, e.saliency, clip.label), args.repeats)
-        ours_s, ours = _best(lambda: insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch),
+        naive_s, naive = best_of(lambda: naive_curves(model, x, e.saliency, clip.label), args.repeats)
+        ours_s, ours = best_of(lambda: insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch),
                              args.repeats)
         diff = max(float(np.abs(ours[k].probs - naive[k]).max()) for k in naive)
-        full_s, _ = _best(lambda: (insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch),
+        full_s, _ = best_of(lambda: (insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch),
                                    saliency_metric(model, x, e.saliency, clip.label)), args.repeats)
-        alone_s, _ = _best(lambda: forwards_alone(model, x, args.batch), args.repeats)
-        bf16_s, bf16 = _best(lambda: insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch,
+        alone_s, _ = best_of(lambda: forwards_alone(model, x, args.batch), args.repeats)
+        bf16_s, bf16 = best_of(lambda: insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch,
                                                         precision="bf16"), args.repeats)
         bf16_diff = max(float(np.abs(ours[k].probs - bf16[k].probs).max()) for k in naive)
         print(f"{card_id}: naive loop {naive_s:.2f} s, batched {ours_s:.2f} s, speed-up {naive_s / ours_s:.2f}×; "

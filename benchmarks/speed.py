@@ -1,6 +1,6 @@
 """Speed of every explainer against its own pass-count limit, and against Captum / pytorch-grad-cam, in one run.
 
-    python -m explainers.bench_speed [--models synth-r2plus1d-small tv-r2plus1d-18] [--threads 2] [--device cuda]
+    python -m benchmarks.speed [--models synth-r2plus1d-small tv-r2plus1d-18] [--threads 2] [--device cuda]
 
 For each model (16×112×112 clips) it measures the per-clip time of one batched forward (batch = ``--batch``) and
 of one forward+backward, then runs every method (``fast`` preset where there is one) and prints wall time, passes,
@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 
 import torch
 
+from benchmarks.timing import best_of
 from explainers import REGISTRY, explain
-from explainers._core import normalise
+from explainers.device import configure_cpu
+from explainers.maps import normalise
 from explainers.metrics import spearman
 from zoo.cards import CARDS_DIR, card_from_dict
-from zoo.cpu import configure_cpu
 from zoo.models import VideoClassifier, load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -41,35 +41,19 @@ def _model(card_id: str, device: str) -> VideoClassifier:
     return load_model(card_from_dict(raw), device)
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync()
-        start = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def per_clip_costs(model: VideoClassifier, x: torch.Tensor, batch: int) -> tuple[float, float]:
     """Seconds per clip of a batched forward, and of one forward+backward to the input."""
     xs = x.expand(batch, -1, -1, -1, -1).contiguous()
     with torch.inference_mode():
         model(xs)
-        fwd = _best_of(lambda: model(xs)) / batch
+        fwd = best_of(lambda: model(xs))[0] / batch
 
     def fwd_bwd():
         xi = x.clone().requires_grad_(True)
         torch.autograd.grad(model(xi)[0].max(), xi)
 
     fwd_bwd()
-    return fwd, _best_of(fwd_bwd)
+    return fwd, best_of(fwd_bwd)[0]
 
 
 def _preset_and_overrides(method: str, params: dict | None) -> tuple[str | None, dict]:
@@ -81,13 +65,9 @@ def _preset_and_overrides(method: str, params: dict | None) -> tuple[str | None,
 
 def _timed(run):
     """``run()`` and its wall time; a run under 10 s is timed again (the first one warms up)."""
-    start = time.perf_counter()
-    out = run()
-    wall = time.perf_counter() - start
+    wall, out = best_of(run, 1)
     if wall < 10:
-        start = time.perf_counter()
-        out = run()
-        wall = time.perf_counter() - start
+        wall, out = best_of(run, 1)
     return out, wall
 
 
@@ -116,7 +96,7 @@ def compare_captum_occlusion(model: VideoClassifier, x: torch.Tensor) -> dict:
 
     target = int(model(x).argmax())
     window, strides = (8, 16, 16), REGISTRY["occlusion"].presets["fast"]["strides"]
-    prob = lambda inp: model(inp).softmax(-1)  # noqa: E731
+    prob = lambda inp: model(inp).softmax(-1)
 
     def ours_run(batch: int):
         return explain(model, x, "occlusion", target=target, score="prob", max_batch=batch, window=window,
@@ -129,13 +109,9 @@ def compare_captum_occlusion(model: VideoClassifier, x: torch.Tensor) -> dict:
 
     def best(run) -> tuple[float, int, object]:
         """Fastest batch size; each timed on its second run (the first builds oneDNN kernels for new shapes)."""
-        timed = []
-        for batch in (1, 4, 16):
-            run(batch)
-            start = time.perf_counter()
-            result = run(batch)
-            timed.append((time.perf_counter() - start, batch, result))
-        return min(timed, key=lambda r: r[0])
+        timed = [(*best_of(lambda: run(batch), 1, warmup=1), batch) for batch in (1, 4, 16)]
+        seconds, result, batch = min(timed, key=lambda r: r[0])
+        return seconds, batch, result
 
     t_ours, batch, ours = best(ours_run)
     t_ref, per_eval, ref = best(captum_run)
@@ -161,11 +137,11 @@ def compare_pytorch_grad_cam(model: VideoClassifier, x: torch.Tensor) -> dict:
     target = int(model(x).argmax())
     layer = model.layer(model.target_layers[0])
     ours = explain(model, x, "grad_cam", target=target)
-    t_ours = _best_of(lambda: explain(model, x, "grad_cam", target=target))
+    t_ours = best_of(lambda: explain(model, x, "grad_cam", target=target))[0]
     xg = x.clone().requires_grad_(True)  # our models' parameters are frozen: the graph needs a leaf with grad
     with GradCAM(model=model, target_layers=[layer]) as cam:
         ref = torch.from_numpy(cam(input_tensor=xg, targets=[ClassifierOutputTarget(target)]))[0]
-        t_ref = _best_of(lambda: cam(input_tensor=xg, targets=[ClassifierOutputTarget(target)]))
+        t_ref = best_of(lambda: cam(input_tensor=xg, targets=[ClassifierOutputTarget(target)]))[0]
     return {"ours_s": t_ours, "pgc_s": t_ref, "time_ratio": t_ours / t_ref,
             "max_abs_diff": float((ours.saliency - normalise(ref)).abs().max())}
 
@@ -215,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"{r['limit']:.3f} | {r['ratio']:.2f} |")
         with_precision = [m for m in args.methods if any(p.name == "precision" for p in REGISTRY[m].params)]
         if with_precision and not args.skip_precision:
-            print("\n| method | fp32 s | bf16 s | speed-up | max abs diff of maps | Spearman |\n|---|---|---|---|---|---|")
+            print("\n| method | fp32 s | bf16 s | speed-up | max abs diff of maps | Spearman |\n"
+                  "|---|---|---|---|---|---|")
             clip = preprocess(make_clip(1_000_004).video, model.input_spec)[0].to(args.device)
             for r in compare_precision(model, clip, args.batch, with_precision, args.params):
                 print(f"| {r['method']} | {r['fp32_s']:.2f} | {r['bf16_s']:.2f} | {r['speedup']:.2f}× | "

@@ -1,17 +1,16 @@
-"""Train the embedded models on SynthActions-10 (``python -m zoo.train --arch r2plus1d_small cnn_lstm``).
+"""Train the embedded models on SynthActions-10 (``videoxai train --arch r2plus1d_small cnn_lstm``).
 
 Reproducible from ``--seed``: the clip pools come from fixed seed ranges and the batch order from a seeded
-generator. The recipe follows the prototype in ``shared/docs/SYNTHETIC.md``: a curriculum that starts on flat
-backgrounds (from-scratch training sits at chance on textured ones otherwise), label-mapped flips and time
-reversal, AdamW with a cosine schedule, and bf16 autocast with ``channels_last_3d`` (5–8× faster on CPUs with
-bf16 units; see ``bf16_is_native`` for the others).
+generator. The recipe (docs/training.md): a curriculum that starts on flat backgrounds (from-scratch training sits
+at chance on textured ones otherwise), label-mapped flips and time reversal, AdamW with a cosine schedule, and bf16
+autocast with ``channels_last_3d`` where the device has bf16 units (``bf16_is_native``), fp32 elsewhere.
 ``--device cuda`` trains on a GPU (same recipe and batch order); ``--cache DIR`` keeps the rendered pools as
 ``.npy`` files so that several runs (e.g. concurrent ones on one GPU) render them once.
 
-The weights go to ``assets/models/<card id>.safetensors`` (fp16), and the card's ``training`` section is
-rewritten with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and time
-(in ``zoo/cards``, or in a copy of the card in ``--card-dir``, so that concurrent runs keep their own record).
-Its ``held_out`` section gets the same accuracies; ``python -m zoo accuracy --record`` remeasures them alone,
+The weights go to ``<assets>/models/<card id>.safetensors`` (fp16; ``zoo.ASSETS``), and the card's ``training``
+section is rewritten with the held-out accuracy, the shuffled-frame control, parameter count, file size, command and
+time (in ``zoo/cards``, or in a copy of the card in ``--card-dir``, so that concurrent runs keep their own record).
+Its ``held_out`` section gets the same accuracies; ``videoxai accuracy --record`` remeasures them alone,
 e.g. after a new version of the dataset.
 """
 from __future__ import annotations
@@ -20,6 +19,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from explainers._core import bf16_is_native
-from zoo import synthetic
+from explainers.device import bf16_is_native, configure_cpu
+from zoo import ASSETS, synthetic
 from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
-from zoo.cpu import configure_cpu
 from zoo.models import VideoClassifier, load_model, read_embedded_weights, save_embedded_weights
 
 EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
@@ -110,7 +109,7 @@ def curriculum_weights(progress: float) -> tuple[float, ...]:
     return next(w for end, w in CURRICULUM if progress < end or end == 1.0)
 
 
-def evaluate(model: torch.nn.Module, clips: np.ndarray, labels: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
+def top1_accuracy(model: torch.nn.Module, clips: np.ndarray, labels: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
              shuffle_frames: bool = False, bf16: bool = False, batch: int = 32) -> float:
     """Top-1 accuracy; ``shuffle_frames`` permutes each clip's frames (a model using temporal order drops to chance)."""
     return float(np.mean(predict(model, clips, mean, std, shuffle_frames, bf16, batch) == labels))
@@ -148,7 +147,7 @@ def held_out(model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor, spli
         "seeds": f"{seeds[0]}..{seeds[-1]}",
         "top1": round(float(hits.mean()), 4),
         "top1_per_class": {name: round(float(hits[labels == k].mean()), 3) for k, name in enumerate(synthetic.CLASSES)},
-        "top1_shuffled_frames": round(evaluate(model, clips, labels, mean, std, shuffle_frames=True), 4),
+        "top1_shuffled_frames": round(top1_accuracy(model, clips, labels, mean, std, shuffle_frames=True), 4),
     }
 
 
@@ -159,7 +158,8 @@ def continue_from(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     state, current = read_embedded_weights(path), model.state_dict()
     for name, old in state.items():
         new = current[name]
-        if old.dim() > 1 and old.shape[1] < new.shape[1] and old.shape[:1] + old.shape[2:] == new.shape[:1] + new.shape[2:]:
+        same_but_inputs = old.shape[:1] + old.shape[2:] == new.shape[:1] + new.shape[2:]
+        if old.dim() > 1 and old.shape[1] < new.shape[1] and same_but_inputs:
             state[name] = torch.cat([old, old.new_zeros(old.shape[0], new.shape[1] - old.shape[1], *old.shape[2:])], 1)
     model.load_state_dict(state)
     return model
@@ -234,7 +234,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
             averaged.update_parameters(model)
         running.append(loss.item())
         if (step + 1) % 250 == 0 or step + 1 == steps:
-            acc = evaluate(model if averaged is None else averaged.module, *val, mean, std, bf16=bf16)
+            acc = top1_accuracy(model if averaged is None else averaged.module, *val, mean, std, bf16=bf16)
             log(f"{arch} step {step + 1}/{steps} loss {np.mean(running):.3f} val {acc:.3f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s")
             running = []
@@ -270,8 +270,8 @@ def _restore(path: Path, run: str, model, opt, sched, gen, averaged) -> int:
     return state["step"]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", nargs="+", default=list(EMBEDDED_CARDS), choices=list(EMBEDDED_CARDS))
     parser.add_argument("--steps", type=int, nargs="+", default=[3000], help="one value, or one per --arch")
     parser.add_argument("--batch", type=int, default=16)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: --threads)")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda")
     parser.add_argument("--cache", type=Path, default=None, help="keep the rendered pools here as .npy files")
-    parser.add_argument("--out", type=Path, default=Path("assets/models"))
+    parser.add_argument("--out", type=Path, default=ASSETS / "models", help="where the weights go")
     parser.add_argument("--card-dir", type=Path, default=CARDS_DIR,
                         help="write the updated model card here (read from here if it is there, else from zoo/cards)")
     parser.add_argument("--init", nargs="*", default=(), choices=list(EMBEDDED_CARDS), metavar="ARCH",
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --teacher: the soft loss's weight and the softmax temperature")
     args = parser.parse_args(argv)
     configure_cpu(args.threads)
-    command = "python -m zoo.train " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(["videoxai", "train", *(sys.argv[2:] if argv is None else argv)])
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -354,7 +354,4 @@ def main(argv: list[str] | None = None) -> None:
         raw["held_out"] = {**test, "measured_by": command}
         args.card_dir.mkdir(parents=True, exist_ok=True)
         card_path.write_text(json.dumps(raw, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

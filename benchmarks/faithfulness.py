@@ -1,7 +1,7 @@
 """The papers' tables, regenerated: methods × models × clips of the held-out SynthActions-10 split.
 
-    python -m explainers.benchmark --quick                     # a few minutes on 2 CPU cores
-    python -m explainers.benchmark --models synth-r2plus1d-small synth-cnn-lstm --clips 100 --out runs/full
+    videoxai benchmark --quick                     # a few minutes on 2 CPU cores
+    videoxai benchmark --models synth-r2plus1d-small synth-cnn-lstm --clips 100 --out runs/full
 
 Every (model, clip, method) gives one JSON line in ``<out>/results.jsonl`` (metrics, time, passes, curves), so an
 interrupted run continues where it stopped. ``<out>/tables.md`` and ``<out>/results.csv`` are rewritten from all
@@ -33,8 +33,8 @@ import torch
 
 from explainers import REGISTRY, explain
 from explainers import metrics as M
+from explainers.device import configure_cpu
 from zoo import synthetic
-from zoo.cpu import configure_cpu
 from zoo.models import load_model
 from zoo.video import VideoError, prepare_clip, preprocess
 
@@ -70,7 +70,7 @@ def _from_file(path: Path, spec) -> tuple[torch.Tensor, dict | None]:
 GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip kept for the report's gallery
 
 
-def evaluate(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
+def benchmark_row(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
              gallery: bool = False, params: dict | None = None) -> dict:
     """One explanation (with ``params`` overriding the preset) and every metric that applies to it; with
     ``gallery``, also four frames of the map at 28×28 (and the actor's boxes on them) for the report."""
@@ -122,7 +122,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
                     if loaded is None:
                         x, truth = loaded = load(model.input_spec)
                         x = x.to(device)
-                    row = evaluate(model, x, method, truth, preset, seed, gallery=index == 0, params=params)
+                    row = benchmark_row(model, x, method, truth, preset, seed, gallery=index == 0, params=params)
                 except VideoError as error:      # a folder file that is not a usable clip
                     row = {"error": str(error)}
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
@@ -148,7 +148,8 @@ def _key(row: dict) -> tuple[str, str, str]:
 def _same_dataset(rows: list[dict], source: Path) -> list[dict]:
     """``rows``, unless some synthetic clip in them was rendered by another version of the dataset (rows from
     before the field existed are v1): their maps and scores belong to other pixels, so they must not mix."""
-    other = {r.get("dataset", "SynthActions-10 v1") for r in rows if r["clip"].startswith("synth-")} - {synthetic.DATASET}
+    other = {r.get("dataset",
+                   "SynthActions-10 v1") for r in rows if r["clip"].startswith("synth-")} - {synthetic.DATASET}
     if other:
         raise ValueError(f"{source} holds rows of {', '.join(sorted(other))}; this code renders {synthetic.DATASET}. "
                          f"Start a new --out, or rerun those clips there.")
@@ -348,8 +349,8 @@ def _gallery(rows: list[dict], model: str):
     return fig
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["synth-r2plus1d-small", "synth-cnn-lstm"])
     parser.add_argument("--methods", nargs="+", choices=list(REGISTRY), default=None,
                         help="default: every method except ep_unsync (T times the cost of EP-3D)")
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.join:
         print(write_reports(join(args.join, args.out, args.clips), args.out, args.against))
-        return
+        return 0
     configure_cpu(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
     n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
@@ -385,7 +386,4 @@ def main(argv: list[str] | None = None) -> None:
                params=args.params)
     print(write_reports(rows, args.out, args.against))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -12,7 +12,7 @@ import itertools
 import socket
 import time
 
-from zoo.cpu import configure_cpu
+from explainers.device import configure_cpu
 
 METHODS = ("grad_cam", "gradient", "swag_v_ig", "aosa_approx", "rise", "occlusion", "integrated_gradients",
            "smoothgrad", "grad_cam_pp", "guided_backprop")
@@ -33,8 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     configure_cpu(args.threads)
 
-    import app
     from gradio_client import Client, handle_file
+
+    import app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,29 @@
+"""The one timing helper of the benchmarks: the best of a few runs, with the device synchronised around each."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def synchronise() -> None:
+    """Wait for queued GPU work (a no-op without CUDA), so that a timer measures the work, not its launch."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def best_of(fn: Callable[[], Any], repeats: int = 3, warmup: int = 0) -> tuple[float, Any]:
+    """(fastest wall time in seconds of ``repeats`` calls of ``fn``, the last call's result), after ``warmup``
+    untimed calls (the first call of a new shape builds oneDNN kernels)."""
+    for _ in range(warmup):
+        fn()
+    times, result = [], None
+    for _ in range(repeats):
+        synchronise()
+        start = time.perf_counter()
+        result = fn()
+        synchronise()
+        times.append(time.perf_counter() - start)
+    return min(times), result

@@ -1,0 +1,76 @@
+"""Where and at what precision the model runs: one home for the device helpers that the explainers, the zoo's
+training, the benchmarks and the app share (``explainers`` is the bottom layer, so every other layer may import it).
+
+* ``forward`` — one forward pass in fp32, or under bf16 autocast (the ``precision`` switch of the forward-only
+  methods, the EP family and the metrics).
+* ``bf16_is_native`` — whether the device has bf16 arithmetic; ``default_batch`` — the batch cap when none is given.
+* ``configure_cpu`` — torch's CPU threads and ``keep_freed_memory``, applied first by every entry point.
+"""
+from __future__ import annotations
+
+import ctypes
+import warnings
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4          # mallopt parameters, from glibc's <malloc.h>
+TRIM_THRESHOLD = 1 << 30                       # free heap kept before any of it goes back to the kernel
+
+
+def forward(model: nn.Module, xs: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """``model(xs)`` as fp32 logits. ``precision="bf16"`` runs it under bf16 autocast with the clips in
+    ``channels_last_3d`` layout (faster on devices with bf16 units, probabilities within a few 1e-3; docs/performance.md
+    §bf16). Autograd goes through it: the EP family optimises its masks through bf16 passes when asked."""
+    if precision == "fp32":
+        return model(xs).float()
+    if precision != "bf16":
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if not bf16_is_native(xs.device):
+        warnings.warn("this CPU has no bf16 arithmetic (AVX512-BF16 or AMX): bf16 is emulated and much slower "
+                      "than fp32 (docs/performance.md, bf16); use precision='fp32'", RuntimeWarning, stacklevel=2)
+    with torch.autocast(xs.device.type, dtype=torch.bfloat16):
+        return model(xs.contiguous(memory_format=torch.channels_last_3d)).float()
+
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """True on CUDA and on CPUs with AVX512-BF16 or AMX. Elsewhere autocast emulates bf16 at a large cost
+    (docs/performance.md, bf16)."""
+    if torch.device(device).type == "cuda":
+        return True
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def default_batch(device: torch.device | str) -> int:
+    """Clips per batched pass when the caller does not say: 32 on a GPU; 4 on a CPU, where larger batches cost
+    more per clip and memory grows with no gain (docs/performance.md, batch size)."""
+    return 32 if torch.device(device).type == "cuda" else 4
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's ``malloc`` keep freed memory for reuse instead of handing it back to the kernel.
+
+    PyTorch's CPU tensors come from ``malloc``. With glibc's defaults a buffer above the mmap threshold (at most
+    32 MB) is a fresh mapping each time, and a large free trims the heap, so every batch of a perturbation method
+    and every training step faults in new pages. This serves blocks from the heap instead (no mmap) and trims it
+    only above 1 GB of free memory (docs/performance.md, malloc). The cost: up to 1 GB of freed memory stays in the
+    process. Blocks of more than 64 MB requested from threads other than the main one still get mappings of their
+    own (glibc's per-thread heaps are that size). Changes nothing and returns False where the C library is not
+    glibc.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):                 # glibc only; musl and macOS lack it
+        return False
+    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def configure_cpu(threads: int | None = None) -> None:
+    """Set torch's CPU threads (when given) and ``keep_freed_memory``."""
+    if threads:
+        torch.set_num_threads(threads)
+    keep_freed_memory()

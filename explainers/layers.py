@@ -1,0 +1,98 @@
+"""Hooks and layer plumbing: context managers that always remove themselves (``capture``, ``relu_not_inplace``,
+``eval_mode``), and a target layer's output laid out as a C×T'×H'×W' volume (``to_volume``, ``layer_volume``)."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from explainers.context import Context
+
+
+@contextlib.contextmanager
+def capture(module: nn.Module, grad: bool = True) -> Iterator[dict]:
+    """Record ``module``'s forward output as ``store["act"]`` and, with ``grad``, its gradient as
+    ``store["grad"]``; tuple outputs (transformer blocks) use their first element. Hooks are removed on exit,
+    also on error."""
+    store: dict = {}
+
+    def hook(_m, _inputs, output):
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        store["act"] = out
+        if grad and out.requires_grad:
+            out.register_hook(lambda g: store.__setitem__("grad", g))
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def relu_not_inplace(model: nn.Module) -> Iterator[None]:
+    """Turn every inplace ``nn.ReLU`` into an out-of-place one for the duration (backward hooks need it)."""
+    changed = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
+    for m in changed:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode and restore the model's own mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def to_volume(activation: torch.Tensor, grid: tuple[int, int, int] | None, prefix: int = 0,
+              order: str = "thw") -> torch.Tensor:
+    """Any layer output → B×C×T'×H'×W'.
+
+    5-D tensors pass through (channels first, or channels last with ``order="thwc"``); token sequences B×N×C
+    drop ``prefix`` tokens and are laid out on ``grid`` (T', H', W') in ``order`` ("thw" or "hwt").
+    """
+    if activation.dim() == 5:
+        return activation.permute(0, 4, 1, 2, 3) if order == "thwc" else activation
+    if activation.dim() != 3 or grid is None:
+        raise ValueError(f"cannot map a layer output of shape {tuple(activation.shape)} to a T×H×W volume; "
+                         f"the model card must declare its token grid")
+    b, _, c = activation.shape
+    t, h, w = grid
+    tokens = activation[:, prefix:prefix + t * h * w]
+    if order == "hwt":
+        return tokens.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
+    return tokens.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+def layer_volume(ctx: Context, store: dict, key: str) -> torch.Tensor:
+    """The captured activation or gradient of the target layer as B×C×T'×H'×W'."""
+    tg = getattr(ctx.model, "token_grid", None)
+    return to_volume(store[key], tg.grid if tg else None, tg.prefix if tg else 0, tg.order if tg else "thw")
+
+
+def resolve_layer(model: nn.Module, layer: str | None) -> nn.Module:
+    """The named layer, or the model card's first target layer."""
+    if layer is None:
+        layers = getattr(model, "target_layers", ())
+        if not layers:
+            raise ValueError("this method needs a target layer: pass layer=... or use a model card that names one")
+        layer = layers[0]
+    if hasattr(model, "layer"):
+        return model.layer(layer)
+    return model.get_submodule(layer)
+
+

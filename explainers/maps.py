@@ -1,0 +1,42 @@
+"""Map utilities written once: ``upsample`` to T×H×W, ``normalise`` to [0, 1], and the Gaussian blur of frames that
+the perturbation methods and the metrics share."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def upsample(volume: torch.Tensor, size: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:
+    """A T'×H'×W' map → T×H×W (trilinear by default; ``nearest`` repeats time slices)."""
+    v = volume.float()[None, None]
+    kw = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(v, size=size, mode=mode, **kw)[0, 0]
+
+
+def normalise(saliency: torch.Tensor) -> torch.Tensor:
+    """Min-max to [0, 1]; a constant map becomes all zeros."""
+    s = saliency.float()
+    lo, hi = s.min(), s.max()
+    return (s - lo) / (hi - lo) if hi > lo else torch.zeros_like(s)
+
+
+def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma))) if radius is None else radius
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / max(sigma, 1e-6)) ** 2)
+    return k / k.sum()
+
+
+def blur_frames(x: torch.Tensor, sigma: float, radius: int | None = None, padding: str = "reflect") -> torch.Tensor:
+    """Gaussian blur of every frame of B×C×T×H×W (separable); time is not blurred. ``padding`` "reflect"
+    (replicate where the kernel is wider than the frame) or "zeros" (TorchRay's: borders fade to 0)."""
+    k = gaussian_kernel(sigma, radius).to(x)
+    r = (len(k) - 1) // 2
+    b, c, t, h, w = x.shape
+    f = x.transpose(1, 2).reshape(b * t * c, 1, h, w)
+    if padding == "zeros":
+        f = F.conv2d(F.conv2d(f, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0))
+    else:
+        f = F.conv2d(F.pad(f, (r, r, 0, 0), mode="reflect" if r < w else "replicate"), k.view(1, 1, 1, -1))
+        f = F.conv2d(F.pad(f, (0, 0, r, r), mode="reflect" if r < h else "replicate"), k.view(1, 1, -1, 1))
+    return f.reshape(b, t, c, h, w).transpose(1, 2)
