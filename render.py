@@ -124,7 +124,7 @@ def tile(clips: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- files
 def write_gif(path: str | Path, frames: np.ndarray, fps: float = 4.0) -> Path:
-    """An endlessly looping GIF, each frame with its own 256-colour octree palette (20× faster than median cut)."""
+    """An endlessly looping GIF, each frame with its own 256-colour octree palette (much faster than median cut)."""
     path = Path(path)
     images = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)

@@ -3,7 +3,7 @@
 Starts the app in this process on 127.0.0.1, drives ``/explain`` with ``gradio_client`` over both embedded models,
 all examples and a rotation of methods, and prints the resident memory after each request and at the end.
 
-    python bench_app.py [--runs 20] [--threads 2] [--methods ...]
+    python -m benchmarks.app_memory [--runs 20] [--threads 2] [--methods ...]
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ MOMENTUM = 0.9
 
 CHUNK_BUDGET = 1 << 19                        # elements of the rows × phases × candidates tensor held at once
 GPU_CHUNK_BUDGET = 1 << 25                    # on a GPU cache size does not matter, fewer launches do
-LOG2_E = 1.0 / math.log(2.0)                  # exp(x) = exp2(x·log2 e); exp2 is about 2× faster on CPU
+LOG2_E = 1.0 / math.log(2.0)                  # exp(x) = exp2(x·log2 e); exp2 is the cheaper one on CPU
 
 
 def _row_chunks(u: torch.Tensor, inner: torch.Size):
@@ -159,8 +159,9 @@ class BlurPyramid:
         """N×T×H×W masks in [0, 1] → N×C×T×H×W perturbed clips (differentiable in the mask).
 
         Each voxel reads two values: its nearest level, and the rise to the next level from the one below it
-        (forward + backward 2.4× faster than summing every level's hat-function weight). Anchoring at the
-        nearest level keeps a voxel with mask 1 (or 0) exactly equal to the clip (or the most blurred level)."""
+        (instead of summing every level's hat-function weight; docs/performance.md, EP building blocks).
+        Anchoring at the nearest level keeps a voxel with mask 1 (or 0) exactly equal to the clip (or the most
+        blurred level)."""
         n, c, levels = len(mask), *self._base.shape[:2]
         position = mask.reshape(n, 1, 1, -1) * (levels - 1)
         nearest = position.detach().round().clamp_(0, levels - 1)
@@ -176,11 +177,10 @@ def area_loss(padded: torch.Tensor, keep: torch.Tensor, per_frame: bool, perm: t
     and P counts → P losses. ``perm`` shuffles the values first so that ties (all ones at the start) are
     broken at random.
 
-    Computed without sorting: Σ(sorted − template)² = Σv² − 2·(sum of the ``keep`` largest) + keep, and
-    ``topk`` finds the largest values about 15× faster than a full sort of the 287k voxels of a padded clip
-    (unsorted, with each problem's own count: 2× faster again)."""
+    Computed without sorting: Σ(sorted − template)² = Σv² − 2·(sum of the ``keep`` largest) + keep, with an
+    unsorted ``topk`` per problem (its own count) in place of a full sort of the padded clip's voxels."""
     values = padded.flatten(2) if per_frame else padded.flatten(1)[:, None]
-    values = torch.gather(values, -1, perm.expand_as(values))           # 4× faster than values[..., perm]
+    values = torch.gather(values, -1, perm.expand_as(values))           # values[..., perm] has a slow backward
     n = values.shape[-1]
     keep = keep.clamp(max=n)
     largest = torch.stack([v.topk(int(k), -1, sorted=False).values.sum(-1) for v, k in zip(values, keep.tolist())])

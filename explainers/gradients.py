@@ -2,7 +2,7 @@
 integrated gradients and SmoothGrad (with SmoothGrad² and VarGrad).
 
 Written on the core's batched gradient primitive rather than wrapping Captum, so that passes are counted,
-memory-capped and cancellable the same way for every method; ``tests/test_gradients.py`` checks them against
+memory-capped and cancellable the same way for every method; ``tests/test_explainers.py`` checks them against
 Captum and against analytic answers on a linear model.
 """
 from __future__ import annotations

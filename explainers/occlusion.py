@@ -18,9 +18,9 @@ from explainers.registry import Param, register
 
 # Forward-only methods take this parameter; ``explain`` hands it to their ``Context`` (it never reaches the method).
 PRECISION = Param("precision", "fp32", "arithmetic of the perturbed forward passes: bf16 (autocast, channels-last) "
-                                       "is 1.3–2.5× faster on CPUs with bf16 units (12–19× slower on CPUs without, "
-                                       "where it is emulated); maps agree where hiding parts moves the probability, "
-                                       "not where it barely does (noise, an unsure model)",
+                                       "is faster on CPUs with bf16 units and GPUs, far slower where it is emulated; "
+                                       "maps agree where hiding parts moves the probability, not where it barely "
+                                       "does (noise, an unsure model; docs/performance.md, bf16)",
                   choices=PRECISIONS)
 
 

@@ -121,10 +121,8 @@ def methods_by_family() -> dict[str, list[MethodSpec]]:
 
 
 def methods_table() -> str:
-    """Every method as a markdown table row (id, name, family, what it needs, cost), in menu order: the README's
-    methods table is this text, checked by a test."""
-    needs = {"nothing": "nothing", "forward": "forward passes", "gradients": "gradients",
-             "target_layer": "a target layer"}
-    rows = ["| id | method | family | needs | cost (passes) |", "|---|---|---|---|---|"]
-    rows += [f"| `{s.id}` | {s.name} | {s.family} | {needs[s.needs]} | {s.cost} |" for s in REGISTRY.values()]
+    """Every method as a markdown table row (id, name, cost), in menu order: the README's methods table is this text,
+    checked by a test."""
+    rows = ["| id | method | cost (passes) |", "|---|---|---|"]
+    rows += [f"| `{s.id}` | {s.name} | {s.cost} |" for s in REGISTRY.values()]
     return "\n".join(rows)

@@ -13,6 +13,8 @@ from zoo.cards import InputSpec
 from zoo.synthetic import ground_truth_for
 from zoo.video import map_boxes
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = analysis.EXAMPLES_DIR / "synth_grow_1000004.mp4"
 
 
@@ -80,3 +82,16 @@ def test_cli_writes_files_and_its_json_reproduces_the_map(tmp_path, capsys):
     assert videoxai.main(["explain", str(EXAMPLE), *argv[3:], "--out", str(tmp_path / "b")]) == 0
     first, again = (np.load(tmp_path / d / "saliency_rise.npy") for d in ("a", "b"))
     assert np.array_equal(first, again)
+
+
+def test_cli_refuses_a_bad_file_parameter_or_target_with_a_message(tmp_path, capsys):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    for argv, says in (([str(bad)], "notes.mp4"), ([str(EXAMPLE), "--method", "rise", "--params", '{"masks": 1}'],
+                                                   "outside"),
+                       ([str(EXAMPLE), "--method", "rise", "--params", '{"maks": 10}'], "no parameter"),
+                       ([str(EXAMPLE), "--target", "99"], "does not exist")):
+        assert videoxai.main(["explain", *argv, "--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err, err
+    assert not (tmp_path / "out").exists()

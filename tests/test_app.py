@@ -14,6 +14,8 @@ import pytest
 import app
 from zoo.video import read_clip
 
+pytestmark = pytest.mark.integration
+
 
 def _examples():
     return sorted(app.EXAMPLES_DIR.glob("*.mp4"))

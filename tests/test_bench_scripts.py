@@ -8,6 +8,8 @@ import pytest
 
 from benchmarks import extremal_blocks, metric_speed, precision, speed
 
+pytestmark = pytest.mark.slow
+
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):
     speed.main(["--models", "synth-r2plus1d-small", "--threads", "1", "--batch", "2", "--skip-references",

@@ -9,6 +9,8 @@ import pytest
 
 from benchmarks import faithfulness as benchmark
 
+pytestmark = pytest.mark.integration
+
 
 def test_benchmark_rows_resume_and_tables(tmp_path, capsys):
     args = ["--models", "synth-r2plus1d-small", "--methods", "random", "grad_cam", "--clips", "1", "--out",

@@ -15,8 +15,9 @@ from tests.test_app import _example, _free_port
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="no Chromium: `bash dev.sh test` installs it with apt-get when run as root")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason="no Chromium: `bash dev.sh test` installs it with apt-get when run as root")]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,12 @@ def test_upload_explain_and_see_the_results(url):
                 "v => ({error: v.error, width: v.videoWidth, height: v.videoHeight})")
             traces = page.locator("#explain-curves .js-plotly-plot .scatterlayer .trace").count()
             page.screenshot(path=str(ARTIFACTS / "app-explain.png"), full_page=True)
+            # the README's picture (docs/app.png is a copy): the overlay down to the curves
+            top, bottom = (page.locator(s).evaluate("e => [e.getBoundingClientRect().top + window.scrollY, "
+                                                    "e.getBoundingClientRect().bottom + window.scrollY]")
+                           for s in ("#explain-overlay", "#explain-curves"))
+            page.screenshot(path=str(ARTIFACTS / "app-result.png"), full_page=True,
+                            clip={"x": 0, "y": top[0] - 8, "width": 1400, "height": bottom[1] - top[0] + 16})
         finally:
             browser.close()
     assert video["error"] is None and video["width"] > 600 and video["height"] > 300

@@ -17,7 +17,7 @@ from zoo.models import load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 MODELS = ["synth-r2plus1d-small", "synth-cnn-lstm"]
 

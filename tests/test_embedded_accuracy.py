@@ -18,6 +18,8 @@ from zoo.models import load_model
 from zoo.synthetic import render_batch, split_seeds
 from zoo.video import preprocess
 
+pytestmark = pytest.mark.slow
+
 EMBEDDED = ["synth-r2plus1d-small", "synth-cnn-lstm"]
 
 

@@ -33,6 +33,7 @@ def _not_applicable(results) -> set[str]:
     return {m for m, r in results.items() if isinstance(r, ValueError)}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm"])
 def test_every_method_on_the_embedded_models(card_id):
     model = load_model(card_id)
@@ -53,7 +54,7 @@ def _tv_model(card_id: str, size: int) -> VideoClassifier:
     return load_model(card_from_dict(raw))
 
 
-@pytest.mark.slow
+@pytest.mark.architectures
 @pytest.mark.parametrize("card_id, size, inapplicable", [
     ("tv-r2plus1d-18", 112, set()), ("tv-r3d-18", 112, set()), ("tv-mc3-18", 112, set()), ("tv-s3d", 224, set()),
     ("tv-mvit-v2-s", 224, {"saliency_tubes"}), ("tv-swin3d-t", 112, {"saliency_tubes"})])

@@ -11,6 +11,8 @@ from zoo.models import load_model
 from zoo.synthetic import make_clip, split_seeds
 from zoo.video import preprocess
 
+pytestmark = pytest.mark.integration
+
 
 def oracle_map(clip) -> torch.Tensor:
     """The ground-truth box volume: 1 inside the actor's box during the action window, 0.8 inside it in the other

@@ -15,6 +15,8 @@ from zoo.cards import CARDS_DIR
 from zoo.models import load_embedded_weights
 from zoo.training import train
 
+pytestmark = pytest.mark.slow
+
 CARD = "synth-cnn-lstm"
 
 

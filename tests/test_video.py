@@ -26,6 +26,8 @@ from zoo.video import (
     write_mp4,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def test_sample_indices_one_per_segment():
     assert sample_indices(0, 32, 16).tolist() == list(range(1, 32, 2))

@@ -12,6 +12,8 @@ from zoo.architectures import AFFINE_BATCHNORMS
 from zoo.cards import CARDS_DIR, card_from_dict, list_cards, load_card
 from zoo.models import TORCHVISION_ARCHS, ModelLoadError, VideoClassifier, load_model
 
+pytestmark = pytest.mark.integration
+
 
 def _assert_frozen_eval(model: VideoClassifier):
     assert not model.training and not any(m.training for m in model.modules())

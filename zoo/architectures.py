@@ -26,8 +26,8 @@ class TemporalConv(nn.Conv3d):
     """A (k×1×1) ``Conv3d`` computed as a 2-D convolution over (T, H·W): the same parameters and result.
 
     On CPU, PyTorch sends 3-D convolutions with a 1×1 spatial kernel at batch < 16 to its slow vol2col path
-    instead of oneDNN; in the embedded R(2+1)D model at batch 4 such a layer took 92 of 345 ms. As a 2-D
-    convolution it goes to oneDNN (through a view, no copy, in NCDHW and in channels-last-3d alike).
+    instead of oneDNN (docs/performance.md, 2-D temporal convolutions). As a 2-D convolution it goes to oneDNN
+    (through a view, no copy, in NCDHW and in channels-last-3d alike).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

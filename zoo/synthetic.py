@@ -292,7 +292,6 @@ def make_clip(seed: int, preset: str | Difficulty = "hard", frames: int = 16, si
     """Render clip ``seed`` (label = seed mod 10) with the nuisances of ``preset``.
 
     ``hide_actor`` renders the same scene without the actor (a control: a model must then be at chance).
-    Cost: about 20–40 ms on one CPU core at 16×112×112.
     """
     d = DIFFICULTIES[preset] if isinstance(preset, str) else preset
     rng = np.random.default_rng(seed)
