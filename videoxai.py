@@ -12,6 +12,7 @@ import sys
 COMMANDS = {                     # name: (module, function, what it does)
     "models": ("zoo.cli", "models", "list the model cards"),
     "predict": ("zoo.cli", "predict", "top-k predictions of a model for a clip"),
+    "export": ("zoo.cli", "export", "an embedded model as a Hub repository folder, optionally pushed"),
     "explain": ("analysis", "main", "explain a clip with one or more methods: overlays, maps, metrics"),
     "benchmark": ("benchmarks.faithfulness", "main", "methods × models × clips → the papers' tables (resumable)"),
     "synth": ("zoo.synthetic", "main", "render SynthActions-10 clips as MP4 with their ground truth"),

@@ -14,3 +14,17 @@ def publish(cache: Path, repo_id: str, folder: Path, revision: str = REVISION) -
     (base / "refs").mkdir(parents=True, exist_ok=True)
     (base / "refs" / "main").write_text(revision)
     return revision
+
+
+def tiny_transformer(kind: str):
+    """A two-block transformers video classifier of ``kind`` (videomae, timesformer, vivit) and its frame count."""
+    import transformers as tf
+
+    common = dict(image_size=112, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=128, num_labels=3, id2label={0: "x", 1: "y", 2: "z"},
+                  label2id={"x": 0, "y": 1, "z": 2})
+    if kind == "videomae":
+        return tf.VideoMAEForVideoClassification(tf.VideoMAEConfig(num_frames=16, **common)), 16
+    if kind == "timesformer":
+        return tf.TimesformerForVideoClassification(tf.TimesformerConfig(num_frames=8, **common)), 8
+    return tf.VivitForVideoClassification(tf.VivitConfig(num_frames=16, tubelet_size=[2, 16, 16], **common)), 16

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.hubfiles import REVISION, publish
+from tests.hubfiles import REVISION, publish, tiny_transformer
 from zoo.architectures import AFFINE_BATCHNORMS
 from zoo.cards import CARDS_DIR, card_from_dict, list_cards, load_card
+from zoo.hub import COMMIT, commit_of
 from zoo.models import TORCHVISION_ARCHS, ModelLoadError, VideoClassifier, load_model
 
 pytestmark = pytest.mark.integration
@@ -36,11 +38,35 @@ def test_every_card_parses_and_names_its_layers():
         assert card.kind in ("embedded", "torchvision", "hub", "transformers")
         assert card.target_layers, card_id
         assert card.license and card.license != "unknown", card_id
-        if card.kind == "transformers":
-            assert card.source["repo"] and card.source["revision"]
         if card.kind in ("embedded", "torchvision"):
             assert card.labels, card_id
     assert len(load_card("tv-r2plus1d-18").labels) == 400
+
+
+def test_hub_cards_pin_a_full_commit_or_say_why_not():
+    hub_cards = [load_card(i) for i in list_cards() if load_card(i).kind in ("hub", "transformers")]
+    assert hub_cards
+    for card in hub_cards:
+        source = card.source
+        if "revision" in source:
+            assert COMMIT.fullmatch(source["revision"]), f"{card.id}: {source['revision']!r} is not a 40-hex commit"
+            assert "branch" not in source and commit_of(card) == source["revision"], card.id
+        else:
+            assert source.get("branch") and len(source.get("unpinned", "")) > 20, \
+                f"{card.id}: a branch without a reason for not pinning a commit"
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"revision": "fd26a6d"}, "not a 40-hex commit"),
+    ({"revision": "main"}, "not a 40-hex commit"),
+    ({"branch": "main"}, "names no commit"),
+    ({}, "names no commit"),
+])
+def test_short_shas_and_unmarked_branches_are_refused(source, message):
+    card = _hub_card("transformers", "someone/repo")
+    card = replace(card, source={"kind": "transformers", "repo": "someone/repo", **source})
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(card)
 
 
 def test_unknown_card_is_a_clear_error():
@@ -146,22 +172,11 @@ def test_hub_repo_with_wrong_architecture_is_a_clear_error(hf_cache, tmp_path):
         load_model(_hub_card("hub", "someone/broken"))
 
 
-def test_hub_repo_not_cached_offline_fails_fast(hf_cache):
-    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
-        load_model(_hub_card("transformers", "MCG-NJU/videomae-base-finetuned-kinetics", revision="main"))
-
-
-def _tiny_transformer(kind: str):
-    import transformers as tf
-
-    common = dict(image_size=112, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=128, num_labels=3, id2label={0: "x", 1: "y", 2: "z"},
-                  label2id={"x": 0, "y": 1, "z": 2})
-    if kind == "videomae":
-        return tf.VideoMAEForVideoClassification(tf.VideoMAEConfig(num_frames=16, **common)), 16
-    if kind == "timesformer":
-        return tf.TimesformerForVideoClassification(tf.TimesformerConfig(num_frames=8, **common)), 8
-    return tf.VivitForVideoClassification(tf.VivitConfig(num_frames=16, tubelet_size=[2, 16, 16], **common)), 16
+@pytest.mark.parametrize("card_id", ["hf-videomae-base-k400", "hf-vivit-b-k400"])   # a pinned commit; a branch
+def test_hub_repo_not_cached_offline_fails_fast(hf_cache, card_id):
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache and downloading is off") as e:
+        load_model(card_id)
+    assert str(hf_cache) not in str(e.value)
 
 
 LAST_BLOCK = {"videomae": "videomae.encoder.layer.-1", "timesformer": "timesformer.encoder.layer.-1",
@@ -171,7 +186,7 @@ LAST_BLOCK = {"videomae": "videomae.encoder.layer.-1", "timesformer": "timesform
 @pytest.mark.parametrize("kind, grid", [("videomae", ((8, 7, 7), 0, "thw")), ("timesformer", ((8, 7, 7), 1, "hwt")),
                                         ("vivit", ((8, 7, 7), 1, "thw"))])
 def test_transformers_video_classifiers_offline(hf_cache, tmp_path, kind, grid):
-    reference, frames = _tiny_transformer(kind)
+    reference, frames = tiny_transformer(kind)
     reference.eval()
     reference.save_pretrained(tmp_path / "repo")
     publish(hf_cache, f"someone/tiny-{kind}", tmp_path / "repo")

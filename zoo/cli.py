@@ -1,8 +1,11 @@
-"""The zoo's commands: ``videoxai models`` (the model cards) and ``videoxai predict CLIP`` (top-k predictions)."""
+"""The zoo's commands: ``videoxai models`` (the model cards), ``videoxai predict CLIP`` (top-k predictions) and
+``videoxai export`` (an embedded model as a Hub repository, optionally pushed)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from zoo.cards import list_cards, load_card
 from zoo.models import ModelLoadError, load_model
@@ -37,4 +40,28 @@ def predict(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for label, p in model.top_k(prepared.x, args.k):
         print(f"{p:7.2%}  {label}")
+    return 0
+
+
+def export(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Write an embedded model as a Hub-ready folder; with ``--push REPO``, upload it and print the commit."""
+    from zoo.hub import export_model, push_folder
+
+    parser = argparse.ArgumentParser(prog=prog, description="Write an embedded model as a Hub repository folder "
+                                     "(config.json, model.safetensors, README.md) and optionally push it.")
+    parser.add_argument("--model", required=True, help="an embedded model's card id")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write")
+    parser.add_argument("--push", metavar="REPO_ID", help="upload the folder to this Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    args = parser.parse_args(argv)
+    try:
+        folder = export_model(args.model, args.out)
+    except (KeyError, ValueError) as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 1
+    print(f"wrote {folder}")
+    if args.push:
+        token = os.environ.get("HF_TOKEN")
+        commit = push_folder(folder, args.push, token=token, private=args.private)
+        print(f"pushed {args.push} at commit {commit}; pin it in the model's card as source.revision")
     return 0

@@ -4,34 +4,38 @@ Sources (a card's ``source.kind``):
 
 * ``embedded`` — the small models trained in this repository, fp16 safetensors in ``assets/models``;
 * ``torchvision`` — r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t, with their Kinetics-400 weights
-  when cached locally (``weights: null`` gives random weights, for tests and for structure);
-* ``hub`` — a Hub repo (pinned revision) holding ``config.json`` (``arch``, ``labels``) + ``model.safetensors``
-  for a torchvision or embedded architecture;
+  from torch's hub cache, downloaded by ``torch.hub`` (hash-checked) when online (``weights: null`` gives random
+  weights, for tests and for structure);
+* ``hub`` — a Hub repo (pinned commit, ``zoo.hub``) holding ``config.json`` (``arch``, ``labels``) +
+  ``model.safetensors`` for a torchvision or embedded architecture (``zoo.hub.export_model`` writes one);
 * ``transformers`` — ``AutoModelForVideoClassification`` repos (VideoMAE, TimeSformer, ViViT), never with
   ``trust_remote_code``.
 
-Every failure to load becomes a ``ModelLoadError`` with a message for a person.
+Every failure to load becomes a ``ModelLoadError`` with a message for a person (no local paths; details go to
+the log). Downloads happen only when ``zoo.hub.hub_online()`` says so.
 """
 from __future__ import annotations
 
 import json
-import os
+import logging
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zoo import ASSETS
 from zoo.architectures import batchnorms_as_affine, temporal_convs_as_2d
 from zoo.cards import ModelCard, TokenGrid, load_card
+from zoo.errors import ModelLoadError
+from zoo.hub import hub_online, snapshot, without_paths
+
+log = logging.getLogger(__name__)
 
 TORCHVISION_ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says why and what to do."""
 
 
 class VideoClassifier(nn.Module):
@@ -132,10 +136,35 @@ def _build_arch(arch: str, num_classes: int) -> nn.Module:
 def _load_embedded(card: ModelCard) -> VideoClassifier:
     path = ASSETS / card.source["weights"]
     if not path.exists():
-        raise ModelLoadError(f"the weights of {card.name} are missing ({path}); train them with "
+        log.warning("weights of %s missing at %s", card.id, path)
+        raise ModelLoadError(f"the weights of {card.name} are missing from this installation; train them with "
                              f"`videoxai train --arch {card.source['arch']}`.")
     net = load_embedded_weights(_build_arch(card.source["arch"], len(card.labels)), path)
     return VideoClassifier(net, card)
+
+
+def torchvision_state(url: str, name: str) -> dict[str, torch.Tensor]:
+    """A torchvision checkpoint from torch's hub cache; when online, downloaded through ``torch.hub`` first (its
+    SHA-256 prefix check on the file name included). Only plain tensors are unpickled."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.exists() and not hub_online():
+        log.warning("%s not in the torch hub cache at %s", name, cached)
+        raise ModelLoadError(f"the torchvision weights {name} are not in the local cache and downloading is off "
+                             f"(set HF_HUB_OFFLINE=0 to allow it, or fetch the file once on a machine with "
+                             f"internet access).")
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True,
+                                                  weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(f"the torchvision weights {name} are not plain tensors; refused.") from None
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise ModelLoadError(f"the download of {name} failed its hash check; nothing was kept.") from None
+        raise ModelLoadError(f"the torchvision weights {name} could not be read ({type(e).__name__}).") from None
+    except OSError as e:
+        log.warning("downloading %s from %s failed: %s", name, url, e)
+        raise ModelLoadError(f"the torchvision weights {name} could not be downloaded ({type(e).__name__}); "
+                             f"try again later.") from None
 
 
 def _load_torchvision(card: ModelCard) -> VideoClassifier:
@@ -146,48 +175,29 @@ def _load_torchvision(card: ModelCard) -> VideoClassifier:
     if weights_name is None:
         return VideoClassifier(_build_arch(arch, len(card.labels)), card)
     weights = tvm.get_weight(weights_name)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if not cached.exists():
-        raise ModelLoadError(f"{card.name} needs the torchvision weights {weights_name}, which are not in the local "
-                             f"cache ({cached}). Downloading is off by default; fetch the file once on a machine "
-                             f"with internet access.")
+    state = torchvision_state(weights.url, weights_name)
     net = getattr(tvv, arch)(weights=None, num_classes=len(weights.meta["categories"]))
-    net.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+    net.load_state_dict(state)
     labels = card.labels or tuple(weights.meta["categories"])
     return VideoClassifier(net, replace(card, labels=labels))
 
 
-def hub_online() -> bool:
-    """Whether the loaders may download from the Hub: only when ``HF_HUB_OFFLINE`` is set to 0 (the zoo is offline
-    unless asked, whatever ``huggingface_hub`` read at import; the variable is read at each load)."""
-    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() in ("0", "false", "no", "off")
-
-
-def _snapshot(card: ModelCard, patterns: list[str]) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    repo, revision = card.source["repo"], card.source.get("revision", "main")
-    try:
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns,
-                                      local_files_only=not hub_online()))
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(f"{repo}@{revision[:12]} is not in the local Hugging Face cache and the Hub cannot be "
-                             f"reached (offline mode or no network).") from None
-    except (HfHubHTTPError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{repo}@{revision[:12]} could not be fetched: {e}") from None
-
-
 def _load_hub(card: ModelCard) -> VideoClassifier:
-    folder = _snapshot(card, ["config.json", "model.safetensors"])
+    folder, commit = snapshot(card, ["config.json", "model.safetensors"])
+    name = f"{card.source['repo']}@{commit[:12]}"
+    missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
+    if missing:
+        raise ModelLoadError(f"{name} has no {' or '.join(missing)}; a `hub` card needs both "
+                             f"(`videoxai export` writes them).")
     try:
         config = json.loads((folder / "config.json").read_text())
         net = _build_arch(config["arch"], int(config.get("num_classes", len(config.get("labels", ())))))
-        net.load_state_dict(load_file(str(folder / "model.safetensors")))
-    except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as e:
-        raise ModelLoadError(f"{card.source['repo']} is not a usable checkpoint: {str(e).splitlines()[0]}") from None
+        net.load_state_dict(read_embedded_weights(folder / "model.safetensors"))
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, RuntimeError, SafetensorError) as e:
+        reason = without_paths(str(e).splitlines()[0] if str(e) else type(e).__name__, folder, name)
+        raise ModelLoadError(f"{name} is not a usable checkpoint: {reason}") from None
     labels = card.labels or tuple(config.get("labels", ()))
-    return VideoClassifier(net.float(), replace(card, labels=labels))
+    return VideoClassifier(net, replace(card, labels=labels, source={**card.source, "revision": commit}))
 
 
 def transformer_token_grid(config) -> TokenGrid:
@@ -218,14 +228,22 @@ def _load_transformers(card: ModelCard) -> VideoClassifier:
     from transformers import AutoModelForVideoClassification
 
     # Safetensors where the repo has them; older repos only hold pytorch_model.bin, which transformers loads
-    # with torch.load(weights_only=True).
-    folder = _snapshot(card, ["config.json", "*.safetensors", "*.bin", "preprocessor_config.json"])
+    # with torch.load(weights_only=True): plain tensors load, any other pickle is refused.
+    folder, commit = snapshot(card, ["config.json", "*.safetensors", "*.bin", "preprocessor_config.json"])
+    name = f"{card.source['repo']}@{commit[:12]}"
     try:
         net = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"{card.source['repo']} could not be loaded by transformers: "
-                             f"{str(e).splitlines()[0]}") from None
-    return wrap_transformer(net, card)
+    except pickle.UnpicklingError:
+        raise ModelLoadError(f"{name} holds a pickle checkpoint that is not plain tensors; the zoo does not run "
+                             f"such files (safetensors or weights-only pickles load).") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        text = str(e)
+        if "trust_remote_code" in text:
+            raise ModelLoadError(f"{name} needs its own Python code to run (trust_remote_code), which the zoo "
+                                 f"never executes.") from None
+        reason = without_paths(text.splitlines()[0] if text else type(e).__name__, folder, name)
+        raise ModelLoadError(f"{name} could not be loaded by transformers: {reason}") from None
+    return wrap_transformer(net, replace(card, source={**card.source, "revision": commit}))
 
 
 LOADERS = {"embedded": _load_embedded, "torchvision": _load_torchvision, "hub": _load_hub,
