@@ -33,9 +33,12 @@ VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
 
 
-@lru_cache(maxsize=3)
+MODELS_KEPT = 3
+
+
+@lru_cache(maxsize=MODELS_KEPT)
 def get_model(card_id: str) -> VideoClassifier:
-    """The zoo model on the default device, loaded once per process (three kept)."""
+    """The zoo model on the default device, loaded once per process (the last ``MODELS_KEPT`` used are kept)."""
     return load_model(card_id, DEVICE)
 
 

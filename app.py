@@ -15,20 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
+from collections.abc import Generator
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-import spaces
+import spaces  # before torch (the first-party imports below): ZeroGPU patches CUDA at import
 
 import analysis
+import jobs
 import render
 from analysis import EXAMPLES_DIR, Analysis, ClipInput, get_model, load_clip
-from explainers import FAMILIES, REGISTRY, Cancelled, methods_by_family
+from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu
 from zoo import ASSETS
-from zoo.cards import list_cards, load_card
+from zoo.cards import load_card
 from zoo.models import ModelLoadError
 from zoo.video import VideoError, write_mp4
 
@@ -39,9 +40,9 @@ TOP1 = "top-1 class"
 WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
 WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
 LEARN = (ASSETS / "learn.md").read_text()
+SKIP = gr.skip()            # "no output changes", yielded while the model works
+HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
-_stop_requests: set[str] = set()
-_stop_lock = threading.Lock()
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -130,6 +131,8 @@ def _load(video_path: str | None, card_id: str, start_s: float | None, end_s: fl
           progress: gr.Progress | None = None) -> ClipInput:
     if not video_path:
         raise gr.Error("Upload a clip or pick an example first.")
+    if card_id not in jobs.SELECTABLE:
+        raise gr.Error(f"Model {card_id!r} is not offered here; pick one of the list.")
     if progress is not None:
         progress(0.0, desc=f"Loading {load_card(card_id).name} and decoding the clip")
     try:
@@ -151,35 +154,25 @@ def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: 
     return classify(video_path, card_id, start_s, end_s) if video_path else (None, None, "")
 
 
-def _progress_callback(request: gr.Request | None, progress: gr.Progress, prefix: str = ""):
-    session = request.session_hash if request is not None else None
-    with _stop_lock:
-        _stop_requests.discard(session)
-
-    def report(fraction: float, message: str) -> bool:
-        progress(fraction, desc=f"{prefix}{message}")
-        with _stop_lock:
-            return session not in _stop_requests
-    return report
-
-
-def stop(request: gr.Request) -> None:
-    """Ask the running explanation of this browser session to stop at its next progress report."""
-    with _stop_lock:
-        _stop_requests.add(request.session_hash)
-
-
-def _analyse(clip: ClipInput, method: str, target, preset: str | None, params: dict | None, seed, report) -> Analysis:
-    if method not in REGISTRY:
-        raise gr.Error(f"Unknown method {method!r}.")
-    target = parse_target(target)
+def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.Progress) -> Generator:
+    """Run the model work (``jobs.analyse_on_gpu``), showing its progress; yields nothing-changed updates while it
+    runs (each a point where a Stop or a cancel closes this generator and so stops the work); returns the
+    analyses."""
+    unknown = [job.method for job in todo if job.method not in REGISTRY]
+    if unknown:
+        raise gr.Error(f"Unknown method {unknown[0]!r}.")
+    work = jobs.analyse_on_gpu(clip, todo, parse_target(target), int(seed or 0))
     try:
-        return analysis.analyse(clip, method, target, None if preset == "default" else preset,
-                                params or {}, int(seed or 0), report)
-    except Cancelled:
-        raise gr.Error("Stopped. Nothing was changed; run it again when you like.") from None
-    except (ValueError, TypeError) as e:
-        raise gr.Error(f"{REGISTRY[method].name}: {e}") from None
+        for item in work:
+            if isinstance(item, jobs.Progress):
+                progress(item.fraction, desc=item.message)
+                yield SKIP
+            elif isinstance(item, jobs.Failed):
+                raise gr.Error(item.message)
+            else:
+                return item
+    finally:
+        work.close()
 
 
 def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool):
@@ -195,38 +188,36 @@ def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool
             result_markdown(analyses), [str(p) for p in files.values()])
 
 
-@spaces.GPU(duration=120)
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
                  preset: str, target: str, seed: float, params: dict | None, cmap: str = "jet", alpha: float = 0.5,
-                 show_truth: bool = True, show_structure: bool = True, request: gr.Request = None,
-                 progress: gr.Progress = gr.Progress()):
+                 show_truth: bool = True, show_structure: bool = True, progress: gr.Progress = gr.Progress()):
     """Explain one clip with one method: overlay video, per-frame importance, insertion/deletion curves, metrics,
-    a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the analysis (kept for redraws)."""
+    a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the analysis (kept for redraws).
+    A generator: it yields unchanged outputs while the model works, then the results."""
     clip = _load(video_path, card_id, start_s, end_s, progress)
-    result = _analyse(clip, method, target, preset, params, seed, _progress_callback(request, progress))
-    return (*_outputs([result], cmap, alpha, show_truth, show_structure), [result])
+    job = jobs.Job(method, None if preset == "default" else preset, params or {})
+    results = yield from _analyse(clip, [job], target, seed, progress)
+    yield (*_outputs(results, cmap, alpha, show_truth, show_structure), results)
 
 
-@spaces.GPU(duration=300)
 def compare_clips(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
                   methods: list[str], target: str, seed: float, cmap: str = "jet", alpha: float = 0.5,
-                  show_truth: bool = True, request: gr.Request = None, progress: gr.Progress = gr.Progress()):
+                  show_truth: bool = True, progress: gr.Progress = gr.Progress()):
     """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
-    curves in one figure."""
+    curves in one figure. A generator, as ``explain_clip``."""
     if not methods:
         raise gr.Error("Tick at least one method to compare.")
     clip = _load(video_path, card_id, start_s, end_s, progress)
-    results = []
-    for i, method in enumerate(methods):
-        report = _progress_callback(request, progress, f"[{i + 1}/{len(methods)}] {method}: ")
-        results.append(_analyse(clip, method, target, default_preset(method), {}, seed, report))
-    return (*_outputs(results, cmap, alpha, show_truth, False), results)
+    todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in methods]
+    results = yield from _analyse(clip, todo, target, seed, progress)
+    yield (*_outputs(results, cmap, alpha, show_truth, False), results)
 
 
-def walkthrough(request: gr.Request = None, progress: gr.Progress = gr.Progress()):
+def walkthrough(progress: gr.Progress = gr.Progress()):
     """The Learn tab's guided example: a clip whose answer is known, explained by a baseline and two methods."""
-    return compare_clips(str(WALKTHROUGH_CLIP), DEFAULT_MODEL, None, None, WALKTHROUGH_METHODS, TOP1, 0,
-                         request=request, progress=progress)[:-1]
+    for outputs in compare_clips(str(WALKTHROUGH_CLIP), DEFAULT_MODEL, None, None, WALKTHROUGH_METHODS, TOP1, 0,
+                                 progress=progress):
+        yield outputs if outputs is SKIP else outputs[:-1]
 
 
 def redraw(results: list[Analysis] | None, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
@@ -304,11 +295,11 @@ def result_panel(prefix: str):
 
 def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
-    models = [(load_card(i).name, i) for i in list_cards()]
+    models = [(load_card(i).name, i) for i in jobs.SELECTABLE]
     with gr.Blocks(title="Where did the video model look?", analytics_enabled=False) as demo:
         gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, then explain "
                     "its prediction with one method (**Explain**) or several side by side (**Compare**). New here? "
-                    "Start with **Learn**.")
+                    f"Start with **Learn**. Models run on {HARDWARE}.")
         with gr.Row():
             with gr.Column():
                 video = gr.Video(label="Clip", sources=["upload"])
@@ -381,7 +372,7 @@ def build_demo() -> gr.Blocks:
         ev = run_explain.click(explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth,
                                               structure], [*out, explained], api_name="explain")
         ev.then(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
-        stop_explain.click(stop, None, None, cancels=[ev], queue=False, api_name=False)
+        stop_explain.click(None, None, None, cancels=[ev], queue=False, api_name=False)
         for control in (cmap, alpha, truth, structure):
             control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
         for control in (kind, step):
@@ -389,7 +380,7 @@ def build_demo() -> gr.Blocks:
 
         ev = run_compare.click(compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth],
                                [*c_out, compared], api_name="compare")
-        stop_compare.click(stop, None, None, cancels=[ev], queue=False, api_name=False)
+        stop_compare.click(None, None, None, cancels=[ev], queue=False, api_name=False)
         for control in (c_cmap, c_alpha, c_truth):
             control.change(lambda r, c, a, t: redraw(r, c, a, t, False), [compared, c_cmap, c_alpha, c_truth],
                            c_out[0], api_name=False)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
-from types import SimpleNamespace
+import threading
+import time
+from collections import deque
 
 import gradio as gr
 import numpy as np
@@ -25,12 +27,27 @@ def _example(name: str = "grow") -> str:
     return str(next(p for p in _examples() if f"_{name}_" in p.name))
 
 
+def _last(outputs):
+    """The final outputs of a generator handler (what Gradio shows when it ends)."""
+    last = deque(outputs, maxlen=1).pop()
+    assert last is not app.SKIP
+    return last
+
+
 def _explain(method: str = "grad_cam", **kw):
+    return _last(_explain_steps(method, **kw))
+
+
+def _explain_steps(method: str = "grad_cam", **kw):
     args = dict(video_path=_example(), card_id=app.DEFAULT_MODEL, start_s=None, end_s=None, method=method,
                 preset=app.default_preset(method) if method in app.REGISTRY else "default", target=app.TOP1, seed=0,
-                params=None)
+                params=None, progress=lambda fraction, desc="": None)
     args.update(kw)
     return app.explain_clip(**args)
+
+
+def _job_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "videoxai-job"]
 
 
 def test_examples_ship_with_ground_truth():
@@ -102,7 +119,7 @@ def test_bad_settings_are_messages(tmp_path):
 
 
 def test_card_method_and_parameter_texts_come_from_the_registry():
-    for card_id in app.list_cards():
+    for card_id in app.jobs.SELECTABLE:
         assert app.load_card(card_id).name in app.card_markdown(card_id)
     held_out = app.load_card("synth-cnn-lstm").held_out
     expected = f"Held-out accuracy {held_out['top1']:.1%} ({held_out['dataset']} test"
@@ -154,29 +171,35 @@ def test_parameters_reach_the_method():
     assert state[0].explanation.forward_passes == 1 + 4               # 1 × 2 × 2 positions + the clean clip
 
 
-def test_stop_cancels_a_running_explanation():
-    request = SimpleNamespace(session_hash="abc")
+def test_closing_a_running_explanation_stops_its_work_within_a_second():
     calls = []
+    steps = _explain_steps("ep3d", progress=lambda fraction, desc="": calls.append(fraction))
+    for _ in steps:                                         # EP-3D fast runs for about a minute here
+        if len(calls) >= 3:
+            break
+    assert _job_threads()
+    closed = time.perf_counter()
+    steps.close()                                           # what Gradio does on Stop and on a client's cancel
+    while _job_threads() and time.perf_counter() - closed < 5:
+        time.sleep(0.02)
+    assert not _job_threads() and time.perf_counter() - closed < 1.0
+    *_, state = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
+    assert state[0].explanation.method == "occlusion", "the next run starts afresh"
 
-    def progress(fraction, desc=""):
-        calls.append(fraction)
-        if len(calls) == 2:
-            app.stop(request)                                         # the Stop button, pressed mid-run
-    with pytest.raises(gr.Error, match="Stopped"):
-        _explain("occlusion", request=request, progress=progress)
-    assert len(calls) == 2
-    *_, state = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]}, request=request,
-                         progress=lambda f, desc="": None)            # the next run starts afresh
-    assert state[0].explanation.method == "occlusion"
+
+def test_models_not_offered_are_refused():
+    with pytest.raises(gr.Error, match="not offered here"):
+        _explain(card_id="someone/elses-model")
 
 
 def test_compare_puts_methods_side_by_side():
-    video, importance, curves, table, summary, files, state = app.compare_clips(
-        _example(), app.DEFAULT_MODEL, None, None, ["random", "grad_cam"], app.TOP1, 0)
+    video, importance, curves, table, summary, files, state = _last(app.compare_clips(
+        _example(), app.DEFAULT_MODEL, None, None, ["random", "grad_cam"], app.TOP1, 0,
+        progress=lambda fraction, desc="": None))
     assert list(table["method"]) == ["random", "grad_cam"] and len(curves.data) == 4 and len(importance.data) == 2
     assert len(state) == 2 and sum(p.endswith(".npy") for p in files) == 2
     with pytest.raises(gr.Error, match="at least one"):
-        app.compare_clips(_example(), app.DEFAULT_MODEL, None, None, [], app.TOP1, 0)
+        _last(app.compare_clips(_example(), app.DEFAULT_MODEL, None, None, [], app.TOP1, 0))
 
 
 def _free_port() -> int:
@@ -209,5 +232,18 @@ def test_server_on_localhost_with_gradio_client():
             assert table["data"][0][0] == method and f"explained **{truth}**" in summary
             assert len(files) == 4
         assert "/compare" in client.view_api(print_info=False, return_format="str")
+
+        job = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "ep3d", "fast", "top-1 class", 0,
+                            {}, api_name="/explain")                   # about a minute of work here
+        started = time.perf_counter()
+        while not _job_threads() and time.perf_counter() - started < 30:
+            time.sleep(0.05)
+        assert _job_threads(), "the explanation started"
+        time.sleep(1.0)
+        cancelled = time.perf_counter()
+        job.cancel()                                                   # a gradio_client visitor's cancel
+        while _job_threads() and time.perf_counter() - cancelled < 10:
+            time.sleep(0.05)
+        assert not _job_threads() and time.perf_counter() - cancelled < 2.0
     finally:
         demo.close()

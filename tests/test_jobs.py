@@ -1,0 +1,96 @@
+"""The app's model work as ZeroGPU runs it: cancellable generators, picklable arguments and results, no CUDA at
+import, models loaded at module level."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _work(seconds: float, stopped: list):
+    def work(report):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            if not report(0.5, "working"):
+                stopped.append(time.perf_counter())
+                return "stopped"
+            time.sleep(0.01)
+        return "finished"
+    return work
+
+
+def test_the_result_comes_last_after_progress():
+    items = list(jobs.run_cancellable(_work(0.1, []), poll_s=0.02))
+    assert items[-1] == "finished" and all(isinstance(i, jobs.Progress) for i in items[:-1]) and len(items) > 1
+
+
+def test_closing_stops_the_work_at_its_next_report():
+    stopped = []
+    steps = jobs.run_cancellable(_work(30, stopped))
+    assert isinstance(next(steps), jobs.Progress)
+    closed = time.perf_counter()
+    steps.close()
+    while not stopped and time.perf_counter() - closed < 5:
+        time.sleep(0.005)
+    assert stopped and stopped[0] - closed < 0.1
+
+
+def test_a_silent_worker_still_yields_so_a_close_is_never_stuck():
+    def silent(report):
+        time.sleep(0.3)
+        return 1
+    items = list(jobs.run_cancellable(silent, poll_s=0.05))
+    assert items[-1] == 1 and sum(isinstance(i, jobs.Progress) for i in items) >= 3
+
+
+def test_errors_in_the_work_reach_the_caller():
+    def broken(report):
+        raise KeyError("boom")
+    with pytest.raises(KeyError, match="boom"):
+        list(jobs.run_cancellable(broken))
+    assert not [t for t in threading.enumerate() if t.name == "videoxai-job" and t.is_alive()]
+
+
+@pytest.mark.integration
+def test_gpu_arguments_and_results_are_picklable():
+    import analysis
+
+    clip = analysis.load_clip(next((ROOT / "assets" / "examples").glob("*.mp4")), "synth-r2plus1d-small")
+    todo = [jobs.Job("grad_cam", None, {}), jobs.Job("rise", "fast", {"masks": 10})]
+    pickle.loads(pickle.dumps((clip, todo, None, 0)))
+    *progress, results = jobs.analyse_on_gpu(clip, todo, None, 0)
+    assert [a.name for a in results] == ["grad_cam", "rise"]
+    again = pickle.loads(pickle.dumps(results))
+    assert (again[0].explanation.saliency == results[0].explanation.saliency).all()
+    assert pickle.loads(pickle.dumps(progress[0])) == progress[0]
+    failed = list(jobs.analyse_on_gpu(clip, [jobs.Job("rise", None, {"masks": 3})], None, 0))[-1]
+    assert isinstance(failed, jobs.Failed) and "masks" in failed.message and pickle.dumps(failed)
+
+
+@pytest.mark.integration
+def test_importing_the_app_touches_no_cuda_and_imports_spaces_before_torch():
+    code = ("import sys, json, app, torch; names = list(sys.modules); "
+            "print(json.dumps([torch.cuda.is_initialized(), names.index('spaces') < names.index('torch'), "
+            "app.jobs.ON_ZERO_GPU, app.jobs.SELECTABLE == app.jobs.list_cards()]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, True, False, True]
+
+
+@pytest.mark.integration
+def test_module_level_loading_on_cpu_keeps_the_embedded_models(hf_cache):
+    import analysis
+
+    loaded = jobs.preload_models()
+    assert {"synth-r2plus1d-small", "synth-cnn-lstm"} <= set(loaded) and len(loaded) <= analysis.MODELS_KEPT
+    assert "hf-videomae-base-k400" not in loaded, "not in this empty cache: skipped with a warning"
