@@ -10,6 +10,7 @@ the outlying masks (IQR rule).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -156,6 +157,7 @@ PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14
 
 @register("aosa", name="AOSA (adaptive occlusion)", family="perturbation", paper="[S2] §3.1–3.3",
           needs="forward", cost="anchors + 1 forwards (197 at stride 8, 112 px) + Farneback flow on the CPU",
+          passes=lambda p, shape: (math.ceil(shape[1] / p["stride"]) * math.ceil(shape[2] / p["stride"]) + 1, 0),
           score="prob", params=(Param("k", 3, "tubes occluded together: each anchor with its k − 1 most similarly "
                                            "moving anchors (1 = AOSA_SGL)", 1, 50),) + PARAMS + (PRECISION,),
           description="Occludes small boxes that follow the motion of the clip (optical-flow tracks), so a moving "
@@ -201,6 +203,7 @@ def _estimate(holes: torch.Tensor, base: torch.Tensor, e: torch.Tensor) -> torch
 
 @register("aosa_approx", name="AOSA-approx (first-order)", family="perturbation", paper="[S2] §3.4–3.5",
           needs="gradients", cost="1–3 × (forward + backward) + anchors dot products", score="prob",
+          passes=lambda p, shape: (3, 3) if p["adjust"] else (1, 1),
           params=(Param("k", 3, "tubes occluded together (1 = single tubes)", 1, 50),) + PARAMS +
                  (Param("adjust", True, "re-expand around the outlying masks (IQR rule); costs up to 2 more "
                                         "forward + backward passes"),),

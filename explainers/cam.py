@@ -12,7 +12,7 @@ from torch import nn
 from explainers.context import Context, MethodOutput
 from explainers.layers import capture, layer_volume, resolve_layer
 from explainers.maps import upsample
-from explainers.registry import Param, register
+from explainers.registry import Param, one_forward, one_pair, register
 
 LAYER = Param("layer", None, "module name of the target layer (default: the model card's)")
 UPSAMPLE = Param("upsample", "trilinear", "how the T'×H'×W' map grows to T×H×W", choices=("trilinear", "nearest"))
@@ -31,7 +31,7 @@ def _finish(ctx: Context, cam: torch.Tensor, mode: str, **extras) -> MethodOutpu
 
 
 @register("grad_cam", name="Grad-CAM", family="cam", paper="Selvaraju et al. 2017; 3-D as in [S0]/[S1]",
-          needs="target_layer", cost="1 forward + 1 backward",
+          needs="target_layer", cost="1 forward + 1 backward", passes=one_pair,
           params=(LAYER, Param("per_time_slice", False, "weights per time slice, as the code of [S1]"), UPSAMPLE),
           description="Weights the feature maps of a late layer by how much the class score depends on them, "
                       "and keeps the positive evidence. Coarse (the layer's resolution, e.g. 8×7×7) but "
@@ -44,7 +44,7 @@ def grad_cam(ctx: Context, layer: str | None, per_time_slice: bool, upsample: st
 
 
 @register("grad_cam_pp", name="Grad-CAM++", family="cam", paper="Chattopadhay et al. 2018; [S4] baseline",
-          needs="target_layer", cost="1 forward + 1 backward", params=(LAYER, UPSAMPLE),
+          needs="target_layer", cost="1 forward + 1 backward", passes=one_pair, params=(LAYER, UPSAMPLE),
           description="Grad-CAM with per-location weights that favour every instance of the evidence, not "
                       "just the strongest; sums run over time and space.")
 def grad_cam_pp(ctx: Context, layer: str | None, upsample: str) -> MethodOutput:
@@ -75,7 +75,7 @@ def _classifier_row(model: nn.Module, target: int, channels: int) -> torch.Tenso
 
 
 @register("saliency_tubes", name="Saliency Tubes", family="cam", paper="Stergiou et al. 2019; [S0] baseline",
-          needs="target_layer", cost="1 forward", params=(LAYER, UPSAMPLE),
+          needs="target_layer", cost="1 forward", passes=one_forward, params=(LAYER, UPSAMPLE),
           description="The last block's feature maps weighted by the classifier's weights for the class (CAM "
                       "for 3-D CNNs). Needs no gradient, only a network that ends in pooling and one linear layer.")
 def saliency_tubes(ctx: Context, layer: str | None, upsample: str) -> MethodOutput:

@@ -320,7 +320,14 @@ PRECISION = Param("precision", "fp32", "arithmetic of the model's forward and ba
                   "map moves about as much as with another seed (docs/performance.md, bf16)", choices=PRECISIONS)
 COMMON = (AREAS, ITERATIONS, STEP, SIGMA, PRECISION)
 EP_PRESETS = {"fast": {"iterations": 300, "areas": (0.05, 0.1, 0.2)}, "paper": {}}
-EP_COST = "iterations × areas × (forward + backward) + areas forwards"
+EP_COST = "iterations × areas × (forward + backward) + areas + 1 forwards"
+
+
+def ep_passes(params: dict, shape: tuple[int, int, int], problems: int = 1) -> tuple[int, int]:
+    """EP_COST for ``problems`` masks optimised per area (Unsync: one per frame): the optimisation steps, one
+    forward per final mask, one of the clean clip."""
+    steps = problems * params["iterations"] * len(params["areas"])
+    return steps + problems * len(params["areas"]) + 1, steps
 
 
 def _ep(**fixed):
@@ -331,23 +338,27 @@ def _ep(**fixed):
 
 
 register("ep3d", name="Extremal perturbation 3-D (EP-3D)", family="perturbation", paper="[S0] §3.1, [S1] §3.2.1",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=EP_PRESETS,
+         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, params=COMMON,
+         presets=EP_PRESETS,
          description="Learns the smallest smooth region of the clip (a fixed share of all its voxels) that keeps "
                      "the class probability high when everything else is blurred. One mask per share; the map "
                      "is their sum. Faithful by construction, but it needs hundreds of forward and backward "
                      "passes.")(_ep())
 register("ep3d_evenly", name="EP-3D evenly (Extm. Ptb. Sync)", family="perturbation", paper="[S0] §4.2, [S1] §4.4",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, params=COMMON, presets=EP_PRESETS,
+         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, params=COMMON,
+         presets=EP_PRESETS,
          description="EP-3D with the area constraint applied to every frame separately: each frame keeps the "
                      "same share of its pixels, so the map shows where in each frame, not when.")(_ep(per_frame=True))
 register("ep_unsync", name="Extremal perturbation per frame (Unsync)", family="perturbation", paper="[S0] §4.2",
-         needs="gradients", cost="T × " + EP_COST, score="prob", stochastic=True, params=COMMON, presets=EP_PRESETS,
+         needs="gradients", cost="T × iterations × areas × (forward + backward) + T × areas + 1 forwards",
+         passes=lambda p, shape: ep_passes(p, shape, shape[0]), score="prob", stochastic=True,
+         params=COMMON, presets=EP_PRESETS,
          description="Image-style extremal perturbation for each frame alone, with all other frames blurred; "
                      "the T problems are optimised in one batch. T times the cost of EP-3D, and blind to "
                      "motion across frames.")(_ep(unsync=True))
 register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation",
          paper="[S0] Eq. 7, [S1] Eq. 12",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=EP_PRESETS,
+         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, presets=EP_PRESETS,
          params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),
                           Param("ends", "renormalised", "the clip's first and last frames: the kernel renormalised "
                                 "there (docs/methods.md §20.2), or virtual frames beyond them that the area constraint "
@@ -359,7 +370,7 @@ register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="pe
                      "care. ends=virtual counts what the smoothing spreads past the ends, which takes that advantage "
                      "away from them.")(_ep())
 register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
-         needs="gradients", cost=EP_COST, score="prob", stochastic=True, presets=EP_PRESETS,
+         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, presets=EP_PRESETS,
          params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),
                           Param("key_shape", "ellipsoid", "key region shape", choices=("ellipsoid", "cylinder"))),
          description="EP-3D with an extra loss that rewards keeping a few compact spatio-temporal blobs "

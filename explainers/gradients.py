@@ -16,7 +16,7 @@ from torch import nn
 from explainers.context import Context, MethodOutput
 from explainers.layers import relu_not_inplace
 from explainers.maps import blur_frames
-from explainers.registry import Param, register
+from explainers.registry import Param, one_pair, register
 
 CHANNELS = Param("channels", "abs_max", "how the colour channels become one value per voxel",
                  choices=("abs_max", "abs_sum", "sum"))
@@ -36,7 +36,7 @@ def _input_gradient(ctx: Context) -> torch.Tensor:
 
 
 @register("gradient", name="Gradient (saliency)", family="gradient", paper="Simonyan et al. 2014; [S0] baseline",
-          needs="gradients", cost="1 forward + 1 backward", params=(CHANNELS,),
+          needs="gradients", cost="1 forward + 1 backward", passes=one_pair, params=(CHANNELS,),
           description="How much the class score changes when each pixel of each frame changes a little: the "
                       "derivative of the score with respect to the input. Cheap and sharp, but noisy.")
 def gradient(ctx: Context, channels: str) -> MethodOutput:
@@ -45,7 +45,7 @@ def gradient(ctx: Context, channels: str) -> MethodOutput:
 
 
 @register("input_x_gradient", name="Input × gradient", family="gradient", paper="Shrikumar et al. 2016; [S0] baseline",
-          needs="gradients", cost="1 forward + 1 backward",
+          needs="gradients", cost="1 forward + 1 backward", passes=one_pair,
           params=(Param("channels", "abs_sum", CHANNELS.help, choices=CHANNELS.choices),),
           description="The gradient multiplied by the input itself: a first-order estimate of how much each "
                       "voxel contributes to the score compared with a mean-coloured clip.")
@@ -83,7 +83,7 @@ def guided_relus(model: nn.Module):
 
 
 @register("guided_backprop", name="Guided backprop", family="gradient", paper="Springenberg et al. 2015; [S0], [S4]",
-          needs="gradients", cost="1 forward + 1 backward", params=(CHANNELS,),
+          needs="gradients", cost="1 forward + 1 backward", passes=one_pair, params=(CHANNELS,),
           description="The gradient, but every ReLU only lets positive evidence flow back. Sharper, more "
                       "image-like maps; known to depend little on the model's upper layers.")
 def guided_backprop(ctx: Context, channels: str) -> MethodOutput:
@@ -114,7 +114,8 @@ def path_points(steps: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register("integrated_gradients", name="Integrated gradients", family="gradient", paper="Sundararajan et al. 2017",
-          needs="gradients", cost="steps × (forward + backward)",
+          needs="gradients", cost="steps × (forward + backward) + 1 forward",
+          passes=lambda p, shape: (p["steps"] + 1, p["steps"]),
           params=(Param("steps", 32, "points on the path from the baseline to the clip", 2, 512),
                   Param("baseline", "zeros", "start of the path: zeros (mean colour) or a blurred clip",
                         choices=("zeros", "blur")),
@@ -142,7 +143,8 @@ def integrated_gradients(ctx: Context, steps: int, baseline: str, rule: str, cha
 
 
 @register("smoothgrad", name="SmoothGrad", family="gradient", paper="Smilkov et al. 2017",
-          needs="gradients", cost="samples × (forward + backward)", stochastic=True,
+          needs="gradients", cost="samples × (forward + backward) + 1 forward", stochastic=True,
+          passes=lambda p, shape: (p["samples"] + 1, p["samples"]),
           params=(Param("samples", 25, "noisy copies of the clip", 1, 500),
                   Param("noise", 0.15, "noise σ as a fraction of the clip's value range", 0.0, 1.0),
                   Param("variant", "smoothgrad", "mean of gradients, mean of squares, or their variance",

@@ -1,7 +1,8 @@
 """What each explainer is, described once: the app, the command line, the benchmark and the docs read this.
 
 A ``MethodSpec`` names the method, its family and paper, what it needs (gradients, a target layer, or only
-forward passes), its cost formula, its default score, whether it is stochastic, a plain-language paragraph,
+forward passes), its cost formula (as text and as ``passes``, a function of the parameters and the clip's
+shape), its default score, whether it is stochastic, a plain-language paragraph,
 and its parameters with defaults, ranges and one-line help. ``@register`` attaches a spec to the function
 that computes the map.
 """
@@ -62,6 +63,17 @@ class Param:
         return value
 
 
+PassCount = Callable[[dict, tuple[int, int, int]], tuple[int, int]]
+
+
+def one_forward(params: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
+    return 1, 0
+
+
+def one_pair(params: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
+    return 1, 1
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     id: str
@@ -72,6 +84,7 @@ class MethodSpec:
     cost: str                        # passes, as a formula of the parameters
     description: str
     fn: Callable
+    passes: PassCount                # the formula as a function: (forward, backward) clip passes, at most
     params: tuple[Param, ...] = ()
     score: str = "logit"             # default score (docs/methods.md §20.1)
     stochastic: bool = False
@@ -89,6 +102,12 @@ class MethodSpec:
         values.update(self.presets.get(preset or "", {}))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return {k: known[k].validate(v) for k, v in values.items()}
+
+    def count(self, params: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
+        """Clip passes (forward, backward) of one run with resolved ``params`` on a T×H×W clip, known before it
+        runs: exact, or an upper bound where the method adapts (AOSA's letter-box rows, AOSA-approx's
+        re-expansions)."""
+        return self.passes(params, shape)
 
 
 REGISTRY: dict[str, MethodSpec] = {}

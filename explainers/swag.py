@@ -15,7 +15,7 @@ from skimage.segmentation import slic
 from explainers.context import Context, MethodOutput
 from explainers.gradients import guided_relus
 from explainers.maps import normalise
-from explainers.registry import Param, register
+from explainers.registry import Param, one_pair, register
 
 LAB_RANGE = 100.0    # the map is scaled to Lab's lightness range so that w_c and w_g weigh comparable units
 
@@ -62,7 +62,7 @@ def _params(w_c: float) -> tuple[Param, ...]:
 
 
 _COMMON = dict(family="gradient", paper="[S4] Hartley et al. (SWAG-V)", needs="gradients",
-               cost="1 forward + 1 backward + one 3-D SLIC on the CPU")
+               cost="1 forward + 1 backward + one 3-D SLIC on the CPU", passes=one_pair)
 
 @register("swag_v_i", name="SWAG-V (image supervoxels)", params=_params(10.0), **_COMMON,
           description="Guided-backprop gradients averaged inside supervoxels: 3-D regions of similar colour that "

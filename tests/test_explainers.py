@@ -265,6 +265,29 @@ def test_every_method_reports_the_clean_clips_top1_and_checks_the_target(method)
     assert _hook_count(model) == 0 and all("forward" not in vars(m) for m in model.modules())
 
 
+ADAPTIVE = {"aosa", "aosa_approx"}     # their counts are upper bounds: letter-box rows, re-expansions
+
+
+@pytest.mark.parametrize("method", list(REGISTRY))
+def test_pass_counts_are_known_before_the_run(method):
+    model = RedDetector()
+    x = torch.rand(1, 3, 8, 32, 32)
+    spec = REGISTRY[method]
+    for params in (TINY.get(method, {}), VARIED.get(method, {})):
+        e = explain(model, x, method, **params)
+        forward, backward = spec.count(e.params, (8, 32, 32))
+        if method in ADAPTIVE:
+            assert e.forward_passes <= forward and e.backward_passes <= backward
+        else:
+            assert (e.forward_passes, e.backward_passes) == (forward, backward), params
+
+
+VARIED = {"integrated_gradients": {"steps": 3}, "smoothgrad": {"samples": 3}, "rise": {"masks": 12},
+          "occlusion": {"window": (4, 8, 8), "strides": (3, 5, 7)}, "aosa": {"stride": 8}, "aosa_approx": {"stride": 8},
+          **{m: {"iterations": 3, "areas": (0.1, 0.3)} for m in ("ep3d", "ep3d_evenly", "ep3d_temporal_gauss", "step")},
+          "ep_unsync": {"iterations": 2, "areas": (0.1, 0.2)}}
+
+
 def test_a_gradient_pass_of_the_clip_replaces_the_separate_clean_forward():
     model, x = RedDetector(), torch.rand(1, 3, 8, 32, 32)
     expected = {"random": ({}, 1, 0), "gradient": ({}, 1, 1), "guided_backprop": ({}, 1, 1), "grad_cam": ({}, 1, 1),
