@@ -25,7 +25,7 @@ import spaces  # before torch (the first-party imports below): ZeroGPU patches C
 import analysis
 import jobs
 import render
-from analysis import EXAMPLES_DIR, Analysis, ClipInput, get_model, load_clip
+from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
 from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu
 from zoo import ASSETS
@@ -145,7 +145,7 @@ def classify(video_path: str | None, card_id: str, start_s: float | None, end_s:
              progress: gr.Progress = gr.Progress()):
     """Top-5 predictions, the sampled frames as a strip, and notes (warnings, ground truth) for one clip."""
     clip = _load(video_path, card_id, start_s, end_s, progress)
-    top = dict(get_model(card_id).top_k(clip.x.to(analysis.DEVICE), 5))
+    top = dict(jobs.top_k_on_gpu(clip, 5))
     return top, render.frame_strip(analysis.marked_frames(clip, scale=1), count=8), clip_notes(clip)
 
 
@@ -161,6 +161,14 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise gr.Error(f"Unknown method {unknown[0]!r}.")
+    try:
+        cost = jobs.estimate(clip, todo)
+    except (ValueError, TypeError) as e:
+        raise gr.Error(f"{REGISTRY[todo[0].method].name}: {e}") from None
+    if not cost.fits:
+        raise gr.Error(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
+                       f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
+                       f"or a one-pass method (gradient, Grad-CAM).")
     work = jobs.analyse_on_gpu(clip, todo, parse_target(target), int(seed or 0))
     try:
         for item in work:
@@ -170,6 +178,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
             elif isinstance(item, jobs.Failed):
                 raise gr.Error(item.message)
             else:
+                jobs.learn(clip.model_id, item)
                 return item
     finally:
         work.close()

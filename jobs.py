@@ -15,17 +15,22 @@ load on first use.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-import spaces  # before torch (the first-party imports below): ZeroGPU patches CUDA at import
+import spaces  # before torch: ZeroGPU patches CUDA at import
+import torch
 
 import analysis
 from analysis import Analysis, ClipInput
 from explainers import REGISTRY, Cancelled, ProgressFn
+from explainers.device import default_batch
+from explainers.metrics import evaluation_forwards
 from zoo.cards import list_cards, load_card
 from zoo.models import ModelLoadError
 
@@ -34,6 +39,12 @@ log = logging.getLogger(__name__)
 ON_ZERO_GPU = spaces.config.Config.zero_gpu
 POLL_S = 0.25            # the longest a cancel waits for the generator to be at a yield
 GPU_CAP_S = 60           # one request's GPU window; ZeroGPU may scale it 1.5x, below a signed-out visitor's 2 min
+MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request's budget off ZeroGPU
+SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip
+# Seconds per pass unit (a forward; a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
+# GPU, from the H100 figure of docs/performance.md (EP-3D fast: 903 forwards + 900 backwards in about 7 s). On
+# ZeroGPU it is the prior, scaled by the model's parameter count, until a run of that model measures its own.
+GPU_UNIT_S, GPU_UNIT_PARAMS = 0.0026, 787_242
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,89 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S) -
         stop.set()
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """What a request will cost, known before it runs."""
+
+    forward: int
+    backward: int
+    seconds: float
+    budget: float
+
+    @property
+    def fits(self) -> bool:
+        return self.seconds <= self.budget
+
+    def describe(self) -> str:
+        return (f"about {self.seconds:,.0f} s ({self.forward:,} forward and {self.backward:,} backward passes "
+                f"of the model)")
+
+
+_unit_s: dict[str, float] = {}          # card id -> seconds per pass unit, measured on this process's device
+_slowdown: dict[tuple[str, str], float] = {}    # (card id, method) -> seconds taken / seconds its passes predict
+
+
+def _units(forward: int, backward: int) -> int:
+    return forward + 2 * backward
+
+
+def unit_seconds(card_id: str) -> float:
+    """Seconds per pass unit of a model: measured once on this device (a batched forward + backward), or on
+    ZeroGPU, where the main process has no GPU, the parameter-scaled prior until a run measures it."""
+    if card_id not in _unit_s:
+        model = analysis.get_model(card_id)
+        if ON_ZERO_GPU:
+            params = sum(p.numel() for p in model.parameters())
+            _unit_s[card_id] = GPU_UNIT_S * max(1.0, params / GPU_UNIT_PARAMS)
+        else:
+            _unit_s[card_id] = _measure(model)
+    return _unit_s[card_id]
+
+
+def _measure(model) -> float:
+    spec = model.input_spec
+    batch = default_batch(analysis.DEVICE)
+    x = torch.randn(batch, 3, spec.frames, *spec.size, device=analysis.DEVICE, requires_grad=True)
+    seconds = []
+    for _ in range(2):                       # the first pass also allocates; the second is the one that counts
+        start = time.perf_counter()
+        model(x).sum().backward()
+        seconds.append(time.perf_counter() - start)
+    return seconds[-1] / (batch * _units(1, 1))
+
+
+def learn(card_id: str, results: list[Analysis]) -> None:
+    """Remember how long each method's runs took against their pass-count estimate (runs of 100+ units, where
+    latency is small): a method's own work (masks, flow, supervoxels) makes it slower per pass than one batched
+    forward + backward, and on ZeroGPU the prior per unit is only a guess until then."""
+    for a in results:
+        e = a.explanation
+        units = _units(e.forward_passes, e.backward_passes)
+        if units >= 100:
+            _slowdown[(card_id, e.method)] = e.seconds / (units * unit_seconds(card_id))
+
+
+def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
+    """Passes and seconds of the explanations and their metrics, from the registry's pass counts, this device's
+    seconds per pass and what earlier runs of the method took."""
+    shape = tuple(clip.x.shape[-3:])
+    unit = unit_seconds(clip.model_id)
+    forward = backward = 0
+    seconds = 0.0
+    for job in jobs:
+        spec = REGISTRY[job.method]
+        f, b = spec.count(spec.resolve(job.preset if job.preset in spec.presets else None, job.params), shape)
+        forward, backward = forward + f + evaluation_forwards(), backward + b
+        slowdown = _slowdown.get((clip.model_id, job.method), 1.0)
+        seconds += unit * (_units(f, b) * slowdown + evaluation_forwards())
+    if ON_ZERO_GPU:
+        return Estimate(forward, backward, SETUP_S + seconds, GPU_CAP_S)
+    return Estimate(forward, backward, seconds, MAX_SECONDS)
+
+
 def _duration(clip: ClipInput, jobs: list[Job], target: int | None, seed: int) -> int:
-    return GPU_CAP_S
+    """The GPU window ZeroGPU reserves: the estimate with a margin, never above the cap."""
+    return int(min(GPU_CAP_S, 1.5 * estimate(clip, jobs).seconds + 1))
 
 
 @spaces.GPU(duration=_duration)
@@ -121,6 +213,12 @@ def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None,
                 return Failed(f"{REGISTRY[job.method].name}: {e}")
         return results
     yield from run_cancellable(work)
+
+
+@spaces.GPU(duration=10)
+def top_k_on_gpu(clip: ClipInput, k: int = 5) -> list[tuple[str, float]]:
+    """The model's k most probable classes for the clip (one forward: a short GPU window on ZeroGPU)."""
+    return analysis.get_model(clip.model_id).top_k(clip.x.to(analysis.DEVICE), k)
 
 
 def preload_models() -> list[str]:

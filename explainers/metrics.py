@@ -245,6 +245,11 @@ def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndar
 
 
 # ------------------------------------------------------------------------------------------- all at once
+def evaluation_forwards(steps: int = 28) -> int:
+    """Clip forwards of ``evaluate_map``: insertion and deletion (steps + 1 each), then S50 and S75."""
+    return 2 * (steps + 1) + 2
+
+
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
                  steps: int = 28, max_batch: int | None = None, precision: str = "fp32"
                  ) -> tuple[dict[str, float], dict[str, Curve]]:
@@ -252,7 +257,7 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
 
     ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
     action ``window`` (first, last frame, or None); localisation errors are 0/1 per clip (1: mean IoU ≤ 0.5).
-    Cost: 2 × (steps + 1) + 2 forwards, at ``precision``.
+    Cost: ``evaluation_forwards(steps)`` forwards, at ``precision``.
     """
     curves = insertion_deletion(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision)
     sm = saliency_metric(model, x, saliency, target, precision=precision)

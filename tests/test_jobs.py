@@ -94,3 +94,56 @@ def test_module_level_loading_on_cpu_keeps_the_embedded_models(hf_cache):
     loaded = jobs.preload_models()
     assert {"synth-r2plus1d-small", "synth-cnn-lstm"} <= set(loaded) and len(loaded) <= analysis.MODELS_KEPT
     assert "hf-videomae-base-k400" not in loaded, "not in this empty cache: skipped with a warning"
+
+
+def _example_clip(card_id: str = "synth-r2plus1d-small"):
+    import analysis
+
+    return analysis.load_clip(next((ROOT / "assets" / "examples").glob("*.mp4")), card_id)
+
+
+@pytest.mark.integration
+def test_the_estimate_counts_the_passes_the_run_makes():
+    clip = _example_clip()
+    todo = [jobs.Job("occlusion", "fast", {}), jobs.Job("integrated_gradients", "fast", {"steps": 4})]
+    cost = jobs.estimate(clip, todo)
+    *_, results = jobs.analyse_on_gpu(clip, todo, None, 0)
+    metric_forwards = 2 * (28 + 1) + 2
+    assert cost.forward == sum(a.explanation.forward_passes + metric_forwards for a in results)
+    assert cost.backward == sum(a.explanation.backward_passes for a in results)
+    assert 0 < cost.seconds and cost.fits
+
+
+@pytest.mark.integration
+def test_a_request_over_budget_is_refused_before_any_work(monkeypatch):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setattr(jobs, "MAX_SECONDS", 5.0)
+    steps = app.explain_clip(str(next((ROOT / "assets" / "examples").glob("*.mp4"))), app.DEFAULT_MODEL, None, None,
+                             "ep_unsync", "fast", app.TOP1, 0, None, progress=lambda f, desc="": None)
+    with pytest.raises(gr.Error, match=r"needs about [\d,]+ s \(14,509 forward and 14,400 backward passes"):
+        next(steps)
+    assert not [t for t in threading.enumerate() if t.name == "videoxai-job"]
+
+
+@pytest.mark.integration
+def test_zero_gpu_windows_stay_below_a_signed_out_visitors_quota(monkeypatch):
+    """Every method's fast preset on the embedded models: the window asked of ZeroGPU, scaled by the largest
+    duration factor of the GPUs ZeroGPU lists, is under 2 minutes; what cannot fit is refused, not cut short."""
+    import spaces
+
+    factor = max(c["duration_factor"] for c in json.loads(
+        (Path(spaces.__file__).parent / "zero" / "configs.json").read_text()))
+    monkeypatch.setattr(jobs, "ON_ZERO_GPU", True)
+    monkeypatch.setattr(jobs, "_unit_s", {})
+    refused = set()
+    for card_id in ("synth-r2plus1d-small", "synth-cnn-lstm"):
+        clip = _example_clip(card_id)
+        for method, spec in jobs.REGISTRY.items():
+            todo = [jobs.Job(method, "fast" if "fast" in spec.presets else None, {})]
+            assert jobs._duration(clip, todo, None, 0) * factor <= 120
+            if not jobs.estimate(clip, todo).fits:
+                refused.add(method)
+    assert refused == {"ep_unsync"}, "a minute of GPU fits every fast preset but Unsync's 14,400 steps"
