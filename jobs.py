@@ -160,6 +160,12 @@ def _measure(model) -> float:
     return seconds[-1] / (batch * _units(1, 1))
 
 
+def forget() -> None:
+    """Drop every measured seconds-per-pass and slowdown (the next estimates start from measurement or prior)."""
+    _unit_s.clear()
+    _slowdown.clear()
+
+
 def learn(card_id: str, results: list[Analysis]) -> None:
     """Remember how long each method's runs took against their pass-count estimate (runs of 100+ units, where
     latency is small): a method's own work (masks, flow, supervoxels) makes it slower per pass than one batched
