@@ -30,6 +30,7 @@ from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu
 from zoo import ASSETS
 from zoo.cards import load_card
+from zoo.hub import describe_revision
 from zoo.models import ModelLoadError
 from zoo.video import VideoError, write_mp4
 
@@ -51,6 +52,8 @@ def card_markdown(card_id: str) -> str:
     lines = [f"**{card.name}** — {card.family.replace('_', ' ')}, input {card.input.frames}×"
              f"{card.input.size[0]}×{card.input.size[1]}", "", card.description, "",
              f"Dataset: {card.dataset or 'n/a'} · Licence: {card.license}", ""]
+    if card.kind in ("hub", "transformers"):
+        lines += [f"Source: {describe_revision(card)}.", ""]
     if card.held_out:
         h, t = card.held_out, card.training
         lines.append(f"Held-out accuracy {h['top1']:.1%} ({h['dataset']} test, {h['clips']} clips); with frames "

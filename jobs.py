@@ -212,13 +212,21 @@ def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None,
             def scaled(fraction: float, message: str, i: int = i, prefix: str = prefix) -> bool:
                 return report((i + fraction) / len(jobs), prefix + message)
             try:
-                results.append(analysis.analyse(clip, job.method, target, job.preset, job.params, seed, scaled))
+                results.append(_on_cpu(analysis.analyse(clip, job.method, target, job.preset, job.params, seed,
+                                                        scaled)))
             except Cancelled:
                 return Failed("Stopped. Nothing was changed; run it again when you like.")
             except (ValueError, TypeError) as e:
                 return Failed(f"{REGISTRY[job.method].name}: {e}")
         return results
     yield from run_cancellable(work)
+
+
+def _on_cpu(a: Analysis) -> Analysis:
+    """The analysis with no tensor left on the GPU (the map and curves already are on the CPU; extras may not be)."""
+    e = a.explanation
+    e.extras = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in e.extras.items()}
+    return a
 
 
 @spaces.GPU(duration=10)

@@ -10,10 +10,20 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+TIERS = ("integration", "slow", "architectures")
+
+
 def pytest_configure(config):
     from explainers.device import configure_cpu
 
     configure_cpu(1)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests of no other tier are the unit tier (``-m unit``)."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):

@@ -94,7 +94,9 @@ def test_branch_resolves_once_per_process_to_the_commit_it_shows(local_hub, tmp_
     files, _ = _transformer_files(tmp_path)
     first = local_hub.add("someone/tiny", files)
     card = _card("transformers", "someone/tiny", branch="main", unpinned="a test repository with no fixed commit")
+    assert "not pinned (a test repository" in hub.describe_revision(card)
     assert load_model(card).card.source["revision"] == first
+    assert f"at commit {first[:12]} (branch main, resolved at first load)" in hub.describe_revision(card)
     local_hub.add("someone/tiny", {**files, "README.md": b"changed"})
     assert load_model(card).card.source["revision"] == first
     assert sum("/revision/main" in path for _, path in local_hub.requests) == 1

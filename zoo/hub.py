@@ -65,6 +65,17 @@ def commit_of(card: ModelCard) -> str:
     return _resolved[key]
 
 
+def describe_revision(card: ModelCard) -> str:
+    """Which commit of the card's repository this process uses, in words (no lookup)."""
+    source = card.source
+    if "revision" in source:
+        return f"{source['repo']} at commit {source['revision'][:12]} (pinned)"
+    commit = _resolved.get((endpoint(), source["repo"], source.get("branch", "")))
+    if commit:
+        return f"{source['repo']} at commit {commit[:12]} (branch {source['branch']}, resolved at first load)"
+    return f"{source['repo']}, branch {source.get('branch')}: not pinned ({source.get('unpinned', 'no reason given')})"
+
+
 def _branch_commit(repo: str, branch: str) -> str:
     if hub_online():
         from huggingface_hub import HfApi
