@@ -105,6 +105,26 @@ def parse_target(target: str | int | None) -> int | None:
         raise gr.Error(f"Class to explain: {target!r} is not a class; pick one from the list.") from None
 
 
+def parse_seed(seed: float | str | None) -> int:
+    """The seed as a whole number in [0, 2^32); a clear error otherwise."""
+    try:
+        value = float(seed or 0)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value.is_integer() or not 0 <= value < 2**32:
+        raise gr.Error(f"Seed: {seed!r} is not a whole number from 0 to 4294967295.")
+    return int(value)
+
+
+def parse_params(params) -> dict:
+    """The parameter overrides: a JSON object of name: value (None or empty for the preset's values)."""
+    if params in (None, ""):
+        return {}
+    if not isinstance(params, dict):
+        raise gr.Error('Parameters must be a JSON object of name: value, e.g. {"steps": 16}.')
+    return params
+
+
 def clip_notes(clip: ClipInput) -> str:
     notes = [f"⚠️ {w}" for w in clip.prepared.clip.warnings]
     if clip.truth is not None:
@@ -172,7 +192,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
         raise gr.Error(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
                        f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
                        f"or a one-pass method (gradient, Grad-CAM).")
-    work = jobs.analyse_on_gpu(clip, todo, parse_target(target), int(seed or 0))
+    work = jobs.analyse_on_gpu(clip, todo, parse_target(target), parse_seed(seed))
     try:
         for item in work:
             if isinstance(item, jobs.Progress):
@@ -207,7 +227,7 @@ def explain_clip(video_path: str | None, card_id: str, start_s: float | None, en
     a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the analysis (kept for redraws).
     A generator: it yields unchanged outputs while the model works, then the results."""
     clip = _load(video_path, card_id, start_s, end_s, progress)
-    job = jobs.Job(method, None if preset == "default" else preset, params or {})
+    job = jobs.Job(method, None if preset == "default" else preset, parse_params(params))
     results = yield from _analyse(clip, [job], target, seed, progress)
     yield (*_outputs(results, cmap, alpha, show_truth, show_structure), results)
 

@@ -91,8 +91,13 @@ def resolve_layer(model: nn.Module, layer: str | None) -> nn.Module:
         if not layers:
             raise ValueError("this method needs a target layer: pass layer=... or use a model card that names one")
         layer = layers[0]
-    if hasattr(model, "layer"):
-        return model.layer(layer)
-    return model.get_submodule(layer)
+    try:
+        found = model.layer(layer) if hasattr(model, "layer") else model.get_submodule(layer)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        found = None
+    if not isinstance(found, nn.Module):
+        raise ValueError(f"the model has no layer {layer!r}; give a submodule's dotted name (the card's target "
+                         f"layers: {', '.join(getattr(model, 'target_layers', ())) or 'none'})")
+    return found
 
 

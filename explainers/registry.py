@@ -44,8 +44,20 @@ class Param:
         return "str"
 
     def validate(self, value: Any) -> Any:
+        """The value in the parameter's type and range; ``ValueError`` with a message for a person otherwise."""
+        try:
+            return self._validate(value)
+        except (TypeError, OverflowError) as e:
+            raise ValueError(f"{self.name}: {value!r} is not a valid value ({e})") from None
+
+    def _validate(self, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
+        wanted = {"int": "a whole number", "float": "a number", "floats": "one or more numbers",
+                  "ints": f"a list of {len(self.default) if self.kind == 'ints' else 0} whole numbers"}
+        if self.kind in wanted and not _numbers(value, whole=self.kind in ("int", "ints"),
+                                                 listed=self.kind == "ints"):
+            raise ValueError(f"{self.name} must be {wanted[self.kind]}, got {value!r}")
         if self.kind in ("int", "float"):
             value = int(value) if self.kind == "int" else float(value)
             too_low = self.minimum is not None and value < self.minimum
@@ -108,6 +120,22 @@ class MethodSpec:
         runs: exact, or an upper bound where the method adapts (AOSA's letter-box rows, AOSA-approx's
         re-expansions)."""
         return self.passes(params, shape)
+
+
+def _numbers(value: Any, whole: bool, listed: bool) -> bool:
+    """A number, or a list/tuple of numbers (``listed``: only a list), each whole where ``whole``; bools are not
+    numbers here, numeric strings are."""
+    is_list = isinstance(value, (list, tuple))
+    if listed and not is_list:
+        return False
+    for v in value if is_list else [value]:
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            return False
+        if isinstance(v, bool) or (whole and not number.is_integer()):
+            return False
+    return True
 
 
 REGISTRY: dict[str, MethodSpec] = {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 
 import numpy as np
 import pytest
@@ -40,6 +41,20 @@ def test_ground_truth_follows_the_sampled_frames():
     first, last = raw["window"]                                   # (1, 11) → sampled frames 0 (=1) … 5 (=11)
     assert truth["window"] == (int(np.flatnonzero(indices >= first)[0]), int(np.flatnonzero(indices <= last)[-1]))
     assert ground_truth_for(EXAMPLE.with_name("elsewhere.mp4"), indices, (112, 112), spec) is None
+
+
+def test_uploads_get_the_ground_truth_of_the_example_with_the_same_content_never_of_its_name(tmp_path):
+    spec = InputSpec(frames=8, size=(56, 56))
+    indices = np.arange(0, 16, 2)
+    search = (analysis.EXAMPLES_DIR,)
+    renamed = tmp_path / "my holiday.mp4"
+    shutil.copyfile(EXAMPLE, renamed)                          # the same bytes under another name
+    assert ground_truth_for(renamed, indices, (112, 112), spec, search)["class_name"] == "grow"
+    impostor = tmp_path / EXAMPLE.name                         # another clip under the example's name
+    shutil.copyfile(analysis.EXAMPLES_DIR / "synth_shrink_1000005.mp4", impostor)
+    assert ground_truth_for(impostor, indices, (112, 112), spec, search)["class_name"] == "shrink"
+    impostor.write_bytes(EXAMPLE.read_bytes()[:-10] + b"0123456789")
+    assert ground_truth_for(impostor, indices, (112, 112), spec, search) is None
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,27 @@ def test_bad_settings_are_messages(tmp_path):
         _explain("nonsense")
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"params": "steps=3"}, "Parameters must be a JSON object"),
+    ({"params": ["steps", 3]}, "Parameters must be a JSON object"),
+    ({"method": "grad_cam", "params": {"layer": "__class__"}}, "has no layer '__class__'"),
+    ({"method": "grad_cam", "params": {"layer": "net.nowhere"}}, "has no layer 'net.nowhere'"),
+    ({"seed": 2**70}, "Seed: .* is not a whole number from 0 to 4294967295"),
+    ({"seed": "abc"}, "Seed: 'abc' is not a whole number"),
+    ({"seed": 1.5}, "Seed: 1.5 is not a whole number"),
+    ({"method": "ep3d", "params": {"iterations": "abc"}}, "iterations must be a whole number, got 'abc'"),
+    ({"method": "ep3d", "params": {"iterations": 10.5}}, "iterations must be a whole number, got 10.5"),
+    ({"method": "occlusion", "params": {"strides": 5}}, "strides must be a list of 3 whole numbers, got 5"),
+    ({"method": "rise", "params": {"grid": [4, "x", 7]}}, "grid must be a list of 3 whole numbers"),
+])
+def test_what_a_visitor_can_send_gets_a_message_a_person_can_read(settings, message):
+    """Requests the UI would never send but gradio_client can: each a one-line message, no Python internals."""
+    method = settings.pop("method", "grad_cam")
+    with pytest.raises(gr.Error, match=message) as e:
+        _explain(method, **settings)
+    assert "argument after" not in str(e.value) and "positional argument" not in str(e.value)
+
+
 def test_card_method_and_parameter_texts_come_from_the_registry():
     for card_id in app.jobs.SELECTABLE:
         assert app.load_card(card_id).name in app.card_markdown(card_id)

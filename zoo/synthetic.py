@@ -14,11 +14,12 @@ Run ``videoxai synth --out DIR --split test --count 20`` to write MP4 clips with
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -373,9 +374,22 @@ def write_examples(out: Path, seeds: Sequence[int], preset: str = "hard", fps: i
     return paths
 
 
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@cache
+def _truth_index(folder: Path) -> dict[str, Path]:
+    """SHA-256 of every clip in ``folder`` that has a ground-truth file, mapped to that file."""
+    return {file_digest(clip): clip.with_suffix(".json") for clip in sorted(folder.iterdir())
+            if clip.suffix != ".json" and clip.is_file() and clip.with_suffix(".json").exists()}
+
+
 def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tuple[int, int], spec,
                      search: tuple[Path, ...] = ()) -> dict | None:
-    """The ground truth of a clip (``<name>.json`` beside it, or in one of ``search`` by file name), mapped onto
+    """The ground truth of a clip (``<name>.json`` beside it, or that of the clip in one of ``search`` with the same
+    content, whatever the file is called: SHA-256 of the bytes), mapped onto
     the model's sampled frames: ``bbox`` per sampled frame in model pixels, ``visible``, ``window`` as the
     first/last sampled frame inside the action (None if no sampled frame is, or none is given), and ``label`` /
     ``class_name`` (None if not given). None for clips without one.
@@ -388,8 +402,10 @@ def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tup
     from zoo.video import map_boxes
 
     path = Path(video_path)
-    found = [p for p in (path.with_suffix(".json"),
-                         *(d / path.with_suffix(".json").name for d in search)) if p.exists()]
+    found = [path.with_suffix(".json")] if path.with_suffix(".json").exists() else []
+    if not found and search:
+        digest = file_digest(path)
+        found = [index[digest] for index in map(_truth_index, search) if digest in index][:1]
     if not found:
         return None
     try:
