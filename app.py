@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -42,6 +44,10 @@ WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
 WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
 LEARN = (ASSETS / "learn.md").read_text()
 SKIP = gr.skip()            # "no output changes", yielded while the model works
+RETENTION_S = int(os.environ.get("VIDEOXAI_RETENTION_S", 3600))    # results and uploads are deleted after this
+MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger uploads are refused before stored
+RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
+LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}   # checked while the upload streams in: nothing larger is kept
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
 
@@ -207,9 +213,20 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
         work.close()
 
 
+def results_folder(prefix: str) -> Path:
+    """A new folder for one request's files, after removing the folders older than ``RETENTION_S`` (Gradio's own
+    copies and the uploads go with ``delete_cache``, on the same clock)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - RETENTION_S
+    for old in RESULTS.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=RESULTS))
+
+
 def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool):
     """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses."""
-    files = analysis.save(analyses, tempfile.mkdtemp(prefix="explain-"), cmap, alpha, show_truth, show_structure)
+    files = analysis.save(analyses, results_folder("explain-"), cmap, alpha, show_truth, show_structure)
     clip = analyses[0].clip
     importance = render.frame_importance_figure(
         {a.name: a.explanation.frame_importance.numpy() for a in analyses},
@@ -257,7 +274,7 @@ def redraw(results: list[Analysis] | None, cmap: str, alpha: float, show_truth: 
     if not results:
         return None
     frames = analysis.view(results, cmap, alpha, show_truth, show_structure)
-    return str(write_mp4(Path(tempfile.mkdtemp(prefix="view-")) / "view.mp4", frames, fps=analysis.VIDEO_FPS))
+    return str(write_mp4(results_folder("view-") / "view.mp4", frames, fps=analysis.VIDEO_FPS))
 
 
 def show_step(results: list[Analysis] | None, kind: str, step: int):
@@ -328,7 +345,8 @@ def result_panel(prefix: str):
 def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
     models = [(load_card(i).name, i) for i in jobs.SELECTABLE]
-    with gr.Blocks(title="Where did the video model look?", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Where did the video model look?", analytics_enabled=False,
+                   delete_cache=(max(60, RETENTION_S // 4), RETENTION_S)) as demo:
         gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, then explain "
                     "its prediction with one method (**Explain**) or several side by side (**Compare**). New here? "
                     f"Start with **Learn**. Models run on {HARDWARE}.")
@@ -427,7 +445,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
     configure_cpu()
-    build_demo().queue(default_concurrency_limit=1, max_size=20).launch(server_name=args.host, server_port=args.port)
+    build_demo().queue(default_concurrency_limit=1, max_size=20).launch(
+        server_name=args.host, server_port=args.port, **LAUNCH)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ gradio_client."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -213,6 +215,16 @@ def test_models_not_offered_are_refused():
         _explain(card_id="someone/elses-model")
 
 
+def test_old_results_are_removed_when_a_new_request_writes(monkeypatch):
+    monkeypatch.setattr(app, "RETENTION_S", 60)
+    old = app.results_folder("explain-")
+    (old / "overlay.mp4").write_bytes(b"x")
+    past = time.time() - 120
+    os.utime(old, (past, past))
+    video, *_ = _explain()
+    assert not old.exists() and Path(video).is_relative_to(app.RESULTS) and Path(video).is_file()
+
+
 def test_compare_puts_methods_side_by_side():
     video, importance, curves, table, summary, files, state = _last(app.compare_clips(
         _example(), app.DEFAULT_MODEL, None, None, ["random", "grad_cam"], app.TOP1, 0,
@@ -227,6 +239,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_an_oversized_upload_is_refused_and_not_kept(tmp_path):
+    import httpx
+
+    demo = app.build_demo()
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        **{**app.LAUNCH, "max_file_size": "1mb"})
+    big = tmp_path / "big_upload.mp4"
+    big.write_bytes(os.urandom(3 * 2**20))
+    try:
+        with big.open("rb") as f:
+            reply = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", files={"files": (big.name, f)})
+        assert reply.status_code == 413 and "maximum allowed size" in reply.text
+        assert not [p for p in Path(demo.GRADIO_CACHE).rglob("big_upload*")], "nothing of it is stored"
+    finally:
+        demo.close()
 
 
 def test_server_on_localhost_with_gradio_client():
