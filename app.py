@@ -47,6 +47,9 @@ SKIP = gr.skip()            # "no output changes", yielded while the model works
 RETENTION_S = int(os.environ.get("VIDEOXAI_RETENTION_S", 3600))    # results and uploads are deleted after this
 MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger uploads are refused before stored
 RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
+# Explanations (Explain, Compare, Learn) run one at a time in total; classifying runs beside them, two at a time.
+MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": 1}
+CHEAP = {"concurrency_id": "classify", "concurrency_limit": 2}
 LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}   # checked while the upload streams in: nothing larger is kept
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
@@ -198,7 +201,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
         raise gr.Error(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
                        f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
                        f"or a one-pass method (gradient, Grad-CAM).")
-    work = jobs.analyse_on_gpu(clip, todo, parse_target(target), parse_seed(seed))
+    work = jobs.analyse_on_gpu(clip, todo, parse_target(target), parse_seed(seed), jobs.time_limit(cost))
     try:
         for item in work:
             if isinstance(item, jobs.Progress):
@@ -413,14 +416,14 @@ def build_demo() -> gr.Blocks:
 
         inputs = [video, model, start, end]
         model.change(on_model, model, [card, target], api_name=False)
-        run_classify.click(classify, inputs, [label, strip, notes], api_name="classify")
+        run_classify.click(classify, inputs, [label, strip, notes], api_name="classify", **CHEAP)
         for trigger in (video.change, model.change):
-            trigger(preview, inputs, [label, strip, notes], api_name=False)
+            trigger(preview, inputs, [label, strip, notes], api_name=False, **CHEAP)
         method.change(on_method, method, [about, preset, params], api_name=False)
         demo.load(on_method, method, [about, preset, params], api_name=False)
         preset.change(lambda m, p: resolved_params(m, p), [method, preset], params, api_name=False)
         ev = run_explain.click(explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth,
-                                              structure], [*out, explained], api_name="explain")
+                                              structure], [*out, explained], api_name="explain", **MODEL_WORK)
         ev.then(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
         stop_explain.click(None, None, None, cancels=[ev], queue=False, api_name=False)
         for control in (cmap, alpha, truth, structure):
@@ -429,13 +432,13 @@ def build_demo() -> gr.Blocks:
             control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
 
         ev = run_compare.click(compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth],
-                               [*c_out, compared], api_name="compare")
+                               [*c_out, compared], api_name="compare", **MODEL_WORK)
         stop_compare.click(None, None, None, cancels=[ev], queue=False, api_name=False)
         for control in (c_cmap, c_alpha, c_truth):
             control.change(lambda r, c, a, t: redraw(r, c, a, t, False), [compared, c_cmap, c_alpha, c_truth],
                            c_out[0], api_name=False)
 
-        run_walk.click(walkthrough, None, list(w_out), api_name=False)
+        run_walk.click(walkthrough, None, list(w_out), api_name=False, **MODEL_WORK)
     return demo
 
 

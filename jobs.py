@@ -41,6 +41,7 @@ POLL_S = 0.25            # the longest a cancel waits for the generator to be at
 GPU_CAP_S = 60           # one request's GPU window; ZeroGPU may scale it 1.5x, below a signed-out visitor's 2 min
 MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request's budget off ZeroGPU
 SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip
+OVERRUN_S = 15.0         # slack on top of twice the estimate before a run is stopped
 # Seconds per pass unit (a forward; a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
 # GPU, from the H100 figure of docs/performance.md (EP-3D fast: 903 forwards + 900 backwards in about 7 s). On
 # ZeroGPU it is the prior, scaled by the model's parameter count, until a run of that model measures its own.
@@ -69,14 +70,25 @@ class Failed:
     message: str
 
 
-def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S) -> Generator[Any, None, None]:
-    """Run ``work(report)`` in a thread; yield ``Progress`` at least every ``poll_s`` while it runs, then its result.
+@dataclass(frozen=True)
+class TimedOut:
+    """The work ran past its time limit and was stopped."""
+
+    seconds: float
+
+
+def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
+                    limit_s: float | None = None) -> Generator[Any, None, None]:
+    """Run ``work(report)`` in a thread; yield ``Progress`` at least every ``poll_s`` while it runs, then its result
+    (``TimedOut`` instead, if it ran past ``limit_s`` and was stopped).
 
     Closing the generator makes ``report`` return False, so explainers stop with ``Cancelled`` at their next
-    progress report; the thread is not waited for (a close may come from the server's event loop)."""
+    progress report; the thread is not waited for (a close may come from the server's event loop). Passing the
+    time limit does the same, and the generator waits for the work to end."""
     updates: queue.Queue = queue.Queue()
     stop = threading.Event()
     last = Progress(0.0, "starting")
+    deadline = None if limit_s is None else time.perf_counter() + limit_s
 
     def report(fraction: float, message: str) -> bool:
         updates.put(Progress(fraction, message))
@@ -92,6 +104,8 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S) -
     thread.start()
     try:
         while True:
+            if deadline is not None and time.perf_counter() > deadline:
+                stop.set()
             try:
                 item = updates.get(timeout=poll_s)
             except queue.Empty:
@@ -101,7 +115,7 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S) -
                 last = item
                 yield item
             elif item[0] == "done":
-                yield item[1]
+                yield TimedOut(limit_s) if stop.is_set() else item[1]
                 return
             else:
                 raise item[1]
@@ -195,15 +209,16 @@ def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
     return Estimate(forward, backward, seconds, MAX_SECONDS)
 
 
-def _duration(clip: ClipInput, jobs: list[Job], target: int | None, seed: int) -> int:
+def _duration(clip: ClipInput, jobs: list[Job], target: int | None, seed: int, limit_s: float | None = None) -> int:
     """The GPU window ZeroGPU reserves: the estimate with a margin, never above the cap."""
     return int(min(GPU_CAP_S, 1.5 * estimate(clip, jobs).seconds + 1))
 
 
 @spaces.GPU(duration=_duration)
-def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None,
-                   seed: int) -> Generator[Progress | Failed | list[Analysis], None, None]:
-    """Explain and score ``clip`` with each job in turn; yields ``Progress``, then the analyses (or ``Failed``)."""
+def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
+                   limit_s: float | None = None) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """Explain and score ``clip`` with each job in turn; yields ``Progress``, then the analyses (or ``Failed``).
+    ``limit_s``: wall-clock seconds after which the work is stopped (``Failed``)."""
     def work(report: ProgressFn) -> list[Analysis] | Failed:
         results = []
         for i, job in enumerate(jobs):
@@ -219,7 +234,18 @@ def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None,
             except (ValueError, TypeError) as e:
                 return Failed(f"{REGISTRY[job.method].name}: {e}")
         return results
-    yield from run_cancellable(work)
+    for item in run_cancellable(work, limit_s=limit_s):
+        if isinstance(item, TimedOut):
+            yield Failed(f"Stopped after {item.seconds:.0f} s: the run took far longer than its estimate. Nothing "
+                         f"was changed; choose a cheaper setting.")
+        else:
+            yield item
+
+
+def time_limit(cost: Estimate) -> float:
+    """Wall-clock seconds a request may run: twice its estimate plus ``OVERRUN_S``, never more than twice the
+    budget."""
+    return min(2 * cost.budget, 2 * cost.seconds + OVERRUN_S)
 
 
 def _on_cpu(a: Analysis) -> Analysis:

@@ -290,7 +290,12 @@ def test_server_on_localhost_with_gradio_client():
         while not _job_threads() and time.perf_counter() - started < 30:
             time.sleep(0.05)
         assert _job_threads(), "the explanation started"
-        time.sleep(1.0)
+        other = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, ["grad_cam"], "top-1 class", 0,
+                              api_name="/compare")                      # waits: one explanation at a time in all
+        label, *_ = client.predict(handle_file(str(example)), app.DEFAULT_MODEL, None, None, api_name="/classify")
+        assert label["label"] == truth, "classifying is served while an explanation runs"
+        assert len(_job_threads()) == 1 and not other.done()
+        other.cancel()
         cancelled = time.perf_counter()
         job.cancel()                                                   # a gradio_client visitor's cancel
         while _job_threads() and time.perf_counter() - cancelled < 10:

@@ -45,6 +45,13 @@ def test_closing_stops_the_work_at_its_next_report():
     assert stopped and stopped[0] - closed < 0.1
 
 
+def test_work_past_its_time_limit_is_stopped():
+    stopped = []
+    started = time.perf_counter()
+    items = list(jobs.run_cancellable(_work(30, stopped), poll_s=0.02, limit_s=0.2))
+    assert items[-1] == jobs.TimedOut(0.2) and stopped and stopped[0] - started < 0.5
+
+
 def test_a_silent_worker_still_yields_so_a_close_is_never_stuck():
     def silent(report):
         time.sleep(0.3)
@@ -126,6 +133,22 @@ def test_a_request_over_budget_is_refused_before_any_work(monkeypatch):
     with pytest.raises(gr.Error, match=r"needs about [\d,]+ s \(14,509 forward and 14,400 backward passes"):
         next(steps)
     assert not [t for t in threading.enumerate() if t.name == "videoxai-job"]
+
+
+@pytest.mark.integration
+def test_a_run_that_overruns_its_estimate_is_stopped_with_a_message(monkeypatch):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setattr(jobs, "OVERRUN_S", 0.0)
+    monkeypatch.setattr(jobs, "unit_seconds", lambda card_id: 1e-6)   # an estimate far below what EP-3D takes
+    steps = app.explain_clip(str(next((ROOT / "assets" / "examples").glob("*.mp4"))), app.DEFAULT_MODEL, None, None,
+                             "ep3d", "fast", app.TOP1, 0, None, progress=lambda f, desc="": None)
+    started = time.perf_counter()
+    with pytest.raises(gr.Error, match="Stopped after 0 s: the run took far longer than its estimate"):
+        list(steps)
+    assert time.perf_counter() - started < 10, "EP-3D fast runs for about a minute here"
 
 
 @pytest.mark.integration
