@@ -59,8 +59,8 @@ def window_starts(length: int, window: int, stride: int) -> torch.Tensor:
           paper="Zeiler & Fergus 2014; 3-D as [S2] §4.1",
           needs="forward", cost="⌈T/st⌉·⌈H/sh⌉·⌈W/sw⌉ + 1 forwards (1,569 at the defaults)", score="prob",
           passes=lambda p, shape: (math.prod(math.ceil(n / s) for n, s in zip(shape, p["strides"])) + 1, 0),
-          params=(Param("window", (8, 16, 16), "occluder size T×H×W in frames and pixels", 1),
-                  Param("strides", (2, 8, 8), "distance between occluder centres T×H×W", 1), PRECISION),
+          params=(Param("window", (8, 16, 16), "occluder size T×H×W in frames and pixels", 1, 256),
+                  Param("strides", (2, 8, 8), "distance between occluder centres T×H×W", 1, 256), PRECISION),
           presets={"fast": {"strides": (4, 16, 16)}, "paper": {}},
           description="Hides one small cuboid of the clip at a time (grey in time and space) and records how "
                       "much the class probability drops. Simple and faithful, but needs one forward pass per "
@@ -85,7 +85,7 @@ def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, in
           needs="forward", cost="masks + 1 forwards", score="prob", stochastic=True,
           passes=lambda p, shape: (p["masks"] + 1, 0),
           params=(Param("masks", 1000, "number of random masks", 10, 20000),
-                  Param("grid", (4, 7, 7), "low-resolution mask grid T×H×W", 1),
+                  Param("grid", (4, 7, 7), "low-resolution mask grid T×H×W (memory grows with its cells)", 1, 32),
                   Param("keep", 0.5, "probability that a grid cell is kept", 0.05, 0.95), PRECISION),
           presets={"fast": {"masks": 500}, "app": {"masks": 2000}, "paper": {"masks": 4000}},
           description="Scores the clip through many random smooth masks (random low-resolution patterns, "

@@ -20,6 +20,9 @@ FAMILIES = {
 }
 
 
+MAX_VALUES = 8       # longest list a list parameter takes (EP areas: each is one more mask to optimise)
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -65,13 +68,16 @@ class Param:
                 raise ValueError(f"{self.name}={value} is outside [{self.minimum}, {self.maximum}]")
         if self.kind == "ints":
             value = tuple(int(v) for v in value)
-            if len(value) != len(self.default) or any(v < (self.minimum or 0) for v in value):
-                raise ValueError(f"{self.name} needs {len(self.default)} integers >= {self.minimum or 0}, got {value}")
-        if self.kind == "floats":  # any length >= 1, each value in [minimum, maximum]
+            lo, hi = self.minimum or 0, self.maximum
+            if len(value) != len(self.default) or any(v < lo or (hi is not None and v > hi) for v in value):
+                within = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise ValueError(f"{self.name} needs {len(self.default)} integers {within}, got {value}")
+        if self.kind == "floats":  # 1 to MAX_VALUES values, each in [minimum, maximum]
             value = tuple(float(v) for v in (value if isinstance(value, (tuple, list)) else (value,)))
             lo, hi = self.minimum, self.maximum
-            if not value or any((lo is not None and v < lo) or (hi is not None and v > hi) for v in value):
-                raise ValueError(f"{self.name} needs one or more numbers in [{lo}, {hi}], got {value}")
+            if not 1 <= len(value) <= MAX_VALUES or any((lo is not None and v < lo) or (hi is not None and v > hi)
+                                                        for v in value):
+                raise ValueError(f"{self.name} needs 1 to {MAX_VALUES} numbers in [{lo}, {hi}], got {value}")
         return value
 
 
