@@ -92,6 +92,18 @@ def test_still_image(tmp_path):
         read_clip(path)
 
 
+def test_one_frame_files_are_refused_alike_whatever_their_format(tmp_path):
+    frame = vf.frames(1)[0]
+    Image.fromarray(frame).save(tmp_path / "one.gif")
+    write_mp4(tmp_path / "one.mp4", frame[None])
+    messages = set()
+    for name in ("one.gif", "one.mp4"):
+        with pytest.raises(StillImageError, match="has a single frame: a still picture, not a video") as e:
+            read_clip(tmp_path / name, 16)
+        messages.add(str(e.value).replace(name, "NAME"))
+    assert len(messages) == 1
+
+
 def test_animated_gif_is_a_video(tmp_path):
     images = [Image.fromarray(f) for f in vf.frames(10)]
     images[0].save(tmp_path / "anim.gif", save_all=True, append_images=images[1:], duration=100)

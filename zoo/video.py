@@ -150,9 +150,16 @@ def _refuse_still_image(path: Path) -> None:
             fmt = im.format
     except (UnidentifiedImageError, OSError, ValueError):
         return
+    if not animated and fmt == "GIF":
+        raise _single_frame(path.name)
     if not animated:
         raise StillImageError(f"{path.name} is a still {fmt} image, not a video; upload a clip "
                               f"(mp4, webm, mov, avi, gif).")
+
+
+def _single_frame(name: str) -> StillImageError:
+    """The same refusal for every one-frame file, whatever its format."""
+    return StillImageError(f"{name} has a single frame: a still picture, not a video; upload a clip with motion.")
 
 
 def _decode_size(info: VideoInfo, limits: DecodeLimits) -> tuple[int, int]:
@@ -178,6 +185,8 @@ def read_clip(path: str | Path, num_frames: int = 16, start_s: float | None = No
     except (VideoError, RuntimeError, IndexError, ValueError):
         clip = _read_pyav(info, num_frames, start_s, end_s, width, height, warnings)
     unique = len(np.unique(clip.indices))
+    if unique == 1 and start_s is None and end_s is None:
+        raise _single_frame(Path(path).name)
     if unique < num_frames:
         clip.warnings.append(f"The selected segment has only {unique} frame(s); frames were repeated to make "
                              f"{num_frames}.")
