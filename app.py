@@ -13,6 +13,7 @@ API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (se
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ from zoo.hub import describe_revision
 from zoo.models import ModelLoadError
 from zoo.video import VideoError, write_mp4
 
+log = logging.getLogger("videoxai.app")
 DEFAULT_MODEL = "synth-r2plus1d-small"
 DEFAULT_METHOD = "grad_cam"
 DEFAULT_COMPARE = ["gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
@@ -53,6 +55,13 @@ CHEAP = {"concurrency_id": "classify", "concurrency_limit": 2}
 LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}   # checked while the upload streams in: nothing larger is kept
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
+
+
+def refuse(message: str) -> gr.Error:
+    """An expected refusal (bad input, over budget, stopped): shown to the visitor, logged as one line, no
+    traceback (unexpected errors keep Gradio's traceback)."""
+    log.info("refused: %s", message)
+    return gr.Error(message, print_exception=False)
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -111,7 +120,7 @@ def parse_target(target: str | int | None) -> int | None:
     try:
         return int(str(target).split(":")[0])
     except ValueError:
-        raise gr.Error(f"Class to explain: {target!r} is not a class; pick one from the list.") from None
+        raise refuse(f"Class to explain: {target!r} is not a class; pick one from the list.") from None
 
 
 def parse_seed(seed: float | str | None) -> int:
@@ -121,7 +130,7 @@ def parse_seed(seed: float | str | None) -> int:
     except (TypeError, ValueError):
         value = -1.0
     if not value.is_integer() or not 0 <= value < 2**32:
-        raise gr.Error(f"Seed: {seed!r} is not a whole number from 0 to 4294967295.")
+        raise refuse(f"Seed: {seed!r} is not a whole number from 0 to 4294967295.")
     return int(value)
 
 
@@ -130,7 +139,7 @@ def parse_params(params) -> dict:
     if params in (None, ""):
         return {}
     if not isinstance(params, dict):
-        raise gr.Error('Parameters must be a JSON object of name: value, e.g. {"steps": 16}.')
+        raise refuse('Parameters must be a JSON object of name: value, e.g. {"steps": 16}.')
     return params
 
 
@@ -162,15 +171,15 @@ def result_markdown(analyses: list[Analysis]) -> str:
 def _load(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
           progress: gr.Progress | None = None) -> ClipInput:
     if not video_path:
-        raise gr.Error("Upload a clip or pick an example first.")
+        raise refuse("Upload a clip or pick an example first.")
     if card_id not in jobs.SELECTABLE:
-        raise gr.Error(f"Model {card_id!r} is not offered here; pick one of the list.")
+        raise refuse(f"Model {card_id!r} is not offered here; pick one of the list.")
     if progress is not None:
         progress(0.0, desc=f"Loading {load_card(card_id).name} and decoding the clip")
     try:
         return load_clip(video_path, card_id, start_s, end_s)
     except (VideoError, ModelLoadError) as e:
-        raise gr.Error(str(e)) from None
+        raise refuse(str(e)) from None
 
 
 def classify(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
@@ -192,13 +201,13 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
     analyses."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
-        raise gr.Error(f"Unknown method {unknown[0]!r}.")
+        raise refuse(f"Unknown method {unknown[0]!r}.")
     try:
         cost = jobs.estimate(clip, todo)
     except (ValueError, TypeError) as e:
-        raise gr.Error(f"{REGISTRY[todo[0].method].name}: {e}") from None
+        raise refuse(f"{REGISTRY[todo[0].method].name}: {e}") from None
     if not cost.fits:
-        raise gr.Error(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
+        raise refuse(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
                        f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
                        f"or a one-pass method (gradient, Grad-CAM).")
     work = jobs.analyse_on_gpu(clip, todo, parse_target(target), parse_seed(seed), jobs.time_limit(cost))
@@ -208,7 +217,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
                 progress(item.fraction, desc=item.message)
                 yield SKIP
             elif isinstance(item, jobs.Failed):
-                raise gr.Error(item.message)
+                raise refuse(item.message)
             else:
                 jobs.learn(clip.model_id, item)
                 return item
@@ -258,7 +267,7 @@ def compare_clips(video_path: str | None, card_id: str, start_s: float | None, e
     """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
     curves in one figure. A generator, as ``explain_clip``."""
     if not methods:
-        raise gr.Error("Tick at least one method to compare.")
+        raise refuse("Tick at least one method to compare.")
     clip = _load(video_path, card_id, start_s, end_s, progress)
     todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in methods]
     results = yield from _analyse(clip, todo, target, seed, progress)
@@ -447,6 +456,7 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_cpu()
     build_demo().queue(default_concurrency_limit=1, max_size=20).launch(
         server_name=args.host, server_port=args.port, **LAUNCH)

@@ -262,6 +262,24 @@ def test_an_oversized_upload_is_refused_and_not_kept(tmp_path):
         demo.close()
 
 
+def test_expected_refusals_are_one_log_line_without_a_traceback(capfd, caplog):
+    from gradio_client import Client, handle_file
+
+    demo = app.build_demo()
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with caplog.at_level("INFO", logger="videoxai.app"), pytest.raises(Exception, match="JSON object"):
+            client.predict(handle_file(_example()), app.DEFAULT_MODEL, 0, 0, "grad_cam", "default", app.TOP1, 0,
+                           "steps=3", api_name="/explain")
+    finally:
+        demo.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "videoxai.app"] == [
+        'refused: Parameters must be a JSON object of name: value, e.g. {"steps": 16}.']
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_server_on_localhost_with_gradio_client():
     from gradio_client import Client, handle_file
 
