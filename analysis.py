@@ -104,8 +104,8 @@ def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str
     (insertion/deletion and the saliency metric always; pointing games and localisation with ground truth).
     ``max_batch``: clips per batched pass (default by device: 4 on a CPU, 32 on a GPU)."""
     model = get_model(clip.model_id)
-    presets = REGISTRY[method].presets if method in REGISTRY else {}
-    e = explain(model, clip.x, method, target=target, seed=seed, preset=preset if preset in presets else None,
+    preset = REGISTRY[method].preset_or_none(preset) if method in REGISTRY else None
+    e = explain(model, clip.x, method, target=target, seed=seed, preset=preset,
                 max_batch=max_batch, progress=progress, **(params or {}))
     metrics, curves = evaluate_map(model, clip.x.to(DEVICE), e.saliency, e.target, clip.truth, max_batch=max_batch)
     return Analysis(clip, e, metrics, curves)

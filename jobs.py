@@ -200,7 +200,7 @@ def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
     seconds = 0.0
     for job in jobs:
         spec = REGISTRY[job.method]
-        f, b = spec.count(spec.resolve(job.preset if job.preset in spec.presets else None, job.params), shape)
+        f, b = spec.count(spec.resolve(spec.preset_or_none(job.preset), job.params), shape)
         forward, backward = forward + f + evaluation_forwards(), backward + b
         slowdown = _slowdown.get((clip.model_id, job.method), 1.0)
         seconds += unit * (_units(f, b) * slowdown + evaluation_forwards())

@@ -121,6 +121,11 @@ class MethodSpec:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return {k: known[k].validate(v) for k, v in values.items()}
 
+    def preset_or_none(self, preset: str | None) -> str | None:
+        """``preset`` if this method has it, else None (its defaults): how the app and the CLI apply one preset name
+        to methods that may not have it."""
+        return preset if preset in self.presets else None
+
     def count(self, params: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
         """Clip passes (forward, backward) of one run with resolved ``params`` on a T×H×W clip, known before it
         runs: exact, or an upper bound where the method adapts (AOSA's letter-box rows, AOSA-approx's
