@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Generator
 from pathlib import Path
 
@@ -49,8 +52,11 @@ SKIP = gr.skip()            # "no output changes", yielded while the model works
 RETENTION_S = int(os.environ.get("VIDEOXAI_RETENTION_S", 3600))    # results and uploads are deleted after this
 MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger uploads are refused before stored
 RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
-# Explanations (Explain, Compare, Learn) run one at a time in total; classifying runs beside them, two at a time.
-MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": 1}
+KEPT_RESULTS = int(os.environ.get("VIDEOXAI_KEPT_RESULTS", 16))   # analyses kept in memory for redraws
+# Explanations (Explain, Compare, Learn) share one group whose handlers wait in ``jobs``' lanes (one quick and one
+# long analysis run at a time); classifying runs beside them, two at a time.
+MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": 16}
+MAX_QUEUE = 64                     # requests waiting for a handler beyond that; more get Gradio's "queue is full"
 CHEAP = {"concurrency_id": "classify", "concurrency_limit": 2}
 LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}   # checked while the upload streams in: nothing larger is kept
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
@@ -62,6 +68,39 @@ def refuse(message: str) -> gr.Error:
     traceback (unexpected errors keep Gradio's traceback)."""
     log.info("refused: %s", message)
     return gr.Error(message, print_exception=False)
+
+
+class Kept:
+    """The latest analyses, kept for redraws and the step view: at most ``size`` of them, none older than ``ttl_s``.
+    A session's ``gr.State`` holds only the key, so memory stays bounded however many visitors come and go
+    (Gradio keeps a closed session's state for an hour)."""
+
+    def __init__(self, size: int, ttl_s: float):
+        self.size, self.ttl_s = size, ttl_s
+        self._items: OrderedDict[str, tuple[float, list[Analysis]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, results: list[Analysis]) -> str:
+        key = secrets.token_hex(8)
+        with self._lock:
+            self._items[key] = (time.monotonic(), results)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key: str | None) -> list[Analysis] | None:
+        """The analyses of ``key``, None if there is none (no key yet); a refusal if they are no longer kept."""
+        if not key:
+            return None
+        with self._lock:
+            kept, results = self._items.get(key, (None, None))
+        if kept is None or time.monotonic() - kept > self.ttl_s:
+            raise refuse(f"This result is no longer kept (the server keeps the latest {self.size} for "
+                         f"{self.ttl_s / 60:.0f} min); explain again to change its display.")
+        return results
+
+
+KEPT = Kept(KEPT_RESULTS, RETENTION_S)
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -195,10 +234,11 @@ def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: 
     return classify(video_path, card_id, start_s, end_s) if video_path else (None, None, "")
 
 
-def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.Progress) -> Generator:
-    """Run the model work (``jobs.analyse_on_gpu``), showing its progress; yields nothing-changed updates while it
-    runs (each a point where a Stop or a cancel closes this generator and so stops the work); returns the
-    analyses."""
+def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.Progress,
+             request: gr.Request | None = None) -> Generator:
+    """Run the model work (``jobs.analyse_on_gpu``) in its lane, showing its place in line and then its progress;
+    yields nothing-changed updates meanwhile (each a point where a Stop, a cancel or a dropped connection closes
+    this generator and so stops the work); returns the analyses."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
@@ -210,10 +250,24 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
         raise refuse(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
                        f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
                        f"or a one-pass method (gradient, Grad-CAM).")
-    work = jobs.analyse_on_gpu(clip, todo, parse_target(target), parse_seed(seed), jobs.time_limit(cost))
+    target, seed = parse_target(target), parse_seed(seed)
+    try:
+        with jobs.visitor_slot(request.session_hash if request else None):
+            return (yield from _in_lane(clip, todo, cost, target, seed, progress))
+    except jobs.TooMany as e:
+        raise refuse(str(e)) from None
+
+
+def _in_lane(clip: ClipInput, todo: list[jobs.Job], cost: jobs.Estimate, target: int | None, seed: int,
+             progress: gr.Progress) -> Generator:
+    work = cost.lane.run(lambda: jobs.analyse_on_gpu(clip, todo, target, seed, jobs.time_limit(cost)))
     try:
         for item in work:
-            if isinstance(item, jobs.Progress):
+            if isinstance(item, jobs.Waiting):
+                progress(0.0, desc=f"Waiting for {item.ahead} {'analysis' if item.ahead == 1 else 'analyses'} "
+                                   f"ahead ({item.lane} lane; {cost.describe()} once it starts)")
+                yield SKIP
+            elif isinstance(item, jobs.Progress):
                 progress(item.fraction, desc=item.message)
                 yield SKIP
             elif isinstance(item, jobs.Failed):
@@ -225,20 +279,30 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
         work.close()
 
 
-def results_folder(prefix: str) -> Path:
-    """A new folder for one request's files, after removing the folders older than ``RETENTION_S`` (Gradio's own
-    copies and the uploads go with ``delete_cache``, on the same clock)."""
+def results_folder(prefix: str, request: gr.Request | None = None) -> Path:
+    """A new folder for one request's files, in its visitor's folder (removed when they leave: ``forget_visitor``),
+    after removing the folders older than ``RETENTION_S`` (Gradio's own copies and the uploads go with
+    ``delete_cache``, on the same clock)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - RETENTION_S
-    for old in RESULTS.iterdir():
+    for old in RESULTS.glob("*/*"):
         if old.stat().st_mtime < cutoff:
             shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=RESULTS))
+    visitor = RESULTS / (request.session_hash if request and request.session_hash else "api")
+    visitor.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=visitor))
 
 
-def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool):
+def forget_visitor(request: gr.Request) -> None:
+    """When a visitor closes or reloads the page: remove their result files (Gradio has its own copies)."""
+    if request.session_hash:
+        shutil.rmtree(RESULTS / request.session_hash, ignore_errors=True)
+
+
+def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool,
+             request: gr.Request | None):
     """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses."""
-    files = analysis.save(analyses, results_folder("explain-"), cmap, alpha, show_truth, show_structure)
+    files = analysis.save(analyses, results_folder("explain-", request), cmap, alpha, show_truth, show_structure)
     clip = analyses[0].clip
     importance = render.frame_importance_figure(
         {a.name: a.explanation.frame_importance.numpy() for a in analyses},
@@ -251,46 +315,55 @@ def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool
 
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
                  preset: str, target: str, seed: float, params: dict | None, cmap: str = "jet", alpha: float = 0.5,
-                 show_truth: bool = True, show_structure: bool = True, progress: gr.Progress = gr.Progress()):
+                 show_truth: bool = True, show_structure: bool = True, progress: gr.Progress = gr.Progress(),
+                 request: gr.Request = None):
     """Explain one clip with one method: overlay video, per-frame importance, insertion/deletion curves, metrics,
-    a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the analysis (kept for redraws).
+    a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the key of the analysis in ``KEPT``.
     A generator: it yields unchanged outputs while the model works, then the results."""
     clip = _load(video_path, card_id, start_s, end_s, progress)
     job = jobs.Job(method, None if preset == "default" else preset, parse_params(params))
-    results = yield from _analyse(clip, [job], target, seed, progress)
-    yield (*_outputs(results, cmap, alpha, show_truth, show_structure), results)
+    results = yield from _analyse(clip, [job], target, seed, progress, request)
+    yield (*_outputs(results, cmap, alpha, show_truth, show_structure, request), KEPT.put(results))
 
 
 def compare_clips(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
                   methods: list[str], target: str, seed: float, cmap: str = "jet", alpha: float = 0.5,
-                  show_truth: bool = True, progress: gr.Progress = gr.Progress()):
+                  show_truth: bool = True, progress: gr.Progress = gr.Progress(), request: gr.Request = None):
     """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
     curves in one figure. A generator, as ``explain_clip``."""
     if not methods:
         raise refuse("Tick at least one method to compare.")
     clip = _load(video_path, card_id, start_s, end_s, progress)
     todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in methods]
-    results = yield from _analyse(clip, todo, target, seed, progress)
-    yield (*_outputs(results, cmap, alpha, show_truth, False), results)
+    results = yield from _analyse(clip, todo, target, seed, progress, request)
+    yield (*_outputs(results, cmap, alpha, show_truth, False, request), KEPT.put(results))
 
 
-def walkthrough(progress: gr.Progress = gr.Progress()):
+def walkthrough(progress: gr.Progress = gr.Progress(), request: gr.Request = None):
     """The Learn tab's guided example: a clip whose answer is known, explained by a baseline and two methods."""
     for outputs in compare_clips(str(WALKTHROUGH_CLIP), DEFAULT_MODEL, None, None, WALKTHROUGH_METHODS, TOP1, 0,
-                                 progress=progress):
+                                 progress=progress, request=request):
         yield outputs if outputs is SKIP else outputs[:-1]
 
 
-def redraw(results: list[Analysis] | None, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
+def redraw(key: str | None, cmap: str, alpha: float, show_truth: bool, show_structure: bool,
+           request: gr.Request = None):
     """The overlay video again with other display settings (no model passes)."""
+    results = KEPT.get(key)
     if not results:
         return None
     frames = analysis.view(results, cmap, alpha, show_truth, show_structure)
-    return str(write_mp4(results_folder("view-") / "view.mp4", frames, fps=analysis.VIDEO_FPS))
+    return str(write_mp4(results_folder("view-", request) / "view.mp4", frames, fps=analysis.VIDEO_FPS))
 
 
-def show_step(results: list[Analysis] | None, kind: str, step: int):
+def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
+    """``redraw`` for Compare (its grid has no tracks or supervoxels)."""
+    return redraw(key, cmap, alpha, show_truth, False, request)
+
+
+def show_step(key: str | None, kind: str, step: int):
     """The perturbed clip at one step of the insertion or deletion curve, and the curves with that step marked."""
+    results = KEPT.get(key)
     if not results:
         return None, None
     a = results[0]
@@ -444,10 +517,10 @@ def build_demo() -> gr.Blocks:
                                [*c_out, compared], api_name="compare", **MODEL_WORK)
         stop_compare.click(None, None, None, cancels=[ev], queue=False, api_name=False)
         for control in (c_cmap, c_alpha, c_truth):
-            control.change(lambda r, c, a, t: redraw(r, c, a, t, False), [compared, c_cmap, c_alpha, c_truth],
-                           c_out[0], api_name=False)
+            control.change(redraw_compared, [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
 
         run_walk.click(walkthrough, None, list(w_out), api_name=False, **MODEL_WORK)
+        demo.unload(forget_visitor)
     return demo
 
 
@@ -458,7 +531,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_cpu()
-    build_demo().queue(default_concurrency_limit=1, max_size=20).launch(
+    build_demo().queue(default_concurrency_limit=1, max_size=MAX_QUEUE).launch(
         server_name=args.host, server_port=args.port, **LAUNCH)
 
 

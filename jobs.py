@@ -19,7 +19,9 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +44,8 @@ GPU_CAP_S = 60           # one request's GPU window; ZeroGPU may scale it 1.5x, 
 MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request's budget off ZeroGPU
 SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip
 OVERRUN_S = 15.0         # slack on top of twice the estimate before a run is stopped
+QUICK_S = float(os.environ.get("VIDEOXAI_QUICK_S", 5))      # requests estimated under this take the quick lane
+PER_VISITOR = int(os.environ.get("VIDEOXAI_PER_VISITOR", 2))  # analyses one visitor may have running or waiting
 # Seconds per pass unit (a forward; a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
 # GPU, from the H100 figure of docs/performance.md (EP-3D fast: 903 forwards + 900 backwards in about 7 s). On
 # ZeroGPU it is the prior, scaled by the model's parameter count, until a run of that model measures its own.
@@ -68,6 +72,14 @@ class Failed:
     """An expected failure (bad parameter, stopped): the message is for the visitor."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The request waits in a lane behind ``ahead`` others (running or earlier in line)."""
+
+    ahead: int
+    lane: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,88 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
         stop.set()
 
 
+class Lane:
+    """A first-come, first-served line in which at most ``slots`` requests run at once.
+
+    The app has two (``QUICK``, ``LONG``): a request's lane follows from its estimate, so a one-pass explanation is
+    served while an EP or occlusion run goes on, and long runs take turns. Written here rather than as two Gradio
+    concurrency groups because one endpoint (``/explain``) serves both kinds."""
+
+    def __init__(self, name: str, slots: int):
+        self.name, self.slots = name, slots
+        self._cond = threading.Condition()
+        self._line: list[object] = []
+        self._running: set[object] = set()
+
+    def _free(self, ticket: object) -> bool:
+        return len(self._running) < self.slots and self._line[0] is ticket
+
+    def run(self, start: Callable[[], Iterator], poll_s: float = POLL_S) -> Generator:
+        """Yield ``Waiting`` (at least every ``poll_s``) until it is this request's turn, then the items of
+        ``start()``; the lane is left when that ends or the generator is closed (waiting or running)."""
+        ticket = object()
+        with self._cond:
+            self._line.append(ticket)
+        try:
+            while True:
+                with self._cond:
+                    if self._cond.wait_for(lambda: self._free(ticket), poll_s):
+                        self._line.pop(0)
+                        self._running.add(ticket)
+                        break
+                    ahead = self._line.index(ticket) + len(self._running)
+                yield Waiting(ahead, self.name)
+            work = start()
+            try:
+                yield from work
+            finally:
+                work.close()
+        finally:
+            with self._cond:
+                if ticket in self._line:
+                    self._line.remove(ticket)
+                self._running.discard(ticket)
+                self._cond.notify_all()
+
+    @property
+    def busy(self) -> int:
+        """Requests running or waiting in the lane."""
+        with self._cond:
+            return len(self._line) + len(self._running)
+
+
+QUICK, LONG = Lane("quick", 1), Lane("long", 1)
+
+
+class TooMany(Exception):
+    """The visitor already has ``PER_VISITOR`` analyses running or waiting."""
+
+
+_held: Counter[str] = Counter()
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def visitor_slot(visitor: str | None, limit: int = PER_VISITOR):
+    """Hold one of a visitor's ``limit`` places for the duration of a request (None: no visitor, no limit);
+    raises ``TooMany`` when they are all taken."""
+    if visitor is None:
+        yield
+        return
+    with _held_lock:
+        if _held[visitor] >= limit:
+            raise TooMany(f"You already have {limit} analyses running or waiting; wait for one to finish or stop "
+                          f"one.")
+        _held[visitor] += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held[visitor] -= 1
+            if not _held[visitor]:
+                del _held[visitor]
+
+
 @dataclass(frozen=True)
 class Estimate:
     """What a request will cost, known before it runs."""
@@ -135,6 +229,10 @@ class Estimate:
     @property
     def fits(self) -> bool:
         return self.seconds <= self.budget
+
+    @property
+    def lane(self) -> Lane:
+        return QUICK if self.seconds <= QUICK_S else LONG
 
     def describe(self) -> str:
         return (f"about {self.seconds:,.0f} s ({self.forward:,} forward and {self.backward:,} backward passes "

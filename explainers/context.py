@@ -64,6 +64,7 @@ class Context:
     precision: str = "fp32"              # of the passes in ``scores`` and ``objective`` ("fp32" | "bf16")
     _logits: torch.Tensor | None = None
     _done: float = 0.0
+    _message: str = ""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -101,7 +102,7 @@ class Context:
 
     def report(self, fraction: float, message: str = "") -> None:
         """Tell the caller how far we are; raise ``Cancelled`` if it asks to stop."""
-        self._done = fraction
+        self._done, self._message = fraction, message
         if self.progress is not None and self.progress(min(max(fraction, 0.0), 1.0), message) is False:
             raise Cancelled(message or "cancelled")
 
@@ -175,7 +176,8 @@ class Context:
     def objective(self, xs: torch.Tensor) -> torch.Tensor:
         """Differentiable target scores of a batch, for methods that optimise a mask: log p for score="prob"
         (−log p is the papers' loss), the logit otherwise, at ``precision``. Counts one forward and one backward
-        per clip (the caller back-propagates through them)."""
+        per clip (the caller back-propagates through them). Each call is a point where a cancel stops the method."""
+        self.report(self._done, self._message)
         logits = forward(self.model, xs, self.precision)
         self._keep_clean(xs, logits, self.precision)
         self.counter.forward += len(xs)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import app
+from app import TOP1
 from zoo.video import read_clip
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,8 @@ def test_real_example_clip_is_explained_without_ground_truth():
     real = str(next((app.EXAMPLES_DIR / "real").glob("*.mp4")))
     top, strip, notes = app.classify(real, app.DEFAULT_MODEL, 1.0, 3.0)
     assert len(top) == 5 and "Ground truth" not in notes and "320×180, 25.00 fps, 132 frames" in notes
-    *_, table, summary, files, state = _explain(video_path=real, start_s=1.0, end_s=3.0)
+    *_, table, summary, files, key = _explain(video_path=real, start_s=1.0, end_s=3.0)
+    state = app.KEPT.get(key)
     assert "Spatial pointing game ↑" not in table.columns and state[0].clip.truth is None
     assert 25 <= state[0].clip.prepared.clip.indices.min() and state[0].clip.prepared.clip.indices.max() < 75
 
@@ -186,6 +188,7 @@ def test_explain_returns_video_figures_table_and_downloads():
     assert np.load(next(p for p in files if p.endswith(".npy"))).shape == (16, 112, 112)
 
     again = app.redraw(state, "inferno", 0.8, False, False)
+    assert app.KEPT.get(state)[0].explanation.method == "grad_cam"
     assert again.endswith(".mp4") and again != video
     strip, figure = app.show_step(state, "insertion", 14)
     assert strip["value"].shape[0] == 224 and "insertion after 50%" in strip["label"]
@@ -193,8 +196,8 @@ def test_explain_returns_video_figures_table_and_downloads():
 
 
 def test_parameters_reach_the_method():
-    *_, state = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
-    assert state[0].explanation.forward_passes == 1 + 4               # 1 × 2 × 2 positions + the clean clip
+    *_, key = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
+    assert app.KEPT.get(key)[0].explanation.forward_passes == 1 + 4   # 1 × 2 × 2 positions + the clean clip
 
 
 def test_closing_a_running_explanation_stops_its_work_within_a_second():
@@ -209,8 +212,8 @@ def test_closing_a_running_explanation_stops_its_work_within_a_second():
     while _job_threads() and time.perf_counter() - closed < 5:
         time.sleep(0.02)
     assert not _job_threads() and time.perf_counter() - closed < 1.0
-    *_, state = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
-    assert state[0].explanation.method == "occlusion", "the next run starts afresh"
+    *_, key = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
+    assert app.KEPT.get(key)[0].explanation.method == "occlusion", "the next run starts afresh"
 
 
 def test_models_not_offered_are_refused():
@@ -220,7 +223,7 @@ def test_models_not_offered_are_refused():
 
 def test_old_results_are_removed_when_a_new_request_writes(monkeypatch):
     monkeypatch.setattr(app, "RETENTION_S", 60)
-    old = app.results_folder("explain-")
+    old = app.results_folder("explain-", gr.Request(session_hash="someone"))
     (old / "overlay.mp4").write_bytes(b"x")
     past = time.time() - 120
     os.utime(old, (past, past))
@@ -228,12 +231,34 @@ def test_old_results_are_removed_when_a_new_request_writes(monkeypatch):
     assert not old.exists() and Path(video).is_relative_to(app.RESULTS) and Path(video).is_file()
 
 
+def test_results_are_kept_for_redraws_in_bounded_memory(monkeypatch):
+    kept = app.Kept(size=2, ttl_s=60)
+    keys = [kept.put([i]) for i in range(3)]
+    assert kept.get(keys[2]) == [2] and kept.get(None) is None
+    with pytest.raises(gr.Error, match="no longer kept"):
+        kept.get(keys[0])                                       # the oldest went when the third came
+    monkeypatch.setattr(app, "KEPT", kept)
+    with pytest.raises(gr.Error, match="no longer kept"):
+        app.redraw(keys[0], "jet", 0.5, True, True)
+    kept.ttl_s = 0
+    with pytest.raises(gr.Error, match="no longer kept"):
+        kept.get(keys[2])
+
+
+def test_a_visitors_files_are_removed_when_they_leave():
+    visitor = gr.Request(session_hash="visitor-a")
+    video, *_ = _explain(request=visitor)
+    assert Path(video).is_relative_to(app.RESULTS / "visitor-a")
+    app.forget_visitor(visitor)
+    assert not (app.RESULTS / "visitor-a").exists()
+
+
 def test_compare_puts_methods_side_by_side():
-    video, importance, curves, table, summary, files, state = _last(app.compare_clips(
+    video, importance, curves, table, summary, files, key = _last(app.compare_clips(
         _example(), app.DEFAULT_MODEL, None, None, ["random", "grad_cam"], app.TOP1, 0,
         progress=lambda fraction, desc="": None))
     assert list(table["method"]) == ["random", "grad_cam"] and len(curves.data) == 4 and len(importance.data) == 2
-    assert len(state) == 2 and sum(p.endswith(".npy") for p in files) == 2
+    assert len(app.KEPT.get(key)) == 2 and sum(p.endswith(".npy") for p in files) == 2
     with pytest.raises(gr.Error, match="at least one"):
         _last(app.compare_clips(_example(), app.DEFAULT_MODEL, None, None, [], app.TOP1, 0))
 
@@ -280,6 +305,51 @@ def test_expected_refusals_are_one_log_line_without_a_traceback(capfd, caplog):
     assert "Traceback" not in capfd.readouterr().err
 
 
+def _wait_for_work(threads: int, within_s: float = 30) -> None:
+    started = time.perf_counter()
+    while len(_job_threads()) < threads and time.perf_counter() - started < within_s:
+        time.sleep(0.05)
+    assert len(_job_threads()) >= threads, "the explanation started"
+
+
+def _idle_cpu_seconds(over_s: float = 1.0) -> float:
+    """CPU seconds this process (the app's server) uses in ``over_s`` of wall time."""
+    start = time.process_time()
+    time.sleep(over_s)
+    return time.process_time() - start
+
+
+VISITOR = """
+import sys, time
+from gradio_client import Client, handle_file
+client = Client(sys.argv[1], verbose=False)
+client.submit(handle_file(sys.argv[2]), "synth-r2plus1d-small", 0, 0, "ep3d", "fast", "top-1 class", 0, {},
+              api_name="/explain")
+time.sleep(600)
+"""
+
+
+def test_a_visitor_who_drops_the_connection_stops_their_work():
+    import subprocess
+    import sys
+
+    demo = app.build_demo()
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    visitor = subprocess.Popen([sys.executable, "-c", VISITOR, f"http://127.0.0.1:{port}/", _example()])
+    try:
+        _wait_for_work(1, within_s=60)
+        visitor.kill()                                  # as a closed tab or a lost network does: the stream ends
+        dropped = time.perf_counter()
+        while _job_threads() and time.perf_counter() - dropped < 10:
+            time.sleep(0.05)
+        assert not _job_threads() and time.perf_counter() - dropped < 2.0
+        assert _idle_cpu_seconds() < 0.3, "the process is back to idle"
+    finally:
+        visitor.kill()
+        demo.close()
+
+
 def test_server_on_localhost_with_gradio_client():
     from gradio_client import Client, handle_file
 
@@ -306,17 +376,21 @@ def test_server_on_localhost_with_gradio_client():
         assert "/compare" in client.view_api(print_info=False, return_format="str")
 
         job = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "ep3d", "fast", "top-1 class", 0,
-                            {}, api_name="/explain")                   # about a minute of work here
-        started = time.perf_counter()
-        while not _job_threads() and time.perf_counter() - started < 30:
-            time.sleep(0.05)
-        assert _job_threads(), "the explanation started"
-        other = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, ["grad_cam"], "top-1 class", 0,
-                              api_name="/compare")                      # waits: one explanation at a time in all
-        label, *_ = client.predict(handle_file(str(example)), app.DEFAULT_MODEL, None, None, api_name="/classify")
+                            {}, api_name="/explain")                   # about a minute of work here: the long lane
+        _wait_for_work(1)
+        waiting = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "occlusion", "fast", TOP1, 0,
+                                {}, api_name="/explain")               # long too: waits for its turn
+        with pytest.raises(Exception, match="already have 2 analyses"):
+            client.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "gradient", "default", TOP1, 0, {},
+                           api_name="/explain")                       # a third from the same visitor
+        other = Client(f"http://127.0.0.1:{port}/", verbose=False)    # another visitor, a quick request
+        video, importance, curves, table, *_ = other.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0,
+                                                             ["grad_cam"], TOP1, 0, api_name="/compare")
+        assert table["data"][0][0] == "grad_cam", "a quick request is served while a long one runs"
+        label, *_ = other.predict(handle_file(str(example)), app.DEFAULT_MODEL, None, None, api_name="/classify")
         assert label["label"] == truth, "classifying is served while an explanation runs"
-        assert len(_job_threads()) == 1 and not other.done()
-        other.cancel()
+        assert len(_job_threads()) == 1 and not waiting.done()
+        waiting.cancel()
         cancelled = time.perf_counter()
         job.cancel()                                                   # a gradio_client visitor's cancel
         while _job_threads() and time.perf_counter() - cancelled < 10:

@@ -170,3 +170,45 @@ def test_zero_gpu_windows_stay_below_a_signed_out_visitors_quota(monkeypatch):
             if not jobs.estimate(clip, todo).fits:
                 refused.add(method)
     assert refused == {"ep_unsync"}, "a minute of GPU fits every fast preset but Unsync's 14,400 steps"
+
+
+def _busy(seconds: float):
+    """A start function for a lane: work that reports until ``seconds`` have passed."""
+    return lambda: jobs.run_cancellable(_work(seconds, []), poll_s=0.02)
+
+
+def test_a_lane_runs_its_requests_one_at_a_time_in_order():
+    lane = jobs.Lane("long", 1)
+    first, second, third = (lane.run(_busy(30), poll_s=0.02) for _ in range(3))
+    assert isinstance(next(first), jobs.Progress)               # running
+    assert next(second) == jobs.Waiting(1, "long") and next(third) == jobs.Waiting(2, "long")
+    third.close()                                               # a visitor who gives up while waiting leaves the line
+    assert lane.busy == 2
+    first.close()
+    assert isinstance(next(second), jobs.Progress), "the next in line starts when the running one ends"
+    second.close()
+    assert lane.busy == 0
+
+
+def test_a_quick_request_is_served_while_a_long_one_runs():
+    long, quick = jobs.Lane("long", 1), jobs.Lane("quick", 1)
+    running = long.run(_busy(30), poll_s=0.02)
+    next(running)
+    items = list(quick.run(_busy(0.05), poll_s=0.02))
+    assert items[-1] == "finished" and not any(isinstance(i, jobs.Waiting) for i in items)
+    running.close()
+
+
+def test_the_estimate_chooses_the_lane():
+    assert jobs.Estimate(61, 1, jobs.QUICK_S / 2, 300).lane is jobs.QUICK
+    assert jobs.Estimate(900, 0, jobs.QUICK_S * 2, 300).lane is jobs.LONG
+
+
+def test_a_visitor_has_a_bounded_number_of_places():
+    with jobs.visitor_slot("a", limit=2), jobs.visitor_slot("a", limit=2):
+        with pytest.raises(jobs.TooMany, match="already have 2"), jobs.visitor_slot("a", limit=2):
+            pass
+        with jobs.visitor_slot("b", limit=2), jobs.visitor_slot(None, limit=2):
+            pass                                                # others, and calls without a visitor, are not held
+    with jobs.visitor_slot("a", limit=1):
+        pass                                                    # places are given back at the end
