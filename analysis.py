@@ -67,7 +67,7 @@ def load_clip(path: str | Path, model_id: str, start_s: float | None = None, end
     model = get_model(model_id)
     prepared = prepare_clip(path, model.input_spec, start_s or None, end_s or None)
     info = prepared.clip.info
-    truth = ground_truth_for(path, prepared.clip.indices, (info.height, info.width), model.input_spec, (EXAMPLES_DIR,))
+    truth = ground_truth_for(path, prepared.clip.indices, info.display_size[::-1], model.input_spec, (EXAMPLES_DIR,))
     return ClipInput(str(path), model_id, start_s or None, end_s or None, prepared, truth)
 
 

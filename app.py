@@ -190,7 +190,10 @@ def clip_notes(clip: ClipInput) -> str:
         name = f"**{clip.truth['class_name']}**, " if clip.truth["class_name"] else ""
         notes.append(f"Ground truth: {name}action in {span} (yellow boxes: the actor).")
     info = clip.prepared.clip.info
-    notes.append(f"{Path(clip.path).name}: {info.width}×{info.height}, {info.fps:.2f} fps, {info.frames} frames; "
+    width, height = info.display_size
+    rate = f"about {info.fps:.2f} fps (variable frame rate)" if info.variable_rate else f"{info.fps:.2f} fps"
+    turned = f", turned {info.rotation}° as its metadata asks" if info.rotation else ""
+    notes.append(f"{Path(clip.path).name}: {width}×{height}{turned}, {rate}, {info.frames} frames; "
                  f"sampled frames {clip.prepared.clip.indices.tolist()}.")
     return "\n\n".join(notes)
 

