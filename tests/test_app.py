@@ -146,6 +146,19 @@ def test_what_a_visitor_can_send_gets_a_message_a_person_can_read(settings, mess
     assert "argument after" not in str(e.value) and "positional argument" not in str(e.value)
 
 
+@pytest.mark.parametrize("payload, message", [
+    ("abc", r"Segment start \(s\): 'abc' is not a number"),
+    (-3, r"Segment start \(s\): -3 is out of range \(a number at least 0\)"),
+    (float("nan"), "out of range"),
+])
+def test_numbers_a_client_sends_are_checked_with_the_fields_name(payload, message):
+    start = app.Number(label="Segment start (s)", minimum=0)
+    with pytest.raises(gr.Error, match=message):
+        start.preprocess(payload)
+    assert start.preprocess("2.5") == 2.5 and start.preprocess(None) is None
+    assert start.get_block_name() == "number"
+
+
 def test_card_method_and_parameter_texts_come_from_the_registry():
     for card_id in app.jobs.SELECTABLE:
         assert app.load_card(card_id).name in app.card_markdown(card_id)
@@ -298,10 +311,13 @@ def test_expected_refusals_are_one_log_line_without_a_traceback(capfd, caplog):
         with caplog.at_level("INFO", logger="videoxai.app"), pytest.raises(Exception, match="JSON object"):
             client.predict(handle_file(_example()), app.DEFAULT_MODEL, 0, 0, "grad_cam", "default", app.TOP1, 0,
                            "steps=3", api_name="/explain")
+        with caplog.at_level("INFO", logger="videoxai.app"), pytest.raises(Exception, match="is not a number"):
+            client.predict(handle_file(_example()), app.DEFAULT_MODEL, "abc", 0, api_name="/classify")
     finally:
         demo.close()
     assert [r.getMessage() for r in caplog.records if r.name == "videoxai.app"] == [
-        'refused: Parameters must be a JSON object of name: value, e.g. {"steps": 16}.']
+        'refused: Parameters must be a JSON object of name: value, e.g. {"steps": 16}.',
+        "refused: Segment start (s): 'abc' is not a number."]
     assert "Traceback" not in capfd.readouterr().err
 
 

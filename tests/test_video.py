@@ -281,3 +281,9 @@ def test_an_absurd_declared_size_gets_a_plain_message(tmp_path):
         with pytest.raises(VideoError, match=message) as e:
             probe(vf.declared_size(tmp_path / f"huge_{width}.y4m", width, height))
         assert "Device or resource" not in str(e.value)
+
+
+def test_damaged_frames_in_the_middle_are_a_warning(tmp_path):
+    clip = read_clip(vf.damaged_middle(tmp_path / "damaged.mp4"), 16)
+    assert clip.frames.shape == (16, 64, 80, 3)
+    assert any("could not be decoded" in w for w in clip.warnings)

@@ -93,3 +93,14 @@ def declared_size(path: Path, width: int, height: int) -> Path:
     """A y4m file whose header declares a picture of ``width``×``height`` (followed by a little data)."""
     path.write_bytes(f"YUV4MPEG2 W{width} H{height} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode() + b"\x80" * 100_000)
     return path
+
+
+def damaged_middle(path: Path, t: int = 48) -> Path:
+    """An MP4 of noise (a keyframe every 8 frames) with 3,000 bytes zeroed in the middle of its data."""
+    video = np.random.default_rng(0).integers(0, 255, (t, 64, 80, 3), dtype=np.uint8)
+    encode(path, video, options={"g": "8"})
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 3000] = bytes(3000)
+    path.write_bytes(bytes(data))
+    return path

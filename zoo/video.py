@@ -282,7 +282,7 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
     turns = info.rotation // 90
     stored = (height, width) if turns % 2 else (width, height)         # to_ndarray's size, before turning
     keep: dict[int, np.ndarray] = {}
-    decoded = 0
+    decoded = damaged = 0
     try:
         with av.open(info.path) as container:
             stream = container.streams.video[0]
@@ -290,6 +290,7 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
                 try:
                     new = packet.decode()
                 except av.error.FFmpegError:  # a damaged packet: skip it, keep what decodes
+                    damaged += 1
                     continue
                 for frame in new:
                     if decoded in wanted_set:
@@ -302,6 +303,9 @@ def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, hei
         pass
     if not keep:
         raise CorruptVideoError(f"{name} is damaged: no frame of the requested segment could be decoded.")
+    if damaged:
+        warnings.append(f"{name} is damaged: {damaged} frame(s) could not be decoded and were skipped, so the "
+                        f"frames after them may be shown a little early.")
     if len(keep) < len(set(wanted.tolist())):
         warnings.append(f"{name} is truncated or damaged: only {decoded} frame(s) decoded; the clip is sampled "
                         f"from those.")

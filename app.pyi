@@ -1,0 +1,571 @@
+"""Gradio app: upload a clip or pick an example, pick a model and an explainer, and see where and when the model
+looked, and how faithful that is.
+
+UI wiring only: decoding and models live in ``zoo``, the methods and metrics in ``explainers``, one clip's analysis
+(explanation + metrics + files) in ``analysis``, pictures and figures in ``render``. Offline by default: no
+analytics (``analytics_enabled=False``), no Hub downloads (``zoo.models.hub_online``: set ``HF_HUB_OFFLINE=0`` to
+allow loading Hub models that are not cached yet).
+
+    python app.py [--host 127.0.0.1] [--port 7860]
+
+API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (see the README).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import spaces  # before torch (the first-party imports below): ZeroGPU patches CUDA at import
+
+import analysis
+import jobs
+import render
+from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
+from explainers import FAMILIES, REGISTRY, methods_by_family
+from explainers.device import configure_cpu
+from zoo import ASSETS
+from zoo.cards import load_card
+from zoo.hub import describe_revision
+from zoo.models import ModelLoadError
+from zoo.video import VideoError, write_mp4
+
+log = logging.getLogger("videoxai.app")
+DEFAULT_MODEL = "synth-r2plus1d-small"
+DEFAULT_METHOD = "grad_cam"
+DEFAULT_COMPARE = ["gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
+TOP1 = "top-1 class"
+WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
+WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
+LEARN = (ASSETS / "learn.md").read_text()
+SKIP = gr.skip()            # "no output changes", yielded while the model works
+RETENTION_S = int(os.environ.get("VIDEOXAI_RETENTION_S", 3600))    # results and uploads are deleted after this
+MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger uploads are refused before stored
+RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
+KEPT_RESULTS = int(os.environ.get("VIDEOXAI_KEPT_RESULTS", 16))   # analyses kept in memory for redraws
+# Explanations (Explain, Compare, Learn) share one group whose handlers wait in ``jobs``' lanes (one quick and one
+# long analysis run at a time); classifying runs beside them, two at a time.
+MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": 16}
+MAX_QUEUE = 64                     # requests waiting for a handler beyond that; more get Gradio's "queue is full"
+CHEAP = {"concurrency_id": "classify", "concurrency_limit": 2}
+LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}   # checked while the upload streams in: nothing larger is kept
+HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
+
+
+
+def refuse(message: str) -> gr.Error:
+    """An expected refusal (bad input, over budget, stopped): shown to the visitor, logged as one line, no
+    traceback (unexpected errors keep Gradio's traceback)."""
+    log.info("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+class Kept:
+    """The latest analyses, kept for redraws and the step view: at most ``size`` of them, none older than ``ttl_s``.
+    A session's ``gr.State`` holds only the key, so memory stays bounded however many visitors come and go
+    (Gradio keeps a closed session's state for an hour)."""
+
+    def __init__(self, size: int, ttl_s: float):
+        self.size, self.ttl_s = size, ttl_s
+        self._items: OrderedDict[str, tuple[float, list[Analysis]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, results: list[Analysis]) -> str:
+        key = secrets.token_hex(8)
+        with self._lock:
+            self._items[key] = (time.monotonic(), results)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return key
+
+    def get(self, key: str | None) -> list[Analysis] | None:
+        """The analyses of ``key``, None if there is none (no key yet); a refusal if they are no longer kept."""
+        if not key:
+            return None
+        with self._lock:
+            kept, results = self._items.get(key, (None, None))
+        if kept is None or time.monotonic() - kept > self.ttl_s:
+            raise refuse(f"This result is no longer kept (the server keeps the latest {self.size} for "
+                         f"{self.ttl_s / 60:.0f} min); explain again to change its display.")
+        return results
+
+
+KEPT = Kept(KEPT_RESULTS, RETENTION_S)
+
+from gradio.events import Dependency
+
+class Number(gr.Number):
+    """``gr.Number`` whose refusals name the field: an API caller can send text or a value out of range, which
+    Gradio would answer with a generic error or a message without the field's name."""
+
+    is_template = True          # drawn by Gradio's own Number component
+
+    def preprocess(self, payload: float | str | None) -> float | int | None:
+        if payload is None or payload == "":
+            return None
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            raise refuse(f"{self.label}: {payload!r} is not a number.") from None
+        if not math.isfinite(value) or (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum):
+            bounds = [f"{word} {bound:g}" for word, bound in (("at least", self.minimum), ("at most", self.maximum))
+                      if bound is not None]
+            wanted = " and ".join(bounds) or "that is finite"
+            raise refuse(f"{self.label}: {payload!r} is out of range (a number {wanted}).")
+        return super().preprocess(value)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+# ------------------------------------------------------------------------------------------- text
+def card_markdown(card_id: str) -> str:
+    card = load_card(card_id)
+    lines = [f"**{card.name}** — {card.family.replace('_', ' ')}, input {card.input.frames}×"
+             f"{card.input.size[0]}×{card.input.size[1]}", "", card.description, "",
+             f"Dataset: {card.dataset or 'n/a'} · Licence: {card.license}", ""]
+    if card.kind in ("hub", "transformers"):
+        lines += [f"Source: {describe_revision(card)}.", ""]
+    if card.held_out:
+        h, t = card.held_out, card.training
+        lines.append(f"Held-out accuracy {h['top1']:.1%} ({h['dataset']} test, {h['clips']} clips); with frames "
+                     f"shuffled {h['top1_shuffled_frames']:.1%}. {t['parameters']:,} parameters, "
+                     f"{t['file_bytes'] / 1e6:.1f} MB.")
+    return "\n".join(lines)
+
+
+def method_markdown(method: str) -> str:
+    spec = REGISTRY[method]
+    needs = {"nothing": "nothing from the model", "forward": "only forward passes",
+             "gradients": "gradients", "target_layer": "a target layer and its gradients"}[spec.needs]
+    return (f"**{spec.name}** · {FAMILIES[spec.family]} · {spec.paper}\n\n{spec.description}\n\n"
+            f"Needs {needs}. Cost: {spec.cost}.")
+
+
+def method_choices() -> list[tuple[str, str]]:
+    return [(f"{FAMILIES[family]} · {spec.name}", spec.id) for family, specs in methods_by_family().items()
+            for spec in specs]
+
+
+def preset_choices(method: str | None = None) -> list[str]:
+    """The presets of ``method``, or of every method (what the API accepts), and "default" (no preset)."""
+    specs = [REGISTRY[method]] if method else REGISTRY.values()
+    return [*dict.fromkeys(p for spec in specs for p in spec.presets), "default"]
+
+
+def default_preset(method: str) -> str:
+    return "fast" if "fast" in REGISTRY[method].presets else "default"
+
+
+def resolved_params(method: str, preset: str | None) -> dict:
+    """The parameter values a preset gives (JSON-friendly: tuples as lists)."""
+    values = REGISTRY[method].resolve(None if preset == "default" else preset, {})
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def target_choices(card_id: str) -> list[str]:
+    return [TOP1, *[f"{i}: {name}" for i, name in enumerate(load_card(card_id).labels)]]
+
+
+def parse_target(target: str | int | None) -> int | None:
+    """None for the top-1 class, else the class index of "3: move_down", "3" or 3."""
+    if target in (None, "", TOP1):
+        return None
+    try:
+        return int(str(target).split(":")[0])
+    except ValueError:
+        raise refuse(f"Class to explain: {target!r} is not a class; pick one from the list.") from None
+
+
+def parse_seed(seed: float | str | None) -> int:
+    """The seed as a whole number in [0, 2^32); a clear error otherwise."""
+    try:
+        value = float(seed or 0)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value.is_integer() or not 0 <= value < 2**32:
+        raise refuse(f"Seed: {seed!r} is not a whole number from 0 to 4294967295.")
+    return int(value)
+
+
+def parse_params(params) -> dict:
+    """The parameter overrides: a JSON object of name: value (None or empty for the preset's values)."""
+    if params in (None, ""):
+        return {}
+    if not isinstance(params, dict):
+        raise refuse('Parameters must be a JSON object of name: value, e.g. {"steps": 16}.')
+    return params
+
+
+def clip_notes(clip: ClipInput) -> str:
+    notes = [f"⚠️ {w}" for w in clip.prepared.clip.warnings]
+    if clip.truth is not None:
+        window = clip.truth["window"]
+        span = f"sampled frames {window[0]}–{window[1]}" if window else "none of the sampled frames"
+        name = f"**{clip.truth['class_name']}**, " if clip.truth["class_name"] else ""
+        notes.append(f"Ground truth: {name}action in {span} (yellow boxes: the actor).")
+    info = clip.prepared.clip.info
+    width, height = info.display_size
+    rate = f"about {info.fps:.2f} fps (variable frame rate)" if info.variable_rate else f"{info.fps:.2f} fps"
+    turned = f", turned {info.rotation}° as its metadata asks" if info.rotation else ""
+    notes.append(f"{Path(clip.path).name}: {width}×{height}{turned}, {rate}, {info.frames} frames; "
+                 f"sampled frames {clip.prepared.clip.indices.tolist()}.")
+    return "\n\n".join(notes)
+
+
+def result_markdown(analyses: list[Analysis]) -> str:
+    lines = []
+    for a in analyses:
+        e = a.explanation
+        lines.append(f"**{REGISTRY[e.method].name}** explained **{e.target_label}** (p = {e.target_prob:.3f}) in "
+                     f"{e.seconds:.2f} s with {e.forward_passes} forward and {e.backward_passes} backward passes "
+                     f"(seed {e.seed}). Insertion AUC {a.metrics['insertion']:.3f} (↑), deletion AUC "
+                     f"{a.metrics['deletion']:.3f} (↓).")
+    return "\n\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- handlers
+def _load(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
+          progress: gr.Progress | None = None) -> ClipInput:
+    if not video_path:
+        raise refuse("Upload a clip or pick an example first.")
+    if card_id not in jobs.SELECTABLE:
+        raise refuse(f"Model {card_id!r} is not offered here; pick one of the list.")
+    if progress is not None:
+        progress(0.0, desc=f"Loading {load_card(card_id).name} and decoding the clip")
+    try:
+        return load_clip(video_path, card_id, start_s, end_s)
+    except (VideoError, ModelLoadError) as e:
+        raise refuse(str(e)) from None
+
+
+def classify(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
+             progress: gr.Progress = gr.Progress()):
+    """Top-5 predictions, the sampled frames as a strip, and notes (warnings, ground truth) for one clip."""
+    clip = _load(video_path, card_id, start_s, end_s, progress)
+    top = dict(jobs.top_k_on_gpu(clip, 5))
+    return top, render.frame_strip(analysis.marked_frames(clip, scale=1), count=8), clip_notes(clip)
+
+
+def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None):
+    """``classify`` as soon as a clip or model is chosen; nothing while no clip is loaded."""
+    return classify(video_path, card_id, start_s, end_s) if video_path else (None, None, "")
+
+
+def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.Progress,
+             request: gr.Request | None = None) -> Generator:
+    """Run the model work (``jobs.analyse_on_gpu``) in its lane, showing its place in line and then its progress;
+    yields nothing-changed updates meanwhile (each a point where a Stop, a cancel or a dropped connection closes
+    this generator and so stops the work); returns the analyses."""
+    unknown = [job.method for job in todo if job.method not in REGISTRY]
+    if unknown:
+        raise refuse(f"Unknown method {unknown[0]!r}.")
+    try:
+        cost = jobs.estimate(clip, todo)
+    except (ValueError, TypeError) as e:
+        raise refuse(f"{REGISTRY[todo[0].method].name}: {e}") from None
+    if not cost.fits:
+        raise refuse(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
+                       f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
+                       f"or a one-pass method (gradient, Grad-CAM).")
+    target, seed = parse_target(target), parse_seed(seed)
+    try:
+        with jobs.visitor_slot(request.session_hash if request else None):
+            return (yield from _in_lane(clip, todo, cost, target, seed, progress))
+    except jobs.TooMany as e:
+        raise refuse(str(e)) from None
+
+
+def _in_lane(clip: ClipInput, todo: list[jobs.Job], cost: jobs.Estimate, target: int | None, seed: int,
+             progress: gr.Progress) -> Generator:
+    work = cost.lane.run(lambda: jobs.analyse_on_gpu(clip, todo, target, seed, jobs.time_limit(cost)))
+    try:
+        for item in work:
+            if isinstance(item, jobs.Waiting):
+                progress(0.0, desc=f"Waiting for {item.ahead} {'analysis' if item.ahead == 1 else 'analyses'} "
+                                   f"ahead ({item.lane} lane; {cost.describe()} once it starts)")
+                yield SKIP
+            elif isinstance(item, jobs.Progress):
+                progress(item.fraction, desc=item.message)
+                yield SKIP
+            elif isinstance(item, jobs.Failed):
+                raise refuse(item.message)
+            else:
+                jobs.learn(clip.model_id, item)
+                return item
+    finally:
+        work.close()
+
+
+def results_folder(prefix: str, request: gr.Request | None = None) -> Path:
+    """A new folder for one request's files, in its visitor's folder (removed when they leave: ``forget_visitor``),
+    after removing the folders older than ``RETENTION_S`` (Gradio's own copies and the uploads go with
+    ``delete_cache``, on the same clock)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - RETENTION_S
+    for old in RESULTS.glob("*/*"):
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    visitor = RESULTS / (request.session_hash if request and request.session_hash else "api")
+    visitor.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=visitor))
+
+
+def forget_visitor(request: gr.Request) -> None:
+    """When a visitor closes or reloads the page: remove their result files (Gradio has its own copies)."""
+    if request.session_hash:
+        shutil.rmtree(RESULTS / request.session_hash, ignore_errors=True)
+
+
+def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool,
+             request: gr.Request | None):
+    """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses."""
+    files = analysis.save(analyses, results_folder("explain-", request), cmap, alpha, show_truth, show_structure)
+    clip = analyses[0].clip
+    importance = render.frame_importance_figure(
+        {a.name: a.explanation.frame_importance.numpy() for a in analyses},
+        clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
+    curves = render.curves_figure({a.name: a.curves for a in analyses})
+    header, rows = analysis.metrics_table(analyses)
+    return (str(files["overlay.mp4"]), importance, curves, pd.DataFrame(rows, columns=header),
+            result_markdown(analyses), [str(p) for p in files.values()])
+
+
+def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
+                 preset: str, target: str, seed: float, params: dict | None, cmap: str = "jet", alpha: float = 0.5,
+                 show_truth: bool = True, show_structure: bool = True, progress: gr.Progress = gr.Progress(),
+                 request: gr.Request = None):
+    """Explain one clip with one method: overlay video, per-frame importance, insertion/deletion curves, metrics,
+    a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the key of the analysis in ``KEPT``.
+    A generator: it yields unchanged outputs while the model works, then the results."""
+    clip = _load(video_path, card_id, start_s, end_s, progress)
+    job = jobs.Job(method, None if preset == "default" else preset, parse_params(params))
+    results = yield from _analyse(clip, [job], target, seed, progress, request)
+    yield (*_outputs(results, cmap, alpha, show_truth, show_structure, request), KEPT.put(results))
+
+
+def compare_clips(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
+                  methods: list[str], target: str, seed: float, cmap: str = "jet", alpha: float = 0.5,
+                  show_truth: bool = True, progress: gr.Progress = gr.Progress(), request: gr.Request = None):
+    """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
+    curves in one figure. A generator, as ``explain_clip``."""
+    if not methods:
+        raise refuse("Tick at least one method to compare.")
+    clip = _load(video_path, card_id, start_s, end_s, progress)
+    todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in methods]
+    results = yield from _analyse(clip, todo, target, seed, progress, request)
+    yield (*_outputs(results, cmap, alpha, show_truth, False, request), KEPT.put(results))
+
+
+def walkthrough(progress: gr.Progress = gr.Progress(), request: gr.Request = None):
+    """The Learn tab's guided example: a clip whose answer is known, explained by a baseline and two methods."""
+    for outputs in compare_clips(str(WALKTHROUGH_CLIP), DEFAULT_MODEL, None, None, WALKTHROUGH_METHODS, TOP1, 0,
+                                 progress=progress, request=request):
+        yield outputs if outputs is SKIP else outputs[:-1]
+
+
+def redraw(key: str | None, cmap: str, alpha: float, show_truth: bool, show_structure: bool,
+           request: gr.Request = None):
+    """The overlay video again with other display settings (no model passes)."""
+    results = KEPT.get(key)
+    if not results:
+        return None
+    frames = analysis.view(results, cmap, alpha, show_truth, show_structure)
+    return str(write_mp4(results_folder("view-", request) / "view.mp4", frames, fps=analysis.VIDEO_FPS))
+
+
+def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
+    """``redraw`` for Compare (its grid has no tracks or supervoxels)."""
+    return redraw(key, cmap, alpha, show_truth, False, request)
+
+
+def show_step(key: str | None, kind: str, step: int):
+    """The perturbed clip at one step of the insertion or deletion curve, and the curves with that step marked."""
+    results = KEPT.get(key)
+    if not results:
+        return None, None
+    a = results[0]
+    fraction = float(a.curves[kind].fractions[int(step)])
+    figure = render.curves_figure({r.name: r.curves for r in results}, fraction)
+    p = a.curves[kind].probs[int(step)]
+    return (gr.update(value=analysis.perturbed_strip(a, kind, fraction),
+                      label=f"{kind} after {fraction:.0%} of the voxels: p({a.explanation.target_label}) = {p:.3f}"),
+            figure)
+
+
+def on_method(method: str):
+    preset = default_preset(method)
+    return (method_markdown(method), gr.update(choices=preset_choices(method), value=preset),
+            resolved_params(method, preset))
+
+
+def on_model(card_id: str):
+    return card_markdown(card_id), gr.update(choices=target_choices(card_id), value=TOP1)
+
+
+# ------------------------------------------------------------------------------------------- layout
+def parameter_controls(method: str, preset: str, params: gr.JSON) -> None:
+    """One control per registry parameter of ``method`` (values from ``preset``); each edit updates ``params``."""
+    values = resolved_params(method, preset if preset in preset_choices(method) else default_preset(method))
+    for p in REGISTRY[method].params:
+        value, text = values[p.name], {"label": p.name, "info": p.help}
+        if p.kind == "choice":
+            control = gr.Dropdown(list(p.choices), value=value, **text)
+        elif p.kind == "bool":
+            control = gr.Checkbox(value=value, **text)
+        elif p.kind in ("int", "float"):
+            control = Number(value=value, minimum=p.minimum, maximum=p.maximum,
+                                precision=0 if p.kind == "int" else None, **text)
+        else:
+            control = gr.Textbox(value=", ".join(map(str, value)) if isinstance(value, list) else value, **text)
+
+        def update(v, current, name=p.name, kind=p.kind):
+            if kind in ("ints", "floats"):
+                v = [float(s) if kind == "floats" else int(s) for s in str(v).replace(",", " ").split()]
+            return {**(current or {}), name: v}
+        control.change(update, [control, params], params, api_name=False, queue=False)
+
+
+def display_controls():
+    with gr.Row():
+        cmap = gr.Dropdown(list(render.COLOUR_MAPS), value="jet", label="Colour map", scale=1)
+        alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="Heatmap opacity", scale=2)
+        truth = gr.Checkbox(value=True, label="Ground-truth boxes (examples)")
+    return cmap, alpha, truth
+
+
+def result_panel(prefix: str):
+    video = gr.Video(label="Where the model looked", autoplay=True, loop=True, height=420, elem_id=f"{prefix}-overlay")
+    with gr.Row():
+        importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance")
+        curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves")
+    table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+    summary = gr.Markdown()
+    files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4, GIF), results.json", file_count="multiple")
+    return video, importance, curves, table, summary, files
+
+
+def build_demo() -> gr.Blocks:
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
+    models = [(load_card(i).name, i) for i in jobs.SELECTABLE]
+    with gr.Blocks(title="Where did the video model look?", analytics_enabled=False,
+                   delete_cache=(max(60, RETENTION_S // 4), RETENTION_S)) as demo:
+        gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, then explain "
+                    "its prediction with one method (**Explain**) or several side by side (**Compare**). New here? "
+                    f"Start with **Learn**. Models run on {HARDWARE}.")
+        with gr.Row():
+            with gr.Column():
+                video = gr.Video(label="Clip", sources=["upload"])
+                with gr.Row():
+                    start = Number(label="Segment start (s)", value=0, minimum=0)
+                    end = Number(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
+                model = gr.Dropdown(models, value=DEFAULT_MODEL, label="Model")
+                with gr.Accordion("Model card", open=False):
+                    card = gr.Markdown(card_markdown(DEFAULT_MODEL))
+                run_classify = gr.Button("Classify")
+            with gr.Column():
+                label = gr.Label(num_top_classes=5, label="Top-5 predictions")
+                strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
+                notes = gr.Markdown()
+        gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)")
+        gr.Examples(sorted(str(p) for p in (EXAMPLES_DIR / "real").glob("*.mp4")), inputs=[video],
+                    label="Real clips (no ground truth; see assets/examples/real/README.md)")
+        target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain",
+                             allow_custom_value=True)
+        seed = Number(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed (stochastic methods)")
+
+        with gr.Tabs():
+            with gr.Tab("Explain"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        method = gr.Dropdown(method_choices(), value=DEFAULT_METHOD, label="Explainer")
+                        preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset")
+                        with gr.Accordion("Advanced settings", open=False):
+                            params = gr.JSON(resolved_params(DEFAULT_METHOD, default_preset(DEFAULT_METHOD)),
+                                             label="Parameters in effect", render=False)
+                            gr.render(inputs=[method, preset])(lambda m, p: parameter_controls(m, p, params))
+                            params.render()
+                        with gr.Row():
+                            run_explain = gr.Button("Explain", variant="primary", elem_id="explain-button")
+                            stop_explain = gr.Button("Stop", variant="stop")
+                    with gr.Column(scale=1):
+                        about = gr.Markdown(method_markdown(DEFAULT_METHOD))
+                cmap, alpha, truth = display_controls()
+                structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
+                out = result_panel("explain")
+                with gr.Row():
+                    kind = gr.Radio(["insertion", "deletion"], value="deletion", label="Show the clip of")
+                    step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
+                perturbed = gr.Image(label="Perturbed clip", type="numpy")
+                explained = gr.State()
+
+            with gr.Tab("Compare"):
+                methods = gr.CheckboxGroup(method_choices(), value=DEFAULT_COMPARE,
+                                           label="Methods (each at its fast preset)")
+                with gr.Row():
+                    run_compare = gr.Button("Compare", variant="primary")
+                    stop_compare = gr.Button("Stop", variant="stop")
+                c_cmap, c_alpha, c_truth = display_controls()
+                c_out = result_panel("compare")
+                compared = gr.State()
+
+            with gr.Tab("Learn"):
+                gr.Markdown(LEARN)
+                run_walk = gr.Button("Run the walk-through", variant="primary")
+                w_out = result_panel("learn")
+
+        inputs = [video, model, start, end]
+        model.change(on_model, model, [card, target], api_name=False)
+        run_classify.click(classify, inputs, [label, strip, notes], api_name="classify", **CHEAP)
+        for trigger in (video.change, model.change):
+            trigger(preview, inputs, [label, strip, notes], api_name=False, **CHEAP)
+        method.change(on_method, method, [about, preset, params], api_name=False)
+        demo.load(on_method, method, [about, preset, params], api_name=False)
+        preset.change(lambda m, p: resolved_params(m, p), [method, preset], params, api_name=False)
+        ev = run_explain.click(explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth,
+                                              structure], [*out, explained], api_name="explain", **MODEL_WORK)
+        ev.then(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
+        stop_explain.click(None, None, None, cancels=[ev], queue=False, api_name=False)
+        for control in (cmap, alpha, truth, structure):
+            control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
+        for control in (kind, step):
+            control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
+
+        ev = run_compare.click(compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth],
+                               [*c_out, compared], api_name="compare", **MODEL_WORK)
+        stop_compare.click(None, None, None, cancels=[ev], queue=False, api_name=False)
+        for control in (c_cmap, c_alpha, c_truth):
+            control.change(redraw_compared, [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
+
+        run_walk.click(walkthrough, None, list(w_out), api_name=False, **MODEL_WORK)
+        demo.unload(forget_visitor)
+    return demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Explain video classifiers in the browser.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_cpu()
+    build_demo().queue(default_concurrency_limit=1, max_size=MAX_QUEUE).launch(
+        server_name=args.host, server_port=args.port, **LAUNCH)
+
+
+if __name__ == "__main__":
+    main()
