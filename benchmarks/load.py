@@ -1,0 +1,247 @@
+"""Many visitors at once: the app in its own process on 127.0.0.1, driven by N ``gradio_client`` visitors for T
+seconds, with cheap requests (classify, one-pass explanations), long ones (EP-3D ``fast``, occlusion ``fast``)
+that are sometimes cancelled, and visitors that drop their connection mid-run (a killed client process).
+
+It reports, per kind of request, how many were answered, refused (with the messages) or failed, their latency
+p50/p95/max, and the server's CPU, resident memory and disk (uploads, results, Gradio's cache) over time: after
+warm-up, at the end, once idle, and after the retention time.
+
+    python -m benchmarks.load [--visitors 20] [--seconds 120] [--retention 60]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.mp4"))
+MODEL = "synth-r2plus1d-small"
+QUICK = ("grad_cam", "gradient")
+LONG = (("ep3d", "fast"), ("occlusion", "fast"))
+DROPPER = """
+import sys, time
+from gradio_client import Client, handle_file
+Client(sys.argv[1], verbose=False).submit(handle_file(sys.argv[2]), sys.argv[3], 0, 0, "ep3d", "fast",
+                                          "top-1 class", 0, {}, api_name="/explain")
+time.sleep(600)
+"""
+
+
+class Server:
+    """The app in a subprocess with its own temporary folder (uploads, results and Gradio's cache)."""
+
+    def __init__(self, retention_s: int):
+        self.tmp = Path(tempfile.mkdtemp(prefix="videoxai-load-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {**os.environ, "TMPDIR": str(self.tmp), "GRADIO_TEMP_DIR": str(self.tmp / "gradio"),
+               "GRADIO_ANALYTICS_ENABLED": "False"}
+        if retention_s > 0:
+            env["VIDEOXAI_RETENTION_S"] = str(retention_s)
+        self.log = (self.tmp.parent / f"{self.tmp.name}.log").open("w")
+        self.process = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port)], cwd=ROOT, env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def wait_ready(self, within_s: float = 120) -> None:
+        import httpx
+
+        end = time.time() + within_s
+        while time.time() < end:
+            try:
+                if httpx.get(self.url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        raise RuntimeError(f"the app did not start; see {self.log.name}")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def disk_mb(self) -> float:
+        return sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file()) / 2**20
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        self.log.close()
+
+
+class Record:
+    """Outcomes and latencies per kind of request, shared by the visitor threads."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.counts: dict[tuple[str, str], int] = defaultdict(int)
+        self.messages: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, kind: str, outcome: str, seconds: float | None = None, message: str = "") -> None:
+        with self.lock:
+            self.counts[(kind, outcome)] += 1
+            if seconds is not None and outcome == "answered":
+                self.seconds[kind].append(seconds)
+            if message:
+                self.messages[f"{kind} {outcome}"].add(message.splitlines()[0][:160])
+
+
+def call(record: Record, kind: str, job, cancel_after: float | None = None) -> None:
+    """Wait for a submitted job (cancelling it after ``cancel_after`` s) and record what became of it."""
+    start = time.time()
+    try:
+        if cancel_after is not None:
+            while not job.done() and time.time() - start < cancel_after:
+                time.sleep(0.1)
+            if not job.done():
+                job.cancel()
+                record.add(kind, "cancelled")
+                return
+        job.result()
+        record.add(kind, "answered", time.time() - start)
+    except Exception as e:   # a refusal is the app's own message (or Gradio's "queue is full"); the rest failed
+        from gradio_client.exceptions import AppError, QueueError
+
+        refused = isinstance(e, QueueError) or (isinstance(e, AppError) and "has not enabled verbose" not in str(e))
+        record.add(kind, "refused" if refused else "failed", message=f"{type(e).__name__}: {e}")
+
+
+def visitor(url: str, record: Record, until: float, long_runs: bool, seed: int) -> None:
+    from gradio_client import Client, handle_file
+
+    rng = random.Random(seed)
+    client = Client(url, verbose=False)
+    while time.time() < until:
+        clip = handle_file(str(rng.choice(EXAMPLES)))
+        background = None
+        if long_runs and rng.random() < 0.5:
+            method, preset = rng.choice(LONG)
+            job = client.submit(clip, MODEL, 0, 0, method, preset, "top-1 class", 0, {}, api_name="/explain")
+            cancel = rng.uniform(3, 15) if rng.random() < 0.5 else max(1.0, until - time.time())
+            background = threading.Thread(target=call, args=(record, "long explain", job, cancel))
+            background.start()
+        call(record, "classify", client.submit(clip, MODEL, None, None, api_name="/classify"))
+        method = rng.choice(QUICK)
+        call(record, "one-pass explain", client.submit(clip, MODEL, 0, 0, method, "default", "top-1 class", 0, {},
+                                                       api_name="/explain"))
+        if background is not None:
+            background.join()
+        time.sleep(rng.uniform(0.5, 2.0))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--visitors", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--drops", type=int, default=3, help="visitors that drop their connection mid-run")
+    parser.add_argument("--retention", type=int, default=60,
+                        help="the server's VIDEOXAI_RETENTION_S (0: keep the default and do not wait for it)")
+    args = parser.parse_args(argv)
+    from gradio_client import Client, handle_file
+
+    server = Server(args.retention)
+    samples = []
+    try:
+        server.wait_ready()
+        disk_start = server.disk_mb()
+        warm = Client(server.url, verbose=False)
+        for method, preset, params in (("grad_cam", "default", {}), ("gradient", "default", {}),
+                                       ("occlusion", "fast", {"strides": [8, 28, 28]})):
+            warm.predict(handle_file(str(EXAMPLES[0])), MODEL, 0, 0, method, preset, "top-1 class", 0, params,
+                         api_name="/explain")
+        warm.predict(handle_file(str(EXAMPLES[0])), MODEL, None, None, api_name="/classify")
+        rss_warm = server.rss_mb()
+        print(f"after warm-up: RSS {rss_warm:.0f} MB, disk {server.disk_mb():.1f} MB (at start "
+              f"{disk_start:.1f} MB)", flush=True)
+
+        record, start = Record(), time.time()
+        until = start + args.seconds
+        stop_sampling = threading.Event()
+
+        def sample() -> None:
+            last_cpu, last_t = server.cpu_s(), time.time()
+            while not stop_sampling.wait(1.0):
+                cpu, t = server.cpu_s(), time.time()
+                samples.append((t - start, (cpu - last_cpu) / (t - last_t), server.rss_mb()))
+                last_cpu, last_t = cpu, t
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        threads = [threading.Thread(target=visitor, args=(server.url, record, until, i % 2 == 0, i))
+                   for i in range(args.visitors)]
+        for t in threads:
+            t.start()
+        for i in range(args.drops):        # visitors that start a long run and vanish a few seconds later
+            time.sleep(args.seconds / (args.drops + 1))
+            dropper = subprocess.Popen([sys.executable, "-c", DROPPER, server.url, str(EXAMPLES[i]), MODEL])
+            time.sleep(5)
+            dropper.kill()
+            record.add("dropped connection", "dropped")
+        for t in threads:
+            t.join()
+        ended = time.time()
+        idle_after = None
+        while time.time() - ended < 30:
+            before, t0 = server.cpu_s(), time.time()
+            time.sleep(0.5)
+            if (server.cpu_s() - before) / (time.time() - t0) < 0.05:
+                idle_after = t0 - ended
+                break
+        time.sleep(3)
+        stop_sampling.set()
+        rss_end, disk_end = server.rss_mb(), server.disk_mb()
+        if args.retention > 0:
+            time.sleep(args.retention + max(60, args.retention // 4) + 5)     # a delete_cache round after it
+        disk_later = server.disk_mb()
+    finally:
+        server.stop()
+
+    print(f"\n{args.visitors} visitors for {args.seconds:.0f} s ({args.visitors // 2 + args.visitors % 2} also "
+          f"starting long runs, about half cancelled), {args.drops} dropped connections; {os.cpu_count()} cores "
+          f"shared by the server and the clients\n")
+    print("| request | answered | refused | cancelled | failed | p50 s | p95 s | max s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in ("classify", "one-pass explain", "long explain", "dropped connection"):
+        n = {o: record.counts.get((kind, o), 0) for o in ("answered", "refused", "cancelled", "failed", "dropped")}
+        s = record.seconds.get(kind, [])
+        times = (f"{percentile(s, 50):.2f} | {percentile(s, 95):.2f} | {max(s):.2f}" if s else "– | – | –")
+        print(f"| {kind} | {n['answered']} | {n['refused']} | {n['cancelled'] + n['dropped']} | {n['failed']} | "
+              f"{times} |")
+    for key, messages in sorted(record.messages.items()):
+        for m in sorted(messages):
+            print(f"- {key}: {m}")
+    cpu = [c for _, c, _ in samples]
+    rss = [r for _, _, r in samples]
+    print(f"\nserver CPU during the load: mean {statistics.mean(cpu):.2f} cores, max {max(cpu):.2f}; idle "
+          f"{'within ' + format(idle_after, '.1f') + ' s' if idle_after is not None else 'NOT within 30 s'} of "
+          f"the last visitor leaving")
+    print(f"server RSS: after warm-up {rss_warm:.0f} MB, peak {max(rss):.0f} MB, at the end {rss_end:.0f} MB "
+          f"({100 * (rss_end / rss_warm - 1):+.1f} %)")
+    print(f"disk: at start {disk_start:.1f} MB, at the end {disk_end:.1f} MB, after the retention time "
+          f"{disk_later:.1f} MB")
+    print("\nover time (s: cores, RSS MB): " + ", ".join(f"{t:.0f}: {c:.1f}, {r:.0f}"
+                                                       for t, c, r in samples[::max(1, len(samples) // 12)]))
+
+
+if __name__ == "__main__":
+    main()
