@@ -104,26 +104,31 @@ class Kept:
 KEPT = Kept(KEPT_RESULTS, RETENTION_S)
 
 
-class Number(gr.Number):
-    """``gr.Number`` whose refusals name the field: an API caller can send text or a value out of range, which
-    Gradio would answer with a generic error or a message without the field's name."""
+def checked_number(control: gr.Number, payload: float | str | None) -> float | None:
+    """What a client sent to a number field, as a float, or a refusal that names the field: an API caller can send
+    text or a value out of range, which Gradio would answer with a generic error or without the field's name."""
+    if payload is None or payload == "":
+        return None
+    try:
+        value = float(payload)
+    except (TypeError, ValueError):
+        raise refuse(f"{control.label}: {payload!r} is not a number.") from None
+    if not math.isfinite(value) or (control.minimum is not None and value < control.minimum) or (
+            control.maximum is not None and value > control.maximum):
+        bounds = [f"{word} {bound:g}" for word, bound in (("at least", control.minimum), ("at most", control.maximum))
+                  if bound is not None]
+        wanted = " and ".join(bounds) or "that is finite"
+        raise refuse(f"{control.label}: {payload!r} is out of range (a number {wanted}).")
+    return value
 
-    is_template = True          # drawn by Gradio's own Number component
 
-    def preprocess(self, payload: float | str | None) -> float | int | None:
-        if payload is None or payload == "":
-            return None
-        try:
-            value = float(payload)
-        except (TypeError, ValueError):
-            raise refuse(f"{self.label}: {payload!r} is not a number.") from None
-        if not math.isfinite(value) or (self.minimum is not None and value < self.minimum) or (
-                self.maximum is not None and value > self.maximum):
-            bounds = [f"{word} {bound:g}" for word, bound in (("at least", self.minimum), ("at most", self.maximum))
-                      if bound is not None]
-            wanted = " and ".join(bounds) or "that is finite"
-            raise refuse(f"{self.label}: {payload!r} is out of range (a number {wanted}).")
-        return super().preprocess(value)
+def number_input(**kwargs) -> gr.Number:
+    """``gr.Number`` whose input is first checked by ``checked_number`` (not a subclass: Gradio writes a stub file
+    next to the module of every component class)."""
+    control = gr.Number(**kwargs)
+    plain = control.preprocess
+    control.preprocess = lambda payload: plain(checked_number(control, payload))
+    return control
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -422,7 +427,7 @@ def parameter_controls(method: str, preset: str, params: gr.JSON) -> None:
         elif p.kind == "bool":
             control = gr.Checkbox(value=value, **text)
         elif p.kind in ("int", "float"):
-            control = Number(value=value, minimum=p.minimum, maximum=p.maximum,
+            control = number_input(value=value, minimum=p.minimum, maximum=p.maximum,
                                 precision=0 if p.kind == "int" else None, **text)
         else:
             control = gr.Textbox(value=", ".join(map(str, value)) if isinstance(value, list) else value, **text)
@@ -465,8 +470,8 @@ def build_demo() -> gr.Blocks:
             with gr.Column():
                 video = gr.Video(label="Clip", sources=["upload"])
                 with gr.Row():
-                    start = Number(label="Segment start (s)", value=0, minimum=0)
-                    end = Number(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
+                    start = number_input(label="Segment start (s)", value=0, minimum=0)
+                    end = number_input(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
                 model = gr.Dropdown(models, value=DEFAULT_MODEL, label="Model")
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(card_markdown(DEFAULT_MODEL))
@@ -480,7 +485,7 @@ def build_demo() -> gr.Blocks:
                     label="Real clips (no ground truth; see assets/examples/real/README.md)")
         target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain",
                              allow_custom_value=True)
-        seed = Number(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed (stochastic methods)")
+        seed = number_input(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed (stochastic methods)")
 
         with gr.Tabs():
             with gr.Tab("Explain"):
