@@ -255,8 +255,6 @@ def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, h
         frames = vr.get_batch(idx).asnumpy()
     except decord.DECORDError as e:
         raise CorruptVideoError(str(e).splitlines()[0]) from None
-    if frames.shape[1:3] != (height, width):
-        raise CorruptVideoError("decord ignored the rotation")               # PyAV turns them as asked
     return Clip(_rgb(frames), idx, times[idx], _counted(info, times), "decord", warnings)
 
 
