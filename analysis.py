@@ -11,7 +11,7 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +31,7 @@ EXAMPLES_DIR = ASSETS / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
+OVERLAY = "overlay.mp4"
 
 
 MODELS_KEPT = 3
@@ -73,14 +74,20 @@ def load_clip(path: str | Path, model_id: str, start_s: float | None = None, end
 
 @dataclass
 class Analysis:
+    """One method's map of a clip and, once scored, its metrics and insertion/deletion curves (empty until then)."""
+
     clip: ClipInput
     explanation: Explanation
-    metrics: dict[str, float]
-    curves: dict[str, Curve]
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, Curve] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.explanation.method
+
+    @property
+    def is_scored(self) -> bool:
+        return bool(self.curves)
 
     def summary(self) -> dict:
         """Everything needed to read and reproduce this run, JSON-serialisable."""
@@ -97,18 +104,31 @@ class Analysis:
                 "command": shlex.join(command)}
 
 
-def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",
-            params: dict | None = None, seed: int = 0, progress: ProgressFn | None = None,
-            max_batch: int | None = None) -> Analysis:
-    """Explain the clip with ``method`` (preset, then ``params``), then score the map with every metric that applies
-    (insertion/deletion and the saliency metric always; pointing games and localisation with ground truth).
+def run_method(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",
+               params: dict | None = None, seed: int = 0, progress: ProgressFn | None = None,
+               max_batch: int | None = None) -> Analysis:
+    """The map of the clip by ``method`` (preset, then ``params``), not scored yet (``score``).
     ``max_batch``: clips per batched pass (default by device: 4 on a CPU, 32 on a GPU)."""
     model = get_model(clip.model_id)
     preset = REGISTRY[method].preset_or_none(preset) if method in REGISTRY else None
-    e = explain(model, clip.x, method, target=target, seed=seed, preset=preset,
-                max_batch=max_batch, progress=progress, **(params or {}))
-    metrics, curves = evaluate_map(model, clip.x.to(DEVICE), e.saliency, e.target, clip.truth, max_batch=max_batch)
-    return Analysis(clip, e, metrics, curves)
+    return Analysis(clip, explain(model, clip.x, method, target=target, seed=seed, preset=preset,
+                                  max_batch=max_batch, progress=progress, **(params or {})))
+
+
+def score(a: Analysis, max_batch: int | None = None) -> Analysis:
+    """The analysis with every metric that applies (insertion/deletion and the saliency metric always; pointing
+    games and localisation with ground truth): ``evaluation_forwards()`` forwards."""
+    e = a.explanation
+    metrics, curves = evaluate_map(get_model(a.clip.model_id), a.clip.x.to(DEVICE), e.saliency, e.target,
+                                   a.clip.truth, max_batch=max_batch)
+    return Analysis(a.clip, e, metrics, curves)
+
+
+def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",
+            params: dict | None = None, seed: int = 0, progress: ProgressFn | None = None,
+            max_batch: int | None = None) -> Analysis:
+    """``run_method``, then ``score``: the map and its metrics."""
+    return score(run_method(clip, method, target, preset, params, seed, progress, max_batch), max_batch)
 
 
 def metrics_table(analyses: list[Analysis]) -> tuple[list[str], list[list]]:
@@ -170,8 +190,9 @@ def view(analyses: list[Analysis], cmap: str = "jet", alpha: float = 0.5, show_t
 
 def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
          show_structure: bool = True) -> dict[str, Path]:
-    """Write saliency volumes (.npy), the ``view`` as MP4 and GIF, and results.json (metrics, curves, parameters
-    and the command that reproduces each run)."""
+    """Write saliency volumes (.npy), the ``view`` as MP4 (unless ``folder`` already holds it: the app writes it
+    before the metrics exist) and GIF, and results.json (metrics, curves, parameters and the command that
+    reproduces each run)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -179,7 +200,8 @@ def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha:
         files[f"{a.name}.npy"] = folder / f"saliency_{a.name}.npy"
         np.save(files[f"{a.name}.npy"], a.explanation.saliency.numpy())
     frames = view(analyses, cmap, alpha, show_truth, show_structure)
-    files["overlay.mp4"] = write_mp4(folder / "overlay.mp4", frames, fps=VIDEO_FPS)
+    video = folder / OVERLAY
+    files[OVERLAY] = video if video.exists() else write_mp4(video, frames, fps=VIDEO_FPS)
     files["overlay.gif"] = render.write_gif(folder / "overlay.gif", frames, fps=VIDEO_FPS)
     files["results.json"] = folder / "results.json"
     files["results.json"].write_text(json.dumps([a.summary() for a in analyses], indent=1))

@@ -18,6 +18,7 @@ import math
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -53,13 +54,17 @@ SKIP = gr.skip()            # "no output changes", yielded while the model works
 RETENTION_S = int(os.environ.get("VIDEOXAI_RETENTION_S", 3600))    # results and uploads are deleted after this
 MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger uploads are refused before stored
 RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
+PURGE_EVERY_S = max(60, RETENTION_S // 4)   # how often old results, uploads and Gradio's copies are looked for
 KEPT_RESULTS = int(os.environ.get("VIDEOXAI_KEPT_RESULTS", 16))   # analyses kept in memory for redraws
-# Explanations (Explain, Compare, Learn) share one group whose handlers wait in ``jobs``' lanes (one quick and one
-# long analysis run at a time); classifying runs beside them, two at a time.
-MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": 16}
+# Explanations (Explain, Compare, Learn) share one group whose handlers wait in ``jobs``' lanes, which decide what
+# runs (a waiting handler holds no thread between its yields); classifying runs beside them, two at a time.
 MAX_QUEUE = 64                     # requests waiting for a handler beyond that; more get Gradio's "queue is full"
+MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": MAX_QUEUE}
 CHEAP = {"concurrency_id": "classify", "concurrency_limit": 2}
-LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb"}   # checked while the upload streams in: nothing larger is kept
+# Uploads are checked while they stream in (nothing larger is kept). Each request in flight holds one of Gradio's
+# worker threads while its handler waits for a step (Gradio's default is 40 threads in all).
+LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb", "max_threads": 2 * MAX_QUEUE}
+SWITCH_S = 0.0005   # Python's thread switch interval: the model's threads wait less for the lock between operations
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
 
@@ -230,10 +235,13 @@ def result_markdown(analyses: list[Analysis]) -> str:
     lines = []
     for a in analyses:
         e = a.explanation
+        scores = (f" Insertion AUC {a.metrics['insertion']:.3f} (↑), deletion AUC {a.metrics['deletion']:.3f} (↓)."
+                  if a.is_scored else "")
         lines.append(f"**{REGISTRY[e.method].name}** explained **{e.target_label}** (p = {e.target_prob:.3f}) in "
                      f"{e.seconds:.2f} s with {e.forward_passes} forward and {e.backward_passes} backward passes "
-                     f"(seed {e.seed}). Insertion AUC {a.metrics['insertion']:.3f} (↑), deletion AUC "
-                     f"{a.metrics['deletion']:.3f} (↓).")
+                     f"(seed {e.seed}).{scores}")
+    if not analyses[0].is_scored:
+        lines.append("*Scoring how faithful the map is (insertion, deletion, S50/S75)…*")
     return "\n\n".join(lines)
 
 
@@ -265,11 +273,12 @@ def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: 
     return classify(video_path, card_id, start_s, end_s) if video_path else (None, None, "")
 
 
-def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.Progress,
+def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str, progress: gr.Progress,
              request: gr.Request | None = None) -> Generator:
-    """Run the model work (``jobs.analyse_on_gpu``) in its lane, showing its place in line and then its progress;
-    yields nothing-changed updates meanwhile (each a point where a Stop, a cancel or a dropped connection closes
-    this generator and so stops the work); returns the analyses."""
+    """Run the model work in two steps, each in its lane (``jobs.explain_on_gpu``, then ``jobs.score_on_gpu``),
+    showing the place in line and the progress of each. Yields nothing-changed updates meanwhile (each a point
+    where a Stop, a cancel or a dropped connection closes this generator and so stops the work), the analyses once
+    explained (not scored), and then once scored."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
@@ -278,47 +287,84 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, progress: gr.P
     except (ValueError, TypeError) as e:
         raise refuse(f"{REGISTRY[todo[0].method].name}: {e}") from None
     if not cost.fits:
-        raise refuse(f"This request needs {cost.describe()}: more than the {cost.budget:.0f} s one request may use "
-                       f"on {HARDWARE}. Choose the fast preset, fewer steps, masks or iterations, larger strides, "
-                       f"or a one-pass method (gradient, Grad-CAM).")
+        raise refuse(f"This request needs {cost.describe()}: {cost.over(HARDWARE)}. Choose the fast preset, fewer "
+                     f"steps, masks or iterations, a coarser grid, larger strides, or a one-pass method (gradient, "
+                     f"Grad-CAM).")
     target, seed = parse_target(target), parse_seed(seed)
+    limit = lambda seconds: jobs.time_limit(seconds, cost.budget)
     try:
-        with jobs.visitor_slot(request.session_hash if request else None):
-            return (yield from _in_lane(clip, todo, cost, target, seed, progress))
+        with jobs.visitor_slot(request.session_hash if request else None, endpoint):
+            explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, lambda: (
+                jobs.explain_on_gpu(clip, todo, target, seed, limit(cost.explaining))))
+            jobs.learn(clip.model_id, explained)
+            yield explained
+            yield (yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress,
+                                       lambda: jobs.score_on_gpu(explained, limit(cost.scoring))))
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
 
 
-def _in_lane(clip: ClipInput, todo: list[jobs.Job], cost: jobs.Estimate, target: int | None, seed: int,
-             progress: gr.Progress) -> Generator:
-    work = cost.lane.run(lambda: jobs.analyse_on_gpu(clip, todo, target, seed, jobs.time_limit(cost)))
+def _in_lane(lane: jobs.Lane, stage: str, seconds: float, progress: gr.Progress, start) -> Generator:
+    """The items of ``start()`` (a ``jobs`` step) once its turn comes in ``lane``, shown as ``stage`` with its
+    progress; yields ``SKIP`` meanwhile and returns the step's analyses."""
+    work = lane.run(start)
     try:
         for item in work:
             if isinstance(item, jobs.Waiting):
-                progress(0.0, desc=f"Waiting for {item.ahead} {'analysis' if item.ahead == 1 else 'analyses'} "
-                                   f"ahead ({item.lane} lane; {cost.describe()} once it starts)")
+                progress(0.0, desc=f"{stage}: waiting for {item.ahead} "
+                                   f"{'request' if item.ahead == 1 else 'requests'} ahead ({item.lane} lane; about "
+                                   f"{seconds:,.0f} s once it starts)")
                 yield SKIP
             elif isinstance(item, jobs.Progress):
-                progress(item.fraction, desc=item.message)
+                progress(item.fraction, desc=f"{stage}: {item.message}")
                 yield SKIP
             elif isinstance(item, jobs.Failed):
                 raise refuse(item.message)
             else:
-                jobs.learn(clip.model_id, item)
                 return item
     finally:
         work.close()
 
 
+def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()) -> None:
+    """Remove what is older than ``RETENTION_S``: result folders, and in Gradio's cache folder ``cache`` the uploads
+    and the copies of outputs, but for ``keep`` (the examples). Gradio's own ``delete_cache`` (same clock) misses
+    the copies it makes for a session whose outputs were updated (a handler's skip yields), so those go by age."""
+    cutoff = time.time() - RETENTION_S
+    for old in [*RESULTS.glob("*/*"), *(cache.glob("*/*") if cache else [])]:
+        try:
+            if old.stat().st_mtime >= cutoff or old.resolve() in keep:
+                continue
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+                if not any(old.parent.iterdir()):
+                    old.parent.rmdir()
+        except (FileNotFoundError, OSError):   # removed meanwhile (its visitor left), or its folder refilled
+            continue
+
+
+def keep_purging(demo: gr.Blocks | None = None, every_s: float = PURGE_EVERY_S) -> threading.Event:
+    """``purge_results`` every ``every_s`` seconds in a daemon thread (with ``demo``'s cache folder, keeping the
+    files its components keep), so disk goes back down when visitors stop; setting the returned event ends it."""
+    stop = threading.Event()
+    cache = Path(demo.GRADIO_CACHE) if demo is not None else None
+    keep = frozenset(Path(f).resolve() for block in (demo.blocks.values() if demo is not None else [])
+                     for f in getattr(block, "keep_in_cache", ()))
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            purge_results(cache, keep)
+    threading.Thread(target=loop, name="videoxai-purge", daemon=True).start()
+    return stop
+
+
 def results_folder(prefix: str, request: gr.Request | None = None) -> Path:
     """A new folder for one request's files, in its visitor's folder (removed when they leave: ``forget_visitor``),
-    after removing the folders older than ``RETENTION_S`` (Gradio's own copies and the uploads go with
-    ``delete_cache``, on the same clock)."""
+    after ``purge_results``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - RETENTION_S
-    for old in RESULTS.glob("*/*"):
-        if old.stat().st_mtime < cutoff:
-            shutil.rmtree(old, ignore_errors=True)
+    purge_results()
     visitor = RESULTS / (request.session_hash if request and request.session_hash else "api")
     visitor.mkdir(exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=visitor))
@@ -330,18 +376,36 @@ def forget_visitor(request: gr.Request) -> None:
         shutil.rmtree(RESULTS / request.session_hash, ignore_errors=True)
 
 
-def _outputs(analyses: list[Analysis], cmap: str, alpha: float, show_truth: bool, show_structure: bool,
-             request: gr.Request | None):
-    """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses."""
-    files = analysis.save(analyses, results_folder("explain-", request), cmap, alpha, show_truth, show_structure)
+def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, show_truth: bool,
+             show_structure: bool):
+    """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses.
+    Before they are scored: the overlay (written to ``folder``), the importance figure and the text, the rest
+    empty; once scored: all of them (the overlay is not written again)."""
     clip = analyses[0].clip
     importance = render.frame_importance_figure(
         {a.name: a.explanation.frame_importance.numpy() for a in analyses},
         clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
+    if not analyses[0].is_scored:
+        frames = analysis.view(analyses, cmap, alpha, show_truth, show_structure)
+        video = write_mp4(folder / analysis.OVERLAY, frames, fps=analysis.VIDEO_FPS)
+        return str(video), importance, None, None, result_markdown(analyses), None
+    files = analysis.save(analyses, folder, cmap, alpha, show_truth, show_structure)
     curves = render.curves_figure({a.name: a.curves for a in analyses})
     header, rows = analysis.metrics_table(analyses)
-    return (str(files["overlay.mp4"]), importance, curves, pd.DataFrame(rows, columns=header),
+    return (str(files[analysis.OVERLAY]), importance, curves, pd.DataFrame(rows, columns=header),
             result_markdown(analyses), [str(p) for p in files.values()])
+
+
+def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
+    """The outputs of ``_analyse``'s steps: unchanged while it works, the overlay once explained, everything once
+    scored (then with the key of the analyses in ``KEPT``)."""
+    for item in steps:
+        if item is SKIP:
+            yield SKIP
+        elif not item[0].is_scored:
+            yield (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), SKIP)
+        else:
+            yield (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), KEPT.put(item))
 
 
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
@@ -350,30 +414,32 @@ def explain_clip(video_path: str | None, card_id: str, start_s: float | None, en
                  request: gr.Request = None):
     """Explain one clip with one method: overlay video, per-frame importance, insertion/deletion curves, metrics,
     a summary, downloads (saliency .npy, overlay MP4/GIF, results.json) and the key of the analysis in ``KEPT``.
-    A generator: it yields unchanged outputs while the model works, then the results."""
+    A generator: it yields unchanged outputs while the model works, the overlay and importance as soon as the map
+    exists, then everything once the metrics are computed."""
     clip = _load(video_path, card_id, start_s, end_s, progress)
     job = jobs.Job(method, None if preset == "default" else preset, parse_params(params))
-    results = yield from _analyse(clip, [job], target, seed, progress, request)
-    yield (*_outputs(results, cmap, alpha, show_truth, show_structure, request), KEPT.put(results))
+    steps = _analyse(clip, [job], target, seed, "/explain", progress, request)
+    yield from _explained(steps, results_folder("explain-", request), cmap, alpha, show_truth, show_structure)
 
 
 def compare_clips(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None,
                   methods: list[str], target: str, seed: float, cmap: str = "jet", alpha: float = 0.5,
-                  show_truth: bool = True, progress: gr.Progress = gr.Progress(), request: gr.Request = None):
+                  show_truth: bool = True, progress: gr.Progress = gr.Progress(), request: gr.Request = None,
+                  endpoint: str = "/compare"):
     """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
     curves in one figure. A generator, as ``explain_clip``."""
     if not methods:
         raise refuse("Tick at least one method to compare.")
     clip = _load(video_path, card_id, start_s, end_s, progress)
     todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in methods]
-    results = yield from _analyse(clip, todo, target, seed, progress, request)
-    yield (*_outputs(results, cmap, alpha, show_truth, False, request), KEPT.put(results))
+    steps = _analyse(clip, todo, target, seed, endpoint, progress, request)
+    yield from _explained(steps, results_folder("compare-", request), cmap, alpha, show_truth, False)
 
 
 def walkthrough(progress: gr.Progress = gr.Progress(), request: gr.Request = None):
     """The Learn tab's guided example: a clip whose answer is known, explained by a baseline and two methods."""
     for outputs in compare_clips(str(WALKTHROUGH_CLIP), DEFAULT_MODEL, None, None, WALKTHROUGH_METHODS, TOP1, 0,
-                                 progress=progress, request=request):
+                                 progress=progress, request=request, endpoint="the walk-through"):
         yield outputs if outputs is SKIP else outputs[:-1]
 
 
@@ -462,7 +528,7 @@ def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
     models = [(load_card(i).name, i) for i in jobs.SELECTABLE]
     with gr.Blocks(title="Where did the video model look?", analytics_enabled=False,
-                   delete_cache=(max(60, RETENTION_S // 4), RETENTION_S)) as demo:
+                   delete_cache=(PURGE_EVERY_S, RETENTION_S)) as demo:
         gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, then explain "
                     "its prediction with one method (**Explain**) or several side by side (**Compare**). New here? "
                     f"Start with **Learn**. Models run on {HARDWARE}.")
@@ -561,8 +627,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    configure_cpu()
-    build_demo().queue(default_concurrency_limit=1, max_size=MAX_QUEUE).launch(
+    configure_cpu(arenas=2)   # each request works in a new thread: two glibc heaps (a quick and a long lane)
+    sys.setswitchinterval(SWITCH_S)
+    demo = build_demo()
+    keep_purging(demo)
+    demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE).launch(
         server_name=args.host, server_port=args.port, **LAUNCH)
 
 

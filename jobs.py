@@ -1,11 +1,11 @@
 """The app's model work, shaped for ZeroGPU and for cancellation.
 
-A request is decoded on the CPU (``analysis.load_clip``), its model work (explanation and metric passes) runs in
-``analyse_on_gpu`` — the only function that holds a GPU on ZeroGPU — and its pictures and files are made on the CPU
-afterwards. ``analyse_on_gpu`` is a generator: it yields progress while the work runs in a thread and then the
-result, so closing it (Gradio does on Stop, on a client's cancel; ZeroGPU forwards that to its worker) stops the
-work at its next progress report. Its arguments and results are plain data (picklable: ZeroGPU sends them to a
-forked worker).
+A request is decoded on the CPU (``analysis.load_clip``); its model work runs in two steps, ``explain_on_gpu`` (the
+maps) and ``score_on_gpu`` (the metrics' passes) — the only functions that hold a GPU on ZeroGPU — so the overlay is
+shown while the metrics are computed; its pictures and files are made on the CPU in between and after. Both are
+generators: they yield progress while the work runs in a thread and then the result, so closing one (Gradio does on
+Stop, on a client's cancel and on a dropped connection; ZeroGPU forwards that to its worker) stops the work at its
+next progress report. Their arguments and results are plain data (picklable: ZeroGPU sends them to a forked worker).
 
 On ZeroGPU (``SPACES_ZERO_GPU`` set) the selectable models are loaded at import onto ``cuda``, as ZeroGPU requires:
 the embedded ones and the Hub models that the Space preloads (cards pinned to a commit, found in the cache), at
@@ -31,7 +31,7 @@ import torch
 import analysis
 from analysis import Analysis, ClipInput
 from explainers import REGISTRY, Cancelled, ProgressFn
-from explainers.device import default_batch
+from explainers.device import default_batch, release_freed_memory
 from explainers.metrics import evaluation_forwards
 from zoo.cards import list_cards, load_card
 from zoo.models import ModelLoadError
@@ -39,17 +39,23 @@ from zoo.models import ModelLoadError
 log = logging.getLogger(__name__)
 
 ON_ZERO_GPU = spaces.config.Config.zero_gpu
-POLL_S = 0.25            # the longest a cancel waits for the generator to be at a yield
+POLL_S = 0.5             # the longest a cancel waits for running work's generator to be at a yield
+WAIT_POLL_S = 5.0        # the same while waiting in a lane (each yield costs Gradio about 10 ms of its event loop)
 GPU_CAP_S = 60           # one request's GPU window; ZeroGPU may scale it 1.5x, below a signed-out visitor's 2 min
 MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request's budget off ZeroGPU
 SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip
-OVERRUN_S = 15.0         # slack on top of twice the estimate before a run is stopped
-QUICK_S = float(os.environ.get("VIDEOXAI_QUICK_S", 5))      # requests estimated under this take the quick lane
+OVERRUN, OVERRUN_S = 4.0, 15.0   # a step is stopped past 4× its estimate + 15 s (a first EP run takes 2.5× its
+                                 # estimate alone, and steps share the cores with two other lanes)
+QUICK_S = float(os.environ.get("VIDEOXAI_QUICK_S", 1))      # explanations estimated under this take the quick lane
 PER_VISITOR = int(os.environ.get("VIDEOXAI_PER_VISITOR", 2))  # analyses one visitor may have running or waiting
 # Seconds per pass unit (a forward; a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
 # GPU, from the H100 figure of docs/performance.md (EP-3D fast: 903 forwards + 900 backwards in about 7 s). On
 # ZeroGPU it is the prior, scaled by the model's parameter count, until a run of that model measures its own.
 GPU_UNIT_S, GPU_UNIT_PARAMS = 0.0026, 787_242
+MAX_MEMORY_MB = float(os.environ.get("VIDEOXAI_MAX_MEMORY_MB", 2048))   # one request's peak memory, at most
+# Bytes one clip's forward + backward keeps for the backward, of the default model (measured on the CPU: 42.5 MB);
+# on ZeroGPU, where the main process cannot run the model, the prior for every model.
+GPU_PASS_BYTES = 45 * 2**20
 
 
 @dataclass(frozen=True)
@@ -89,10 +95,30 @@ class TimedOut:
     seconds: float
 
 
+_working = 0                  # work threads alive in this process
+_working_lock = threading.Lock()
+
+
+def _started() -> None:
+    global _working
+    with _working_lock:
+        _working += 1
+
+
+def _ended() -> None:
+    """A work thread ends; the last one hands the memory its work freed back to the kernel, so the process returns
+    to its idle size between bursts of visitors (``explainers.device.keep_freed_memory`` keeps it otherwise)."""
+    global _working
+    with _working_lock:
+        _working -= 1
+        if not _working:
+            release_freed_memory()
+
+
 def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
                     limit_s: float | None = None) -> Generator[Any, None, None]:
-    """Run ``work(report)`` in a thread; yield ``Progress`` at least every ``poll_s`` while it runs, then its result
-    (``TimedOut`` instead, if it ran past ``limit_s`` and was stopped).
+    """Run ``work(report)`` in a thread; yield its latest ``Progress`` every ``poll_s`` while it runs, then its
+    result (``TimedOut`` instead, if it ran past ``limit_s`` and was stopped).
 
     Closing the generator makes ``report`` return False, so explainers stop with ``Cancelled`` at their next
     progress report; the thread is not waited for (a close may come from the server's event loop). Passing the
@@ -108,29 +134,34 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
 
     def target() -> None:
         try:
-            updates.put(("done", work(report)))
+            outcome = ("done", work(report))
         except BaseException as e:   # handed to the generator, which re-raises it in the caller's thread
-            updates.put(("raised", e))
+            outcome = ("raised", e)
+        _ended()
+        updates.put(outcome)
 
     thread = threading.Thread(target=target, name="videoxai-job", daemon=True)
+    _started()
     thread.start()
+    due = time.perf_counter() + poll_s
     try:
         while True:
             if deadline is not None and time.perf_counter() > deadline:
                 stop.set()
             try:
-                item = updates.get(timeout=poll_s)
+                item = updates.get(timeout=max(0.0, due - time.perf_counter()))
             except queue.Empty:
-                yield last
-                continue
+                item = None
             if isinstance(item, Progress):
                 last = item
-                yield item
-            elif item[0] == "done":
+            elif item is not None:
+                if item[0] == "raised":
+                    raise item[1]
                 yield TimedOut(limit_s) if stop.is_set() else item[1]
                 return
-            else:
-                raise item[1]
+            if time.perf_counter() >= due:         # the latest progress, once per poll_s: each yield costs the
+                yield last                         # server a round of Gradio's output processing
+                due = time.perf_counter() + poll_s
     finally:
         stop.set()
 
@@ -138,9 +169,10 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
 class Lane:
     """A first-come, first-served line in which at most ``slots`` requests run at once.
 
-    The app has two (``QUICK``, ``LONG``): a request's lane follows from its estimate, so a one-pass explanation is
-    served while an EP or occlusion run goes on, and long runs take turns. Written here rather than as two Gradio
-    concurrency groups because one endpoint (``/explain``) serves both kinds."""
+    The app has three: a request's explanations wait in ``QUICK`` or ``LONG`` by their estimate, so a one-pass
+    explanation is served while an EP or occlusion run goes on, and long runs take turns; then its scoring waits in
+    ``SCORING``, so a queue of metric passes never holds back the next overlay. Written here rather than as Gradio
+    concurrency groups because one endpoint (``/explain``) serves every kind."""
 
     def __init__(self, name: str, slots: int):
         self.name, self.slots = name, slots
@@ -151,21 +183,23 @@ class Lane:
     def _free(self, ticket: object) -> bool:
         return len(self._running) < self.slots and self._line[0] is ticket
 
-    def run(self, start: Callable[[], Iterator], poll_s: float = POLL_S) -> Generator:
-        """Yield ``Waiting`` (at least every ``poll_s``) until it is this request's turn, then the items of
+    def run(self, start: Callable[[], Iterator], poll_s: float = WAIT_POLL_S) -> Generator:
+        """Yield ``Waiting`` (at once, then every ``poll_s``) until it is this request's turn, then the items of
         ``start()``; the lane is left when that ends or the generator is closed (waiting or running)."""
         ticket = object()
         with self._cond:
             self._line.append(ticket)
+        wait_s = 0.0
         try:
             while True:
                 with self._cond:
-                    if self._cond.wait_for(lambda: self._free(ticket), poll_s):
+                    if self._cond.wait_for(lambda: self._free(ticket), wait_s):
                         self._line.pop(0)
                         self._running.add(ticket)
                         break
                     ahead = self._line.index(ticket) + len(self._running)
                 yield Waiting(ahead, self.name)
+                wait_s = poll_s
             work = start()
             try:
                 yield from work
@@ -185,34 +219,42 @@ class Lane:
             return len(self._line) + len(self._running)
 
 
-QUICK, LONG = Lane("quick", 1), Lane("long", 1)
+QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1), Lane("scoring", 1)
 
 
 class TooMany(Exception):
-    """The visitor already has ``PER_VISITOR`` analyses running or waiting."""
+    """The visitor already has ``PER_VISITOR`` analyses, or one from the same endpoint, running or waiting."""
 
 
 _held: Counter[str] = Counter()
+_held_by_endpoint: set[tuple[str, str]] = set()
 _held_lock = threading.Lock()
 
 
 @contextmanager
-def visitor_slot(visitor: str | None, limit: int = PER_VISITOR):
+def visitor_slot(visitor: str | None, endpoint: str, limit: int = PER_VISITOR):
     """Hold one of a visitor's ``limit`` places for the duration of a request (None: no visitor, no limit);
-    raises ``TooMany`` when they are all taken."""
+    raises ``TooMany`` when they are all taken, or when the visitor already has a request of ``endpoint`` in
+    flight: Gradio cancels a visitor's requests by endpoint, so a Stop or a client's cancel of one would end the
+    other too, leaving its caller waiting for an answer that never comes."""
     if visitor is None:
         yield
         return
     with _held_lock:
+        if (visitor, endpoint) in _held_by_endpoint:
+            raise TooMany(f"You already have a request to {endpoint} running or waiting; wait for it to finish or "
+                          f"stop it first.")
         if _held[visitor] >= limit:
             raise TooMany(f"You already have {limit} analyses running or waiting; wait for one to finish or stop "
                           f"one.")
         _held[visitor] += 1
+        _held_by_endpoint.add((visitor, endpoint))
     try:
         yield
     finally:
         with _held_lock:
             _held[visitor] -= 1
+            _held_by_endpoint.discard((visitor, endpoint))
             if not _held[visitor]:
                 del _held[visitor]
 
@@ -223,23 +265,38 @@ class Estimate:
 
     forward: int
     backward: int
-    seconds: float
+    seconds: float          # the whole request: explanations, then scoring
     budget: float
+    scoring: float = 0.0    # of which the metrics' passes
+    memory_mb: float = 0.0  # peak memory of its largest step: one batched pass and what the method holds
+    memory_budget: float = MAX_MEMORY_MB
+
+    @property
+    def explaining(self) -> float:
+        return self.seconds - self.scoring
 
     @property
     def fits(self) -> bool:
-        return self.seconds <= self.budget
+        return self.seconds <= self.budget and self.memory_mb <= self.memory_budget
 
     @property
     def lane(self) -> Lane:
-        return QUICK if self.seconds <= QUICK_S else LONG
+        """Where the explanations wait: ``QUICK`` or ``LONG`` by their estimate (scoring waits in ``SCORING``)."""
+        return QUICK if self.explaining <= QUICK_S else LONG
 
     def describe(self) -> str:
-        return (f"about {self.seconds:,.0f} s ({self.forward:,} forward and {self.backward:,} backward passes "
-                f"of the model)")
+        return (f"about {self.seconds:,.0f} s and {self.memory_mb:,.0f} MB of memory at its peak ({self.forward:,} "
+                f"forward and {self.backward:,} backward passes of the model)")
+
+    def over(self, hardware: str) -> str:
+        """What the request is over, for a person (only meaningful when it does not fit)."""
+        if self.seconds > self.budget:
+            return f"more than the {self.budget:,.0f} s one request may use on {hardware}"
+        return f"more than the {self.memory_budget:,.0f} MB of memory one request may use"
 
 
 _unit_s: dict[str, float] = {}          # card id -> seconds per pass unit, measured on this process's device
+_pass_bytes: dict[str, float] = {}      # card id -> bytes one clip's forward + backward keeps, measured once
 _slowdown: dict[tuple[str, str], float] = {}    # (card id, method) -> seconds taken / seconds its passes predict
 
 
@@ -272,9 +329,28 @@ def _measure(model) -> float:
     return seconds[-1] / (batch * _units(1, 1))
 
 
+def pass_bytes(card_id: str) -> float:
+    """Bytes one clip's forward + backward of a model keeps for the backward (its activations: what a batched pass
+    adds per clip), counted once with autograd's saved-tensor hooks; on ZeroGPU the prior ``GPU_PASS_BYTES``."""
+    if card_id not in _pass_bytes:
+        if ON_ZERO_GPU:
+            _pass_bytes[card_id] = GPU_PASS_BYTES
+        else:
+            model = analysis.get_model(card_id)
+            spec = model.input_spec
+            x = torch.zeros(1, 3, spec.frames, *spec.size, device=analysis.DEVICE, requires_grad=True)
+            saved = []
+            with torch.autograd.graph.saved_tensors_hooks(
+                    lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
+                model(x).sum().backward()
+            _pass_bytes[card_id] = float(sum(saved))
+    return _pass_bytes[card_id]
+
+
 def forget() -> None:
     """Drop every measured seconds-per-pass and slowdown (the next estimates start from measurement or prior)."""
     _unit_s.clear()
+    _pass_bytes.clear()
     _slowdown.clear()
 
 
@@ -289,48 +365,71 @@ def learn(card_id: str, results: list[Analysis]) -> None:
             _slowdown[(card_id, e.method)] = e.seconds / (units * unit_seconds(card_id))
 
 
+def scoring_seconds(card_id: str, count: int) -> float:
+    """Seconds to score ``count`` maps of a model (the metrics' forwards; on ZeroGPU with a GPU window's setup)."""
+    return (SETUP_S if ON_ZERO_GPU else 0.0) + unit_seconds(card_id) * evaluation_forwards() * count
+
+
 def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
-    """Passes and seconds of the explanations and their metrics, from the registry's pass counts, this device's
-    seconds per pass and what earlier runs of the method took."""
+    """Passes, seconds and peak memory of the explanations and their metrics, from the registry's pass counts and
+    held memory, this device's seconds per pass and bytes per clip, and what earlier runs of the method took."""
     shape = tuple(clip.x.shape[-3:])
     unit = unit_seconds(clip.model_id)
     forward = backward = 0
-    seconds = 0.0
+    seconds = SETUP_S if ON_ZERO_GPU else 0.0
+    held = 0
     for job in jobs:
         spec = REGISTRY[job.method]
-        f, b = spec.count(spec.resolve(spec.preset_or_none(job.preset), job.params), shape)
+        params = spec.resolve(spec.preset_or_none(job.preset), job.params)
+        f, b = spec.count(params, shape)
         forward, backward = forward + f + evaluation_forwards(), backward + b
-        slowdown = _slowdown.get((clip.model_id, job.method), 1.0)
-        seconds += unit * (_units(f, b) * slowdown + evaluation_forwards())
-    if ON_ZERO_GPU:
-        return Estimate(forward, backward, SETUP_S + seconds, GPU_CAP_S)
-    return Estimate(forward, backward, seconds, MAX_SECONDS)
+        seconds += unit * _units(f, b) * _slowdown.get((clip.model_id, job.method), 1.0)
+        held = max(held, spec.memory(params, shape))
+    scoring = scoring_seconds(clip.model_id, len(jobs))
+    memory = default_batch(analysis.DEVICE) * pass_bytes(clip.model_id) + held
+    return Estimate(forward, backward, seconds + scoring, GPU_CAP_S if ON_ZERO_GPU else MAX_SECONDS, scoring,
+                    memory / 2**20)
 
 
-def _duration(clip: ClipInput, jobs: list[Job], target: int | None, seed: int, limit_s: float | None = None) -> int:
-    """The GPU window ZeroGPU reserves: the estimate with a margin, never above the cap."""
-    return int(min(GPU_CAP_S, 1.5 * estimate(clip, jobs).seconds + 1))
+def time_limit(seconds: float, budget: float) -> float:
+    """Wall-clock seconds a step estimated at ``seconds`` may run: ``OVERRUN`` times that plus ``OVERRUN_S``, never
+    more than twice the budget."""
+    return min(2 * budget, OVERRUN * seconds + OVERRUN_S)
 
 
-@spaces.GPU(duration=_duration)
-def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
-                   limit_s: float | None = None) -> Generator[Progress | Failed | list[Analysis], None, None]:
-    """Explain and score ``clip`` with each job in turn; yields ``Progress``, then the analyses (or ``Failed``).
-    ``limit_s``: wall-clock seconds after which the work is stopped (``Failed``)."""
+def window(seconds: float) -> int:
+    """The GPU window ZeroGPU reserves for a step estimated at ``seconds``: with a margin, never above the cap."""
+    return int(min(GPU_CAP_S, 1.5 * seconds + 1))
+
+
+def _explain_window(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
+                    limit_s: float | None = None) -> int:
+    return window(estimate(clip, jobs).explaining)
+
+
+def _score_window(analyses: list[Analysis], limit_s: float | None = None) -> int:
+    return window(scoring_seconds(analyses[0].clip.model_id, len(analyses)))
+
+
+def _each(items: list, name: Callable[[Any], str], step: Callable[[Any, ProgressFn], Analysis],
+          limit_s: float | None) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """``step`` on each item in turn in a cancellable worker thread (``run_cancellable``): yields ``Progress``
+    (scaled to the items), then the analyses, or ``Failed`` when stopped, over time or refused by the method."""
     def work(report: ProgressFn) -> list[Analysis] | Failed:
         results = []
-        for i, job in enumerate(jobs):
-            prefix = f"[{i + 1}/{len(jobs)}] {job.method}: " if len(jobs) > 1 else ""
+        for i, item in enumerate(items):
+            prefix = f"[{i + 1}/{len(items)}] {name(item)}: " if len(items) > 1 else ""
 
             def scaled(fraction: float, message: str, i: int = i, prefix: str = prefix) -> bool:
-                return report((i + fraction) / len(jobs), prefix + message)
+                return report((i + fraction) / len(items), prefix + message)
             try:
-                results.append(_on_cpu(analysis.analyse(clip, job.method, target, job.preset, job.params, seed,
-                                                        scaled)))
+                if not scaled(0.0, "starting"):
+                    raise Cancelled("stopped")
+                results.append(_on_cpu(step(item, scaled)))
             except Cancelled:
                 return Failed("Stopped. Nothing was changed; run it again when you like.")
             except (ValueError, TypeError) as e:
-                return Failed(f"{REGISTRY[job.method].name}: {e}")
+                return Failed(f"{REGISTRY[name(item)].name}: {e}")
         return results
     for item in run_cancellable(work, limit_s=limit_s):
         if isinstance(item, TimedOut):
@@ -340,10 +439,33 @@ def analyse_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None, seed: i
             yield item
 
 
-def time_limit(cost: Estimate) -> float:
-    """Wall-clock seconds a request may run: twice its estimate plus ``OVERRUN_S``, never more than twice the
-    budget."""
-    return min(2 * cost.budget, 2 * cost.seconds + OVERRUN_S)
+@spaces.GPU(duration=_explain_window)
+def explain_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
+                   limit_s: float | None = None) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """Explain ``clip`` with each job in turn; yields ``Progress``, then the analyses, not scored yet (or
+    ``Failed``). ``limit_s``: wall-clock seconds after which the work is stopped (``Failed``)."""
+    yield from _each(jobs, lambda job: job.method,
+                     lambda job, report: analysis.run_method(clip, job.method, target, job.preset, job.params, seed,
+                                                             report), limit_s)
+
+
+@spaces.GPU(duration=_score_window)
+def score_on_gpu(analyses: list[Analysis], limit_s: float | None = None
+                 ) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """Score each analysis (``analysis.score``: the metrics' forward passes); yields ``Progress``, then the scored
+    analyses (or ``Failed``)."""
+    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.score(a), limit_s)
+
+
+def analyse(clip: ClipInput, jobs: list[Job], target: int | None, seed: int
+            ) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """``explain_on_gpu``, then ``score_on_gpu``, with no lane between them (scripts and tests): ``Progress``, then
+    the scored analyses (or ``Failed``)."""
+    for item in explain_on_gpu(clip, jobs, target, seed):
+        if isinstance(item, list):
+            yield from score_on_gpu(item)
+        else:
+            yield item
 
 
 def _on_cpu(a: Analysis) -> Analysis:

@@ -28,7 +28,7 @@ def accuracy_table(card_id: str) -> list[str]:
             todo = [jobs.Job(method, preset, {})]
             predicted = jobs.estimate(clip, todo).seconds
             start = time.perf_counter()
-            *_, results = jobs.analyse_on_gpu(clip, todo, None, 0)
+            *_, results = jobs.analyse(clip, todo, None, 0)
             cells += [f"{predicted:.2f} s", f"{time.perf_counter() - start:.2f} s"]
             jobs.learn(card_id, results)
         rows.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -47,7 +47,7 @@ def window_table(card_ids: tuple[str, ...]) -> list[str]:
         for clip in clips.values():
             cost = jobs.estimate(clip, todo)
             refused = "" if cost.fits else f" (refused: {cost.seconds:.0f} s)"
-            cells.append(f"{jobs._duration(clip, todo, None, 0)} s{refused}")
+            cells.append(f"{jobs.window(cost.explaining)} + {jobs.window(cost.scoring)} s{refused}")
         rows.append(f"| `{method}` | {cost.forward:,} + {cost.backward:,} | " + " | ".join(cells) + " |")
     return rows
 

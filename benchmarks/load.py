@@ -3,10 +3,14 @@ seconds, with cheap requests (classify, one-pass explanations), long ones (EP-3D
 that are sometimes cancelled, and visitors that drop their connection mid-run (a killed client process).
 
 It reports, per kind of request, how many were answered, refused (with the messages) or failed, their latency
-p50/p95/max, and the server's CPU, resident memory and disk (uploads, results, Gradio's cache) over time: after
-warm-up, at the end, once idle, and after the retention time.
+p50/p95/max (for one-pass explanations both the first result, the overlay, and the whole answer with the metrics;
+each with a fresh seed, so no two requests are the same), and the server's CPU, resident memory and disk (uploads,
+results, Gradio's cache) over time: after warm-up, at the end, once idle, and after the retention time.
 
-    python -m benchmarks.load [--visitors 20] [--seconds 120] [--retention 60]
+    python -m benchmarks.load [--visitors 20] [--seconds 120] [--think 5 20] [--retention 60]
+
+``--think``: the seconds a visitor spends on each result before the next request (watching the overlay loop,
+reading the curves), drawn uniformly from the range; ``--think 0.5 2`` is a crowd of scripts.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.mp4"))
 MODEL = "synth-r2plus1d-small"
 QUICK = ("grad_cam", "gradient")
 LONG = (("ep3d", "fast"), ("occlusion", "fast"))
+KINDS = ("classify", "one-pass overlay", "one-pass explain", "long explain", "dropped connection")
+OUTCOMES = ("answered", "refused", "cancelled", "failed", "dropped")
 DROPPER = """
 import sys, time
 from gradio_client import Client, handle_file
@@ -103,57 +109,68 @@ class Record:
                 self.messages[f"{kind} {outcome}"].add(message.splitlines()[0][:160])
 
 
-def call(record: Record, kind: str, job, cancel_after: float | None = None) -> None:
-    """Wait for a submitted job (cancelling it after ``cancel_after`` s) and record what became of it."""
+def call(record: Record, kind: str, job, cancel_after: float | None = None, first: str | None = None) -> None:
+    """Wait for a submitted job (cancelling it after ``cancel_after`` s) and record what became of it; ``first``:
+    also record, under that kind, when its first result (an output with the overlay video) came."""
     start = time.time()
     try:
-        if cancel_after is not None:
-            while not job.done() and time.time() - start < cancel_after:
-                time.sleep(0.1)
-            if not job.done():
-                job.cancel()
-                record.add(kind, "cancelled")
-                return
+        while not job.done() and (cancel_after is None or time.time() - start < cancel_after):
+            if first is not None and any(isinstance(o, tuple) and isinstance(o[0], str) for o in job.outputs()):
+                record.add(first, "answered", time.time() - start)
+                first = None
+            time.sleep(0.05)
+        if not job.done():
+            job.cancel()
+            record.add(kind, "cancelled")
+            return
         job.result()
+        if first is not None:                  # done before a poll saw the first result: the same time
+            record.add(first, "answered", time.time() - start)
         record.add(kind, "answered", time.time() - start)
     except Exception as e:   # a refusal is the app's own message (or Gradio's "queue is full"); the rest failed
-        from gradio_client.exceptions import AppError, QueueError
+        from gradio_client.exceptions import AppError
+        from gradio_client.utils import QueueError
 
         refused = isinstance(e, QueueError) or (isinstance(e, AppError) and "has not enabled verbose" not in str(e))
         record.add(kind, "refused" if refused else "failed", message=f"{type(e).__name__}: {e}")
 
 
-def visitor(url: str, record: Record, until: float, long_runs: bool, seed: int) -> None:
+def visitor(url: str, record: Record, until: float, long_runs: bool, seed: int, think: tuple[float, float]) -> None:
     from gradio_client import Client, handle_file
 
     rng = random.Random(seed)
     client = Client(url, verbose=False)
+    long_client = Client(url, verbose=False) if long_runs else None   # a second tab: one request per endpoint
     while time.time() < until:
         clip = handle_file(str(rng.choice(EXAMPLES)))
         background = None
         if long_runs and rng.random() < 0.5:
             method, preset = rng.choice(LONG)
-            job = client.submit(clip, MODEL, 0, 0, method, preset, "top-1 class", 0, {}, api_name="/explain")
+            job = long_client.submit(clip, MODEL, 0, 0, method, preset, "top-1 class", 0, {}, api_name="/explain")
             cancel = rng.uniform(3, 15) if rng.random() < 0.5 else max(1.0, until - time.time())
             background = threading.Thread(target=call, args=(record, "long explain", job, cancel))
             background.start()
         call(record, "classify", client.submit(clip, MODEL, None, None, api_name="/classify"))
         method = rng.choice(QUICK)
-        call(record, "one-pass explain", client.submit(clip, MODEL, 0, 0, method, "default", "top-1 class", 0, {},
-                                                       api_name="/explain"))
+        call(record, "one-pass explain", client.submit(clip, MODEL, 0, 0, method, "default", "top-1 class",
+                                                       rng.randrange(2**32), {}, api_name="/explain"),
+             first="one-pass overlay")
         if background is not None:
             background.join()
-        time.sleep(rng.uniform(0.5, 2.0))
+        time.sleep(rng.uniform(*think))
 
 
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the load and print its report; returns the report (counts, latencies, CPU, RSS, disk)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--visitors", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--think", type=float, nargs=2, default=(5.0, 20.0), metavar=("MIN", "MAX"),
+                        help="seconds a visitor spends on a result before the next request")
     parser.add_argument("--drops", type=int, default=3, help="visitors that drop their connection mid-run")
     parser.add_argument("--retention", type=int, default=60,
                         help="the server's VIDEOXAI_RETENTION_S (0: keep the default and do not wait for it)")
@@ -165,17 +182,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         server.wait_ready()
         disk_start = server.disk_mb()
-        warm = Client(server.url, verbose=False)
-        for method, preset, params in (("grad_cam", "default", {}), ("gradient", "default", {}),
-                                       ("occlusion", "fast", {"strides": [8, 28, 28]})):
-            warm.predict(handle_file(str(EXAMPLES[0])), MODEL, 0, 0, method, preset, "top-1 class", 0, params,
-                         api_name="/explain")
+        warm = Client(server.url, verbose=False)          # every kind of request once (EP-3D for 10 s)
+        for method, preset in (*[(m, "default") for m in QUICK], *LONG):
+            job = warm.submit(handle_file(str(EXAMPLES[0])), MODEL, 0, 0, method, preset, "top-1 class", 0, {},
+                              api_name="/explain")
+            call(Record(), "warm-up", job, cancel_after=10)
         warm.predict(handle_file(str(EXAMPLES[0])), MODEL, None, None, api_name="/classify")
+        time.sleep(3)
         rss_warm = server.rss_mb()
         print(f"after warm-up: RSS {rss_warm:.0f} MB, disk {server.disk_mb():.1f} MB (at start "
               f"{disk_start:.1f} MB)", flush=True)
 
         record, start = Record(), time.time()
+        client_cpu = -sum(os.times()[:2])
         until = start + args.seconds
         stop_sampling = threading.Event()
 
@@ -187,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                 last_cpu, last_t = cpu, t
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        threads = [threading.Thread(target=visitor, args=(server.url, record, until, i % 2 == 0, i))
+        threads = [threading.Thread(target=visitor, args=(server.url, record, until, i % 2 == 0, i, args.think))
                    for i in range(args.visitors)]
         for t in threads:
             t.start()
@@ -200,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         for t in threads:
             t.join()
         ended = time.time()
+        client_cpu += sum(os.times()[:2])
         idle_after = None
         while time.time() - ended < 30:
             before, t0 = server.cpu_s(), time.time()
@@ -216,31 +236,43 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.stop()
 
-    print(f"\n{args.visitors} visitors for {args.seconds:.0f} s ({args.visitors // 2 + args.visitors % 2} also "
-          f"starting long runs, about half cancelled), {args.drops} dropped connections; {os.cpu_count()} cores "
-          f"shared by the server and the clients\n")
+    report = {"requests": {kind: {**{o: record.counts.get((kind, o), 0) for o in OUTCOMES},
+                                  **_latency(record.seconds.get(kind, []))} for kind in KINDS},
+              "messages": {key: sorted(m) for key, m in sorted(record.messages.items())},
+              "cpu_cores": [c for _, c, _ in samples], "client_cpu_cores": client_cpu / args.seconds,
+              "idle_after_s": idle_after, "rss_warm_mb": rss_warm,
+              "rss_peak_mb": max(r for _, _, r in samples), "rss_end_mb": rss_end, "disk_start_mb": disk_start,
+              "disk_end_mb": disk_end, "disk_later_mb": disk_later}
+    print(f"\n{args.visitors} visitors for {args.seconds:.0f} s, {args.think[0]:g}–{args.think[1]:g} s on each "
+          f"result ({args.visitors // 2 + args.visitors % 2} also starting long runs, about half cancelled), "
+          f"{args.drops} dropped connections; {os.cpu_count()} cores shared by the server and the clients\n")
     print("| request | answered | refused | cancelled | failed | p50 s | p95 s | max s |")
     print("|---|---|---|---|---|---|---|---|")
-    for kind in ("classify", "one-pass explain", "long explain", "dropped connection"):
-        n = {o: record.counts.get((kind, o), 0) for o in ("answered", "refused", "cancelled", "failed", "dropped")}
-        s = record.seconds.get(kind, [])
-        times = (f"{percentile(s, 50):.2f} | {percentile(s, 95):.2f} | {max(s):.2f}" if s else "– | – | –")
-        print(f"| {kind} | {n['answered']} | {n['refused']} | {n['cancelled'] + n['dropped']} | {n['failed']} | "
+    for kind, r in report["requests"].items():
+        times = " | ".join(f"{r[q]:.2f}" if r[q] is not None else "–" for q in ("p50", "p95", "max"))
+        print(f"| {kind} | {r['answered']} | {r['refused']} | {r['cancelled'] + r['dropped']} | {r['failed']} | "
               f"{times} |")
-    for key, messages in sorted(record.messages.items()):
-        for m in sorted(messages):
+    for key, messages in report["messages"].items():
+        for m in messages:
             print(f"- {key}: {m}")
-    cpu = [c for _, c, _ in samples]
-    rss = [r for _, _, r in samples]
-    print(f"\nserver CPU during the load: mean {statistics.mean(cpu):.2f} cores, max {max(cpu):.2f}; idle "
+    cpu = report["cpu_cores"]
+    print(f"\nserver CPU during the load: mean {statistics.mean(cpu):.2f} cores, max {max(cpu):.2f} (the "
+          f"visitors' process: {report['client_cpu_cores']:.2f} cores); idle "
           f"{'within ' + format(idle_after, '.1f') + ' s' if idle_after is not None else 'NOT within 30 s'} of "
           f"the last visitor leaving")
-    print(f"server RSS: after warm-up {rss_warm:.0f} MB, peak {max(rss):.0f} MB, at the end {rss_end:.0f} MB "
-          f"({100 * (rss_end / rss_warm - 1):+.1f} %)")
+    print(f"server RSS: after warm-up {rss_warm:.0f} MB, peak {report['rss_peak_mb']:.0f} MB, once idle at the end "
+          f"{rss_end:.0f} MB ({100 * (rss_end / rss_warm - 1):+.1f} %)")
     print(f"disk: at start {disk_start:.1f} MB, at the end {disk_end:.1f} MB, after the retention time "
           f"{disk_later:.1f} MB")
     print("\nover time (s: cores, RSS MB): " + ", ".join(f"{t:.0f}: {c:.1f}, {r:.0f}"
                                                        for t, c, r in samples[::max(1, len(samples) // 12)]))
+    return report
+
+
+def _latency(seconds: list[float]) -> dict[str, float | None]:
+    if not seconds:
+        return {"p50": None, "p95": None, "max": None}
+    return {"p50": percentile(seconds, 50), "p95": percentile(seconds, 95), "max": max(seconds)}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ training, the benchmarks and the app share (``explainers`` is the bottom layer, 
 * ``forward`` — one forward pass in fp32, or under bf16 autocast (the ``precision`` switch of the forward-only
   methods, the EP family and the metrics).
 * ``bf16_is_native`` — whether the device has bf16 arithmetic; ``default_batch`` — the batch cap when none is given.
-* ``configure_cpu`` — torch's CPU threads and ``keep_freed_memory``, applied first by every entry point.
+* ``configure_cpu`` — torch's CPU threads and ``keep_freed_memory``, applied first by every entry point;
+  ``release_freed_memory`` hands that memory back (a long-running server does, once it is idle).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 PRECISIONS = ("fp32", "bf16")
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4          # mallopt parameters, from glibc's <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8   # mallopt parameters, from glibc's <malloc.h>
 TRIM_THRESHOLD = 1 << 30                       # free heap kept before any of it goes back to the kernel
 
 
@@ -48,29 +49,47 @@ def default_batch(device: torch.device | str) -> int:
     return 32 if torch.device(device).type == "cuda" else 4
 
 
-def keep_freed_memory() -> bool:
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (``mallopt``, ``malloc_trim``), else None (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None
+
+
+def keep_freed_memory(arenas: int | None = None) -> bool:
     """Make glibc's ``malloc`` keep freed memory for reuse instead of handing it back to the kernel.
 
     PyTorch's CPU tensors come from ``malloc``. With glibc's defaults a buffer above the mmap threshold (at most
     32 MB) is a fresh mapping each time, and a large free trims the heap, so every batch of a perturbation method
     and every training step faults in new pages. This serves blocks from the heap instead (no mmap) and trims it
-    only above 1 GB of free memory (docs/performance.md, malloc). The cost: up to 1 GB of freed memory stays in the
-    process. Blocks of more than 64 MB requested from threads other than the main one still get mappings of their
-    own (glibc's per-thread heaps are that size). Changes nothing and returns False where the C library is not
-    glibc.
+    only above 1 GB of free memory (docs/performance.md, malloc). The cost: up to 1 GB of freed memory stays in
+    each of glibc's heaps, and glibc opens up to 8 heaps per core for a process with many threads; ``arenas``
+    caps their number (a server that runs each request in a new thread passes the number of cores). Blocks of
+    more than 64 MB requested from threads other than the main one still get mappings of their own. Changes
+    nothing and returns False where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
-    if not hasattr(libc, "gnu_get_libc_version"):                 # glibc only; musl and macOS lack it
-        return False
-    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    settings = [(M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)] + ([(M_ARENA_MAX, arenas)] if arenas else [])
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
-def configure_cpu(threads: int | None = None) -> None:
-    """Set torch's CPU threads (when given) and ``keep_freed_memory``."""
+def release_freed_memory() -> bool:
+    """Hand the free memory of every glibc heap back to the kernel (``malloc_trim(0)``): what
+    ``keep_freed_memory`` kept, once a server has no work running. Returns False where the C library is not
+    glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def configure_cpu(threads: int | None = None, arenas: int | None = None) -> None:
+    """Set torch's CPU threads (when given) and ``keep_freed_memory`` (with at most ``arenas`` heaps, when given)."""
     if threads:
         torch.set_num_threads(threads)
-    keep_freed_memory()
+    keep_freed_memory(arenas)

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from explainers.context import Context, MethodOutput
 from explainers.device import PRECISIONS
 from explainers.maps import blur_frames
-from explainers.registry import Param, register
+from explainers.registry import Param, few_clips, register
+
+LEVELS = 8               # blur pyramid levels of an EP run
 
 LAMBDA0, LAMBDA_GROWTH = 300.0, 1.0008668     # area regulariser weight and its growth per iteration
 CORE_WEIGHT, CORE_START = 300.0, 100          # STEP: L_K weight and the iteration it switches on
@@ -231,7 +233,7 @@ def smooth_time(seeds: torch.Tensor, delta_t: int, ends: str = "renormalised") -
 def extremal_masks(ctx: Context, areas: tuple[float, ...], iterations: int, per_frame: bool = False,
                    unsync: bool = False, delta_t: int = 0, ends: str = "renormalised", key_frames: int = 0,
                    key_shape: str = "ellipsoid", step: int = 7, sigma: float = 11.0, max_blur: float = 20.0,
-                   levels: int = 8, lr: float = 0.05) -> MethodOutput:
+                   levels: int = LEVELS, lr: float = 0.05) -> MethodOutput:
     """Optimise one smooth preservation mask per area (docs/methods.md §2–§6, §20.2) and return their blurred sum.
 
     Minimises −score(blur-perturbed clip) + λ·area loss (+ 300·L_K from iteration 100 when ``key_frames``)
@@ -330,6 +332,13 @@ def ep_passes(params: dict, shape: tuple[int, int, int], problems: int = 1) -> t
     return steps + problems * len(params["areas"]) + 1, steps
 
 
+def ep_held(params: dict, shape: tuple[int, int, int], problems: int = 1) -> int:
+    """Values EP holds, at most: per mask (area × problem) 12 per voxel (its seeds and final mask, and what the mask
+    generator and the blur pyramid keep for the backward: positions, gathered levels of 3 colours), and the blur
+    pyramid itself (``LEVELS`` colour clips)."""
+    return (12 * problems * len(params["areas"]) + 3 * LEVELS) * math.prod(shape) + few_clips(params, shape)
+
+
 def _ep(**fixed):
     """A registered variant: the shared optimiser with some options fixed."""
     def run(ctx: Context, areas: tuple[float, ...], iterations: int, step: int, sigma: float, **params) -> MethodOutput:
@@ -338,27 +347,29 @@ def _ep(**fixed):
 
 
 register("ep3d", name="Extremal perturbation 3-D (EP-3D)", family="perturbation", paper="[S0] §3.1, [S1] §3.2.1",
-         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, params=COMMON,
+         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True, params=COMMON,
          presets=EP_PRESETS,
          description="Learns the smallest smooth region of the clip (a fixed share of all its voxels) that keeps "
                      "the class probability high when everything else is blurred. One mask per share; the map "
                      "is their sum. Faithful by construction, but it needs hundreds of forward and backward "
                      "passes.")(_ep())
 register("ep3d_evenly", name="EP-3D evenly (Extm. Ptb. Sync)", family="perturbation", paper="[S0] §4.2, [S1] §4.4",
-         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, params=COMMON,
+         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True, params=COMMON,
          presets=EP_PRESETS,
          description="EP-3D with the area constraint applied to every frame separately: each frame keeps the "
                      "same share of its pixels, so the map shows where in each frame, not when.")(_ep(per_frame=True))
 register("ep_unsync", name="Extremal perturbation per frame (Unsync)", family="perturbation", paper="[S0] §4.2",
          needs="gradients", cost="T × iterations × areas × (forward + backward) + T × areas + 1 forwards",
-         passes=lambda p, shape: ep_passes(p, shape, shape[0]), score="prob", stochastic=True,
+         passes=lambda p, shape: ep_passes(p, shape, shape[0]), held=lambda p, shape: ep_held(p, shape, shape[0]),
+         score="prob", stochastic=True,
          params=COMMON, presets=EP_PRESETS,
          description="Image-style extremal perturbation for each frame alone, with all other frames blurred; "
                      "the T problems are optimised in one batch. T times the cost of EP-3D, and blind to "
                      "motion across frames.")(_ep(unsync=True))
 register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation",
          paper="[S0] Eq. 7, [S1] Eq. 12",
-         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, presets=EP_PRESETS,
+         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True,
+         presets=EP_PRESETS,
          params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),
                           Param("ends", "renormalised", "the clip's first and last frames: the kernel renormalised "
                                 "there (docs/methods.md §20.2), or virtual frames beyond them that the area constraint "
@@ -370,7 +381,8 @@ register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="pe
                      "care. ends=virtual counts what the smoothing spreads past the ends, which takes that advantage "
                      "away from them.")(_ep())
 register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
-         needs="gradients", cost=EP_COST, passes=ep_passes, score="prob", stochastic=True, presets=EP_PRESETS,
+         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True,
+         presets=EP_PRESETS,
          params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),
                           Param("key_shape", "ellipsoid", "key region shape", choices=("ellipsoid", "cylinder"))),
          description="EP-3D with an extra loss that rewards keeping a few compact spatio-temporal blobs "

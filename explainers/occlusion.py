@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from explainers.context import Context, MethodOutput
 from explainers.device import PRECISIONS
-from explainers.registry import Param, register
+from explainers.registry import Param, few_clips, register
 
 # Forward-only methods take this parameter; ``explain`` hands it to their ``Context`` (it never reaches the method).
 PRECISION = Param("precision", "fp32", "arithmetic of the perturbed forward passes: bf16 (autocast, channels-last) "
@@ -84,6 +84,7 @@ def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, in
 @register("rise", name="RISE-3D", family="perturbation", paper="Petsiuk et al. 2018, extended to T×H×W",
           needs="forward", cost="masks + 1 forwards", score="prob", stochastic=True,
           passes=lambda p, shape: (p["masks"] + 1, 0),
+          held=lambda p, shape: p["masks"] * math.prod(g + 1 for g in p["grid"]) + few_clips(p, shape),
           params=(Param("masks", 1000, "number of random masks", 10, 20000),
                   Param("grid", (4, 7, 7), "low-resolution mask grid T×H×W (memory grows with its cells)", 1, 32),
                   Param("keep", 0.5, "probability that a grid cell is kept", 0.05, 0.95), PRECISION),

@@ -2,12 +2,13 @@
 
 A ``MethodSpec`` names the method, its family and paper, what it needs (gradients, a target layer, or only
 forward passes), its cost formula (as text and as ``passes``, a function of the parameters and the clip's
-shape), its default score, whether it is stochastic, a plain-language paragraph,
-and its parameters with defaults, ranges and one-line help. ``@register`` attaches a spec to the function
-that computes the map.
+shape), the memory it holds besides its batched passes (``held``, also such a function), its default score,
+whether it is stochastic, a plain-language paragraph, and its parameters with defaults, ranges and one-line help.
+``@register`` attaches a spec to the function that computes the map.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,14 @@ class Param:
 
 
 PassCount = Callable[[dict, tuple[int, int, int]], tuple[int, int]]
+Footprint = Callable[[dict, tuple[int, int, int]], int]
+CLIP_BUFFERS = 8     # clip-sized float buffers a method may hold at once (map, baseline, sums, masks of a batch)
+
+
+def few_clips(params: dict, shape: tuple[int, int, int]) -> int:
+    """Values (float32) a method holds besides its batched passes when it streams its work: ``CLIP_BUFFERS``
+    colour clips."""
+    return CLIP_BUFFERS * 3 * math.prod(shape)
 
 
 def one_forward(params: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
@@ -104,6 +113,7 @@ class MethodSpec:
     fn: Callable
     passes: PassCount                # the formula as a function: (forward, backward) clip passes, at most
     params: tuple[Param, ...] = ()
+    held: Footprint = few_clips      # float32 values held besides the batched passes, at most
     score: str = "logit"             # default score (docs/methods.md §20.1)
     stochastic: bool = False
     presets: dict[str, dict] = field(default_factory=dict)
@@ -131,6 +141,11 @@ class MethodSpec:
         runs: exact, or an upper bound where the method adapts (AOSA's letter-box rows, AOSA-approx's
         re-expansions)."""
         return self.passes(params, shape)
+
+    def memory(self, params: dict, shape: tuple[int, int, int]) -> int:
+        """Bytes one run with resolved ``params`` holds besides its batched passes (masks, maps, buffers), at
+        most: with the passes' own memory (clips per pass × what one clip's pass keeps), its peak."""
+        return 4 * self.held(params, shape)
 
 
 def _numbers(value: Any, whole: bool, listed: bool) -> bool:

@@ -244,6 +244,38 @@ def test_old_results_are_removed_when_a_new_request_writes(monkeypatch):
     assert not old.exists() and Path(video).is_relative_to(app.RESULTS) and Path(video).is_file()
 
 
+def test_old_results_go_even_when_no_one_comes(monkeypatch):
+    monkeypatch.setattr(app, "RETENTION_S", 60)
+    old = app.results_folder("explain-", gr.Request(session_hash="someone-else"))
+    past = time.time() - 120
+    os.utime(old, (past, past))
+    stop = app.keep_purging(every_s=0.05)
+    try:
+        for _ in range(100):
+            if not old.exists():
+                break
+            time.sleep(0.02)
+        assert not old.exists()
+    finally:
+        stop.set()
+
+
+def test_old_files_in_gradios_cache_go_but_the_examples_stay(monkeypatch, tmp_path):
+    monkeypatch.setattr(app, "RETENTION_S", 60)
+    past = time.time() - 120
+    files = {name: tmp_path / name / "f.mp4" for name in ("old", "example", "new")}
+    for name, f in files.items():
+        f.parent.mkdir()
+        f.write_bytes(b"x")
+        if name != "new":
+            os.utime(f, (past, past))
+    app.purge_results(tmp_path, frozenset({files["example"].resolve()}))
+    assert not files["old"].parent.exists() and files["example"].exists() and files["new"].exists()
+    demo = app.build_demo()
+    keep = {Path(f) for b in demo.blocks.values() for f in getattr(b, "keep_in_cache", ())}
+    assert any(p.name.startswith("synth_") for p in keep), "the examples are what a purge keeps"
+
+
 def test_results_are_kept_for_redraws_in_bounded_memory(monkeypatch):
     kept = app.Kept(size=2, ttl_s=60)
     keys = [kept.put([i]) for i in range(3)]
@@ -394,11 +426,11 @@ def test_server_on_localhost_with_gradio_client():
         job = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "ep3d", "fast", "top-1 class", 0,
                             {}, api_name="/explain")                   # about a minute of work here: the long lane
         _wait_for_work(1)
-        waiting = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "occlusion", "fast", TOP1, 0,
-                                {}, api_name="/explain")               # long too: waits for its turn
-        with pytest.raises(Exception, match="already have 2 analyses"):
+        with pytest.raises(Exception, match="already have a request to /explain"):
             client.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "gradient", "default", TOP1, 0, {},
-                           api_name="/explain")                       # a third from the same visitor
+                           api_name="/explain")   # Gradio would cancel both on a cancel of one: refused instead
+        waiting = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, ["ep3d_evenly"], TOP1, 0,
+                                api_name="/compare")                  # long too: waits for its turn
         other = Client(f"http://127.0.0.1:{port}/", verbose=False)    # another visitor, a quick request
         video, importance, curves, table, *_ = other.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0,
                                                              ["grad_cam"], TOP1, 0, api_name="/compare")
@@ -407,6 +439,8 @@ def test_server_on_localhost_with_gradio_client():
         assert label["label"] == truth, "classifying is served while an explanation runs"
         assert len(_job_threads()) == 1 and not waiting.done()
         waiting.cancel()
+        time.sleep(1)
+        assert len(_job_threads()) == 1 and not job.done(), "cancelling one request leaves the other running"
         cancelled = time.perf_counter()
         job.cancel()                                                   # a gradio_client visitor's cancel
         while _job_threads() and time.perf_counter() - cancelled < 10:

@@ -48,3 +48,31 @@ def test_configure_cpu_sets_threads():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+KEPT_THEN_RELEASED = """
+import ctypes, sys
+from explainers.device import keep_freed_memory, release_freed_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+assert keep_freed_memory(arenas=2)
+start = rss_mb()
+blocks = [libc.malloc(8 << 20) for _ in range(40)]           # 320 MB in blocks a tensor batch might take
+for p in blocks:
+    ctypes.memset(p, 1, 8 << 20)
+for p in blocks:
+    libc.free(p)
+kept = rss_mb()
+assert release_freed_memory()
+print(kept - start, rss_mb() - start)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_freed_memory_is_kept_until_released():
+    kept, after = map(float, subprocess.run([sys.executable, "-c", KEPT_THEN_RELEASED], capture_output=True,
+                                            text=True, check=True, cwd=Path(__file__).resolve().parents[1]
+                                            ).stdout.split())
+    assert kept > 250 and after < 50

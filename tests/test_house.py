@@ -76,6 +76,12 @@ def test_the_readme_methods_table_is_the_registry():
     assert methods_table() in (ROOT / "README.md").read_text(), "paste explainers.registry.methods_table() into it"
 
 
+def test_the_readme_is_a_guide_of_at_most_10_kb_after_the_spaces_front_matter():
+    text = (ROOT / "README.md").read_text()
+    guide = text[text.index("\n---\n", 4) + 5:]
+    assert len(guide.encode()) <= 10 * 1024
+
+
 def test_no_document_or_module_cites_a_path_outside_the_repository():
     outside = ("shared/" + "docs", "shared/" + "papers", "METHODS" + " §", "BENCHMARKS" + ".md")   # not matching here
     documents = [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("tests/*.py")]

@@ -68,6 +68,15 @@ def test_errors_in_the_work_reach_the_caller():
     assert not [t for t in threading.enumerate() if t.name == "videoxai-job" and t.is_alive()]
 
 
+def test_freed_memory_goes_back_when_the_last_work_ends(monkeypatch):
+    released = []
+    monkeypatch.setattr(jobs, "release_freed_memory", lambda: released.append(time.perf_counter()))
+    first, second = (jobs.run_cancellable(_work(s, []), poll_s=0.02) for s in (0.1, 0.4))
+    next(first), next(second)
+    assert list(first)[-1] == "finished" and not released     # the other work still runs
+    assert list(second)[-1] == "finished" and len(released) == 1
+
+
 @pytest.mark.integration
 def test_gpu_arguments_and_results_are_picklable():
     import analysis
@@ -75,12 +84,12 @@ def test_gpu_arguments_and_results_are_picklable():
     clip = analysis.load_clip(next((ROOT / "assets" / "examples").glob("*.mp4")), "synth-r2plus1d-small")
     todo = [jobs.Job("grad_cam", None, {}), jobs.Job("rise", "fast", {"masks": 10})]
     pickle.loads(pickle.dumps((clip, todo, None, 0)))
-    *progress, results = jobs.analyse_on_gpu(clip, todo, None, 0)
+    *progress, results = jobs.analyse(clip, todo, None, 0)
     assert [a.name for a in results] == ["grad_cam", "rise"]
     again = pickle.loads(pickle.dumps(results))
     assert (again[0].explanation.saliency == results[0].explanation.saliency).all()
     assert pickle.loads(pickle.dumps(progress[0])) == progress[0]
-    failed = list(jobs.analyse_on_gpu(clip, [jobs.Job("rise", None, {"masks": 3})], None, 0))[-1]
+    failed = list(jobs.analyse(clip, [jobs.Job("rise", None, {"masks": 3})], None, 0))[-1]
     assert isinstance(failed, jobs.Failed) and "masks" in failed.message and pickle.dumps(failed)
 
 
@@ -114,7 +123,7 @@ def test_the_estimate_counts_the_passes_the_run_makes():
     clip = _example_clip()
     todo = [jobs.Job("occlusion", "fast", {}), jobs.Job("integrated_gradients", "fast", {"steps": 4})]
     cost = jobs.estimate(clip, todo)
-    *_, results = jobs.analyse_on_gpu(clip, todo, None, 0)
+    *_, results = jobs.analyse(clip, todo, None, 0)
     metric_forwards = 2 * (28 + 1) + 2
     assert cost.forward == sum(a.explanation.forward_passes + metric_forwards for a in results)
     assert cost.backward == sum(a.explanation.backward_passes for a in results)
@@ -130,9 +139,53 @@ def test_a_request_over_budget_is_refused_before_any_work(monkeypatch):
     monkeypatch.setattr(jobs, "MAX_SECONDS", 5.0)
     steps = app.explain_clip(str(next((ROOT / "assets" / "examples").glob("*.mp4"))), app.DEFAULT_MODEL, None, None,
                              "ep_unsync", "fast", app.TOP1, 0, None, progress=lambda f, desc="": None)
-    with pytest.raises(gr.Error, match=r"needs about [\d,]+ s \(14,509 forward and 14,400 backward passes"):
+    with pytest.raises(gr.Error, match=r"needs about [\d,]+ s and [\d,]+ MB of memory at its peak \(14,509 forward and "
+                                       r"14,400 backward passes"):
         next(steps)
     assert not [t for t in threading.enumerate() if t.name == "videoxai-job"]
+
+
+@pytest.mark.integration
+def test_a_request_over_the_memory_cap_is_refused_before_any_work():
+    import gradio as gr
+
+    import app
+
+    steps = app.explain_clip(str(next((ROOT / "assets" / "examples").glob("*.mp4"))), app.DEFAULT_MODEL, None, None,
+                             "rise", "default", app.TOP1, 0, {"masks": 20000, "grid": [32, 32, 32]},
+                             progress=lambda f, desc="": None)     # 20,000 × 33³ mask cells: 2.7 GB
+    with pytest.raises(gr.Error, match=r"[\d,]+ MB of memory at its peak .*more than the 2,048 MB of memory"):
+        next(steps)
+    assert not [t for t in threading.enumerate() if t.name == "videoxai-job"]
+
+
+PEAK = """
+import json, sys
+import analysis, jobs
+def rss_mb(field):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) / 1024
+clip = analysis.load_clip(sys.argv[1], "synth-r2plus1d-small")
+job = jobs.Job(sys.argv[2], None, json.loads(sys.argv[3]))
+cost = jobs.estimate(clip, [job])                                   # has run the model's batched passes once
+before = rss_mb("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")                        # the high-water mark starts again from here
+analysis.run_method(clip, job.method, None, None, job.params, 0)
+print(json.dumps([cost.memory_mb, rss_mb("VmHWM") - before]))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method, params", [("rise", {"masks": 2000, "grid": [32, 32, 32]}),
+                                            ("ep3d", {"iterations": 3, "areas": [0.1, 0.2, 0.3, 0.4]}),
+                                            ("integrated_gradients", {"steps": 64})])
+def test_the_memory_estimate_bounds_what_a_run_takes(method, params):
+    """In a fresh process: the growth of resident memory during a run is at most the estimate, and the estimate is
+    not far above it."""
+    out = subprocess.run([sys.executable, "-c", PEAK, str(next((ROOT / "assets" / "examples").glob("*.mp4"))),
+                          method, json.dumps(params)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    estimate, grew = json.loads(out.stdout.strip().splitlines()[-1])
+    assert grew <= estimate <= 4 * grew + 400, (estimate, grew)
 
 
 @pytest.mark.integration
@@ -166,8 +219,9 @@ def test_zero_gpu_windows_stay_below_a_signed_out_visitors_quota(monkeypatch):
         clip = _example_clip(card_id)
         for method, spec in jobs.REGISTRY.items():
             todo = [jobs.Job(method, "fast" if "fast" in spec.presets else None, {})]
-            assert jobs._duration(clip, todo, None, 0) * factor <= 120
-            if not jobs.estimate(clip, todo).fits:
+            cost = jobs.estimate(clip, todo)
+            assert (jobs.window(cost.explaining) + jobs.window(cost.scoring)) * factor <= 120
+            if not cost.fits:
                 refused.add(method)
     assert refused == {"ep_unsync"}, "a minute of GPU fits every fast preset but Unsync's 14,400 steps"
 
@@ -205,10 +259,19 @@ def test_the_estimate_chooses_the_lane():
 
 
 def test_a_visitor_has_a_bounded_number_of_places():
-    with jobs.visitor_slot("a", limit=2), jobs.visitor_slot("a", limit=2):
-        with pytest.raises(jobs.TooMany, match="already have 2"), jobs.visitor_slot("a", limit=2):
+    with jobs.visitor_slot("a", "/explain", limit=2), jobs.visitor_slot("a", "/compare", limit=2):
+        with pytest.raises(jobs.TooMany, match="already have 2"), jobs.visitor_slot("a", "/learn", limit=2):
             pass
-        with jobs.visitor_slot("b", limit=2), jobs.visitor_slot(None, limit=2):
+        with jobs.visitor_slot("b", "/explain", limit=2), jobs.visitor_slot(None, "/explain", limit=2):
             pass                                                # others, and calls without a visitor, are not held
-    with jobs.visitor_slot("a", limit=1):
+    with jobs.visitor_slot("a", "/explain", limit=1):
         pass                                                    # places are given back at the end
+
+
+def test_a_visitor_has_one_request_per_endpoint_in_flight():
+    with jobs.visitor_slot("a", "/explain", limit=2):
+        with pytest.raises(jobs.TooMany, match="already have a request to /explain"):
+            with jobs.visitor_slot("a", "/explain", limit=2):
+                pass
+    with jobs.visitor_slot("a", "/explain", limit=2):
+        pass
