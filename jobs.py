@@ -53,6 +53,7 @@ PER_VISITOR = int(os.environ.get("VIDEOXAI_PER_VISITOR", 2))  # analyses one vis
 # ZeroGPU it is the prior, scaled by the model's parameter count, until a run of that model measures its own.
 GPU_UNIT_S, GPU_UNIT_PARAMS = 0.0026, 787_242
 MAX_MEMORY_MB = float(os.environ.get("VIDEOXAI_MAX_MEMORY_MB", 2048))   # one request's peak memory, at most
+GPU_MEMORY_MB = 20480    # the same on ZeroGPU, in GPU memory (a ZeroGPU slice has far more)
 # Bytes one clip's forward + backward keeps for the backward, of the default model (measured on the CPU: 42.5 MB);
 # on ZeroGPU, where the main process cannot run the model, the prior for every model.
 GPU_PASS_BYTES = 45 * 2**20
@@ -388,7 +389,7 @@ def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
     scoring = scoring_seconds(clip.model_id, len(jobs))
     memory = default_batch(analysis.DEVICE) * pass_bytes(clip.model_id) + held
     return Estimate(forward, backward, seconds + scoring, GPU_CAP_S if ON_ZERO_GPU else MAX_SECONDS, scoring,
-                    memory / 2**20)
+                    memory / 2**20, GPU_MEMORY_MB if ON_ZERO_GPU else MAX_MEMORY_MB)
 
 
 def time_limit(seconds: float, budget: float) -> float:

@@ -1,5 +1,5 @@
-"""How well the app's cost estimates (``jobs.estimate``) predict a request's time, and the ZeroGPU window each
-method's ``fast`` preset asks for.
+"""How well the app's cost estimates (``jobs.estimate``) predict a request's time (and what peak memory they
+predict), and the ZeroGPU windows each method's ``fast`` preset asks for.
 
     python -m benchmarks.estimates [--model synth-r2plus1d-small] [--threads 2]
 
@@ -21,17 +21,18 @@ METHODS = (("grad_cam", None), ("occlusion", "fast"), ("rise", "fast"), ("aosa",
 
 def accuracy_table(card_id: str) -> list[str]:
     clip = analysis.load_clip(sorted(analysis.EXAMPLES_DIR.glob("*.mp4"))[0], card_id)
-    rows = ["| method | estimate, first run | took | estimate after it | took |", "|---|---|---|---|---|"]
+    rows = ["| method | estimate, first run | took | estimate after it | took | peak memory estimate |",
+            "|---|---|---|---|---|---|"]
     for method, preset in METHODS:
         cells = []
         for _ in range(2):
             todo = [jobs.Job(method, preset, {})]
-            predicted = jobs.estimate(clip, todo).seconds
+            cost = jobs.estimate(clip, todo)
             start = time.perf_counter()
             *_, results = jobs.analyse(clip, todo, None, 0)
-            cells += [f"{predicted:.2f} s", f"{time.perf_counter() - start:.2f} s"]
+            cells += [f"{cost.seconds:.2f} s", f"{time.perf_counter() - start:.2f} s"]
             jobs.learn(card_id, results)
-        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+        rows.append(f"| {method} | " + " | ".join(cells) + f" | {cost.memory_mb:,.0f} MB |")
     return rows
 
 
@@ -39,8 +40,8 @@ def window_table(card_ids: tuple[str, ...]) -> list[str]:
     jobs.ON_ZERO_GPU = True            # ZeroGPU's estimates, as the Space computes them (prior per pass)
     jobs.forget()
     clips = {c: analysis.load_clip(sorted(analysis.EXAMPLES_DIR.glob("*.mp4"))[0], c) for c in card_ids}
-    rows = ["| method (fast preset) | forward + backward passes | " + " | ".join(f"window, {c}" for c in card_ids)
-            + " |", "|---|---|" + "---|" * len(card_ids)]
+    header = " | ".join(f"windows (maps + metrics), {c}" for c in card_ids)
+    rows = [f"| method (fast preset) | forward + backward passes | {header} |", "|---|---|" + "---|" * len(card_ids)]
     for method, spec in REGISTRY.items():
         todo = [jobs.Job(method, "fast" if "fast" in spec.presets else None, {})]
         cells = []

@@ -136,7 +136,8 @@ def test_bad_settings_are_messages(tmp_path):
     ({"method": "rise", "params": {"grid": [4, "x", 7]}}, "grid must be a list of 3 whole numbers"),
     ({"method": "rise", "params": {"grid": [291, 291, 291]}}, r"grid needs 3 integers in \[1, 32\]"),
     ({"method": "ep3d", "params": {"areas": [0.1] * 9}}, r"areas needs 1 to 8 numbers"),
-    ({"method": "occlusion", "params": {"strides": [1, 1, 1]}}, r"needs about [\d,]+ s \(200,765 forward"),
+    ({"method": "occlusion", "params": {"strides": [1, 1, 1]}},
+     r"needs about [\d,]+ s and [\d,]+ MB of memory at its peak \(200,765 forward"),
 ])
 def test_what_a_visitor_can_send_gets_a_message_a_person_can_read(settings, message):
     """Requests the UI would never send but gradio_client can: each a one-line message, no Python internals."""
@@ -206,6 +207,14 @@ def test_explain_returns_video_figures_table_and_downloads():
     strip, figure = app.show_step(state, "insertion", 14)
     assert strip["value"].shape[0] == 224 and "insertion after 50%" in strip["label"]
     assert len(figure.layout.shapes) == 2
+
+
+def test_the_overlay_comes_before_the_metrics():
+    first, *_, last = [o for o in _explain_steps("grad_cam") if o is not app.SKIP]
+    video, importance, curves, table, summary, files, key = first
+    assert video.endswith(".mp4") and len(importance.data) == 1 and "Scoring how faithful" in summary
+    assert curves is None and table is None and files is None and key is app.SKIP
+    assert last[0] == video and len(last[2].data) == 2 and "Insertion AUC" in last[4] and app.KEPT.get(last[6])
 
 
 def test_parameters_reach_the_method():

@@ -175,7 +175,7 @@ print(json.dumps([cost.memory_mb, rss_mb("VmHWM") - before]))
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("method, params", [("rise", {"masks": 2000, "grid": [32, 32, 32]}),
+@pytest.mark.parametrize("method, params", [("rise", {"masks": 600, "grid": [32, 32, 32]}),
                                             ("ep3d", {"iterations": 3, "areas": [0.1, 0.2, 0.3, 0.4]}),
                                             ("integrated_gradients", {"steps": 64})])
 def test_the_memory_estimate_bounds_what_a_run_takes(method, params):
