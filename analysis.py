@@ -24,7 +24,7 @@ from explainers.device import configure_cpu
 from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip
 from zoo import ASSETS
 from zoo.models import ModelLoadError, VideoClassifier, load_model
-from zoo.synthetic import ground_truth_for
+from zoo.synthetic import file_digest, ground_truth_for
 from zoo.video import PreparedClip, VideoError, destandardise, prepare_clip, write_mp4
 
 EXAMPLES_DIR = ASSETS / "examples"
@@ -53,6 +53,7 @@ class ClipInput:
     end_s: float | None
     prepared: PreparedClip
     truth: dict | None
+    digest: str = ""          # SHA-256 of the file's bytes: the same clip under any name
 
     @property
     def x(self) -> torch.Tensor:
@@ -69,7 +70,7 @@ def load_clip(path: str | Path, model_id: str, start_s: float | None = None, end
     prepared = prepare_clip(path, model.input_spec, start_s or None, end_s or None)
     info = prepared.clip.info
     truth = ground_truth_for(path, prepared.clip.indices, info.display_size[::-1], model.input_spec, (EXAMPLES_DIR,))
-    return ClipInput(str(path), model_id, start_s or None, end_s or None, prepared, truth)
+    return ClipInput(str(path), model_id, start_s or None, end_s or None, prepared, truth, file_digest(Path(path)))
 
 
 @dataclass

@@ -13,6 +13,7 @@ API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (se
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -56,6 +57,7 @@ MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger upl
 RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
 PURGE_EVERY_S = max(60, RETENTION_S // 4)   # how often old results, uploads and Gradio's copies are looked for
 KEPT_RESULTS = int(os.environ.get("VIDEOXAI_KEPT_RESULTS", 16))   # analyses kept in memory for redraws
+ANSWERS_KEPT = int(os.environ.get("VIDEOXAI_ANSWERS", 24))        # requests whose answers are kept for repeats
 # Explanations (Explain, Compare, Learn) share one group whose handlers wait in ``jobs``' lanes, which decide what
 # runs (a waiting handler holds no thread between its yields); classifying runs beside them, two at a time.
 MAX_QUEUE = 64                     # requests waiting for a handler beyond that; more get Gradio's "queue is full"
@@ -107,6 +109,58 @@ class Kept:
 
 
 KEPT = Kept(KEPT_RESULTS, RETENTION_S)
+
+
+class Answers:
+    """The maps and scores of recent requests, by what was asked (``request_key``): the same request again — the
+    same clip's bytes under any name, model, segment, methods with their resolved parameters, target and seed — is
+    answered without model passes, since every method gives the same map for the same seed. At most ``size``;
+    the clip itself is not kept (a repeat brings its own)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, list[tuple]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: tuple, results: list[Analysis]) -> None:
+        with self._lock:
+            self._items[key] = [(a.explanation, a.metrics, a.curves) for a in results]
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, key: tuple, clip: ClipInput) -> list[Analysis] | None:
+        """The analyses of ``key`` for ``clip`` (the request's own clip, same content), None if not kept."""
+        with self._lock:
+            kept = self._items.get(key)
+            if kept is not None:
+                self._items.move_to_end(key)
+        return None if kept is None else [Analysis(clip, *a) for a in kept]
+
+
+ANSWERS = Answers(ANSWERS_KEPT)
+
+
+def request_key(clip: ClipInput, todo: list[jobs.Job], target: int | None, seed: int) -> tuple:
+    """What a request asks, whatever way its parameters were given (a preset or its values spelled out)."""
+    methods = []
+    for job in todo:
+        spec = REGISTRY[job.method]
+        values = spec.resolve(spec.preset_or_none(job.preset), job.params)
+        methods.append((job.method, json.dumps(values, sort_keys=True, default=str)))
+    return clip.digest, clip.model_id, clip.start_s, clip.end_s, tuple(methods), target, seed
+
+
+def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) -> int:
+    """Compute and keep the answer to ``method`` (its default parameters, top-1 class, seed 0) for every bundled
+    example, so that a visitor's first click on one is answered at once; returns how many."""
+    todo = [jobs.Job(method, None, {})]
+    for path in sorted(EXAMPLES_DIR.glob("*.mp4")):
+        clip = load_clip(path, card_id)
+        *_, results = jobs.analyse(clip, todo, None, 0)
+        if isinstance(results, list):
+            ANSWERS.put(request_key(clip, todo, None, 0), results)
+    return len(list(EXAMPLES_DIR.glob("*.mp4")))
 
 
 def checked_number(control: gr.Number, payload: float | str | None) -> float | None:
@@ -278,7 +332,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
     """Run the model work in two steps, each in its lane (``jobs.explain_on_gpu``, then ``jobs.score_on_gpu``),
     showing the place in line and the progress of each. Yields nothing-changed updates meanwhile (each a point
     where a Stop, a cancel or a dropped connection closes this generator and so stops the work), the analyses once
-    explained (not scored), and then once scored."""
+    explained (not scored), and then once scored; a request answered before (``ANSWERS``) only once, scored."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
@@ -291,6 +345,12 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
                      f"steps, masks or iterations, a coarser grid, larger strides, or a one-pass method (gradient, "
                      f"Grad-CAM).")
     target, seed = parse_target(target), parse_seed(seed)
+    key = request_key(clip, todo, target, seed)
+    answered = ANSWERS.get(key, clip)
+    if answered is not None:
+        progress(1.0, desc="Answered before: shown again without running the model")
+        yield answered
+        return
     limit = lambda seconds: jobs.time_limit(seconds, cost.budget)
     try:
         with jobs.visitor_slot(request.session_hash if request else None, endpoint):
@@ -298,8 +358,10 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
                 jobs.explain_on_gpu(clip, todo, target, seed, limit(cost.explaining))))
             jobs.learn(clip.model_id, explained)
             yield explained
-            yield (yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress,
-                                       lambda: jobs.score_on_gpu(explained, limit(cost.scoring))))
+            scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress,
+                                         lambda: jobs.score_on_gpu(explained, limit(cost.scoring)))
+            ANSWERS.put(key, scored)
+            yield scored
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
 
@@ -631,6 +693,8 @@ def main() -> None:
     sys.setswitchinterval(SWITCH_S)
     demo = build_demo()
     keep_purging(demo)
+    if not jobs.ON_ZERO_GPU:          # ZeroGPU runs model work only inside a visitor's request
+        threading.Thread(target=answer_examples, name="videoxai-examples", daemon=True).start()
     demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE).launch(
         server_name=args.host, server_port=args.port, **LAUNCH)
 

@@ -290,10 +290,10 @@ class Estimate:
                 f"forward and {self.backward:,} backward passes of the model)")
 
     def over(self, hardware: str) -> str:
-        """What the request is over, for a person (only meaningful when it does not fit)."""
-        if self.seconds > self.budget:
-            return f"more than the {self.budget:,.0f} s one request may use on {hardware}"
-        return f"more than the {self.memory_budget:,.0f} MB of memory one request may use"
+        """The budgets the request is over, for a person (only meaningful when it does not fit)."""
+        over = ([f"the {self.budget:,.0f} s"] if self.seconds > self.budget else []) + (
+            [f"the {self.memory_budget:,.0f} MB of memory"] if self.memory_mb > self.memory_budget else [])
+        return f"more than {' and '.join(over)} one request may use on {hardware}"
 
 
 _unit_s: dict[str, float] = {}          # card id -> seconds per pass unit, measured on this process's device

@@ -217,6 +217,30 @@ def test_the_overlay_comes_before_the_metrics():
     assert last[0] == video and len(last[2].data) == 2 and "Insertion AUC" in last[4] and app.KEPT.get(last[6])
 
 
+def test_a_request_asked_before_is_answered_without_the_model(monkeypatch, tmp_path):
+    monkeypatch.setattr(app, "ANSWERS", app.Answers(4))
+    first = _explain("gradient", seed=3)
+    copy = tmp_path / "my_own_name.mp4"                       # the same bytes under another name
+    copy.write_bytes(Path(_example()).read_bytes())
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("the model ran again")
+    monkeypatch.setattr(app.jobs, "explain_on_gpu", no_model_work)
+    again = _explain("gradient", video_path=str(copy), seed=3, params={"channels": "abs_max"})   # default, spelled
+    assert again[3].equals(first[3]) and "my_own_name.mp4" in json.dumps(app.KEPT.get(again[6])[0].summary())
+    with pytest.raises(AssertionError, match="the model ran again"):
+        _explain("gradient", seed=4)                          # another seed is another request
+
+
+def test_the_examples_default_answers_are_ready_before_the_first_click(monkeypatch):
+    monkeypatch.setattr(app, "ANSWERS", app.Answers(16))
+    assert app.answer_examples() == len(_examples())
+    monkeypatch.setattr(app.jobs, "explain_on_gpu", None)    # the click below must not need it
+    args = dict(preset="default", params=app.resolved_params(app.DEFAULT_METHOD, "default"), start_s=0, end_s=0)
+    video, importance, curves, table, summary, files, key = _explain(app.DEFAULT_METHOD, **args)
+    assert list(table["method"]) == [app.DEFAULT_METHOD] and video.endswith(".mp4")
+
+
 def test_parameters_reach_the_method():
     *_, key = _explain("occlusion", params={"window": [16, 56, 56], "strides": [16, 56, 56]})
     assert app.KEPT.get(key)[0].explanation.forward_passes == 1 + 4   # 1 × 2 × 2 positions + the clean clip
