@@ -470,9 +470,12 @@ def analyse(clip: ClipInput, jobs: list[Job], target: int | None, seed: int
 
 
 def _on_cpu(a: Analysis) -> Analysis:
-    """The analysis with no tensor left on the GPU (the map and curves already are on the CPU; extras may not be)."""
+    """The analysis with no tensor left on the GPU (the map and curves already are on the CPU; extras may not be),
+    and without the per-channel attribution ``raw``, which the app neither shows nor saves (2.3 MB a clip: less to
+    send back from ZeroGPU's worker and to keep for redraws and repeats)."""
     e = a.explanation
     e.extras = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in e.extras.items()}
+    e.raw = None
     return a
 
 

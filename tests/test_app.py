@@ -220,6 +220,7 @@ def test_the_overlay_comes_before_the_metrics():
 def test_a_request_asked_before_is_answered_without_the_model(monkeypatch, tmp_path):
     monkeypatch.setattr(app, "ANSWERS", app.Answers(4))
     first = _explain("gradient", seed=3)
+    assert app.KEPT.get(first[6])[0].explanation.raw is None, "the per-channel gradient is not kept: nothing shows it"
     copy = tmp_path / "my_own_name.mp4"                       # the same bytes under another name
     copy.write_bytes(Path(_example()).read_bytes())
 
