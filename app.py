@@ -155,12 +155,13 @@ def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) 
     """Compute and keep the answer to ``method`` (its default parameters, top-1 class, seed 0) for every bundled
     example, so that a visitor's first click on one is answered at once; returns how many."""
     todo = [jobs.Job(method, None, {})]
-    for path in sorted(EXAMPLES_DIR.glob("*.mp4")):
+    examples = sorted(EXAMPLES_DIR.glob("*.mp4"))
+    for path in examples:
         clip = load_clip(path, card_id)
         *_, results = jobs.analyse(clip, todo, None, 0)
         if isinstance(results, list):
             ANSWERS.put(request_key(clip, todo, None, 0), results)
-    return len(list(EXAMPLES_DIR.glob("*.mp4")))
+    return len(examples)
 
 
 def checked_number(control: gr.Number, payload: float | str | None) -> float | None:
@@ -403,7 +404,7 @@ def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()
                 old.unlink()
                 if not any(old.parent.iterdir()):
                     old.parent.rmdir()
-        except (FileNotFoundError, OSError):   # removed meanwhile (its visitor left), or its folder refilled
+        except OSError:           # removed meanwhile (its visitor left), or its folder refilled
             continue
 
 

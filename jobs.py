@@ -44,7 +44,7 @@ WAIT_POLL_S = 5.0        # the same while waiting in a lane (each yield costs Gr
 GPU_CAP_S = 60           # one request's GPU window; ZeroGPU may scale it 1.5x, below a signed-out visitor's 2 min
 MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request's budget off ZeroGPU
 SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip
-OVERRUN, OVERRUN_S = 4.0, 15.0   # a step is stopped past 4× its estimate + 15 s (a first EP run takes 2.5× its
+OVERRUN, OVERRUN_S = 4.0, 15.0   # a step is stopped past 4× its estimate + 15 s (a first EP run takes 3.4× its
                                  # estimate alone, and steps share the cores with two other lanes)
 QUICK_S = float(os.environ.get("VIDEOXAI_QUICK_S", 1))      # explanations estimated under this take the quick lane
 PER_VISITOR = int(os.environ.get("VIDEOXAI_PER_VISITOR", 2))  # analyses one visitor may have running or waiting
