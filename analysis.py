@@ -11,6 +11,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -81,6 +82,7 @@ class Analysis:
     explanation: Explanation
     metrics: dict[str, float] = field(default_factory=dict)
     curves: dict[str, Curve] = field(default_factory=dict)
+    scoring_s: float = 0.0      # seconds the metrics took
 
     @property
     def name(self) -> str:
@@ -119,10 +121,10 @@ def run_method(clip: ClipInput, method: str, target: int | None = None, preset: 
 def score(a: Analysis, max_batch: int | None = None) -> Analysis:
     """The analysis with every metric that applies (insertion/deletion and the saliency metric always; pointing
     games and localisation with ground truth): ``evaluation_forwards()`` forwards."""
-    e = a.explanation
+    e, start = a.explanation, time.perf_counter()
     metrics, curves = evaluate_map(get_model(a.clip.model_id), a.clip.x.to(DEVICE), e.saliency, e.target,
                                    a.clip.truth, max_batch=max_batch)
-    return Analysis(a.clip, e, metrics, curves)
+    return Analysis(a.clip, e, metrics, curves, time.perf_counter() - start)
 
 
 def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",

@@ -46,7 +46,7 @@ from zoo.video import VideoError, write_mp4
 log = logging.getLogger("videoxai.app")
 DEFAULT_MODEL = "synth-r2plus1d-small"
 DEFAULT_METHOD = "grad_cam"
-DEFAULT_COMPARE = ["gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
+DEFAULT_COMPARE = ["random", "gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
 TOP1 = "top-1 class"
 WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
 WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
@@ -63,6 +63,7 @@ ANSWERS_KEPT = int(os.environ.get("VIDEOXAI_ANSWERS", 24))        # requests who
 MAX_QUEUE = 64                     # requests waiting for a handler beyond that; more get Gradio's "queue is full"
 MODEL_WORK = {"concurrency_id": "model-work", "concurrency_limit": MAX_QUEUE}
 CHEAP = {"concurrency_id": "classify", "concurrency_limit": 2}
+UI = {"queue": False, "api_name": False, "show_progress": "hidden"}   # page-only events that need no worker
 # Uploads are checked while they stream in (nothing larger is kept). Each request in flight holds one of Gradio's
 # worker threads while its handler waits for a step (Gradio's default is 40 threads in all).
 LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb", "max_threads": 2 * MAX_QUEUE}
@@ -139,6 +140,7 @@ class Answers:
 
 
 ANSWERS = Answers(ANSWERS_KEPT)
+WHERE: dict[tuple, str] = {}    # (visitor, endpoint) -> how far their running request got, for Stop's confirmation
 
 
 def request_key(clip: ClipInput, todo: list[jobs.Job], target: int | None, seed: int) -> tuple:
@@ -160,6 +162,7 @@ def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) 
         clip = load_clip(path, card_id)
         *_, results = jobs.analyse(clip, todo, None, 0)
         if isinstance(results, list):
+            jobs.learn(card_id, results)
             ANSWERS.put(request_key(clip, todo, None, 0), results)
     return len(examples)
 
@@ -215,9 +218,29 @@ def method_markdown(method: str) -> str:
             f"Needs {needs}. Cost: {spec.cost}.")
 
 
-def method_choices() -> list[tuple[str, str]]:
-    return [(f"{FAMILIES[family]} · {spec.name}", spec.id) for family, specs in methods_by_family().items()
-            for spec in specs]
+def duration(seconds: float) -> str:
+    """A wait, as a person says it."""
+    if seconds < 1:
+        return "under 1 s"
+    return f"about {seconds:,.0f} s" if seconds < 90 else f"about {seconds / 60:,.0f} min"
+
+
+def method_choices(card_id: str) -> list[tuple[str, str]]:
+    """Every method by family, each with how long its fast preset (or its defaults) takes on ``card_id`` here,
+    metrics included (``jobs.estimate``); no time where the model cannot load."""
+    try:
+        jobs.pass_seconds(card_id)
+        known = True
+    except ModelLoadError:
+        known = False
+
+    def cost(spec) -> str:
+        if not known:
+            return ""
+        estimate = jobs.estimate(card_id, [jobs.Job(spec.id, spec.preset_or_none("fast"), {})])
+        return f" · {duration(estimate.seconds) if estimate.fits else 'too long here'}"
+    return [(f"{FAMILIES[family]} · {spec.name}{cost(spec)}", spec.id)
+            for family, specs in methods_by_family().items() for spec in specs]
 
 
 def preset_choices(method: str | None = None) -> list[str]:
@@ -338,7 +361,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
     try:
-        cost = jobs.estimate(clip, todo)
+        cost = jobs.estimate(clip.model_id, todo)
     except (ValueError, TypeError) as e:
         raise refuse(f"{REGISTRY[todo[0].method].name}: {e}") from None
     if not cost.fits:
@@ -353,33 +376,55 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
         yield answered
         return
     limit = lambda seconds: jobs.time_limit(seconds, cost.budget)
+    visitor = request.session_hash if request else None
     try:
-        with jobs.visitor_slot(request.session_hash if request else None, endpoint):
-            explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, lambda: (
-                jobs.explain_on_gpu(clip, todo, target, seed, limit(cost.explaining))))
+        with jobs.visitor_slot(visitor, endpoint):
+            explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, (visitor, endpoint),
+                                            lambda: jobs.explain_on_gpu(clip, todo, target, seed,
+                                                                        limit(cost.explaining)))
             jobs.learn(clip.model_id, explained)
+            progress(None, desc="Rendering the overlay")
             yield explained
-            scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress,
+            scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, (visitor, endpoint),
                                          lambda: jobs.score_on_gpu(explained, limit(cost.scoring)))
+            jobs.learn(clip.model_id, scored)
             ANSWERS.put(key, scored)
+            progress(None, desc="Rendering the curves, the table and the downloads")
             yield scored
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
+    finally:
+        WHERE.pop((visitor, endpoint), None)
 
 
-def _in_lane(lane: jobs.Lane, stage: str, seconds: float, progress: gr.Progress, start) -> Generator:
+def remaining(seconds: float, elapsed: float, fraction: float) -> float:
+    """Seconds left of a step estimated at ``seconds`` that is ``fraction`` done after ``elapsed``: from its own pace
+    once a tenth is done, from the estimate before."""
+    if fraction >= 0.1:
+        return elapsed / fraction * (1 - fraction)
+    return max(seconds - elapsed, 0.0)
+
+
+def _in_lane(lane: jobs.Lane, stage: str, seconds: float, progress: gr.Progress, where: tuple, start) -> Generator:
     """The items of ``start()`` (a ``jobs`` step) once its turn comes in ``lane``, shown as ``stage`` with its
-    progress; yields ``SKIP`` meanwhile and returns the step's analyses."""
-    work = lane.run(start)
+    progress and the time left; yields ``SKIP`` meanwhile and returns the step's analyses. ``WHERE[where]`` says
+    how far it got (for the Stop button's confirmation)."""
+    work, began = lane.run(start), None
     try:
         for item in work:
             if isinstance(item, jobs.Waiting):
+                WHERE[where] = f"while waiting to start {stage.lower()}"
                 progress(0.0, desc=f"{stage}: waiting for {item.ahead} "
                                    f"{'request' if item.ahead == 1 else 'requests'} ahead ({item.lane} lane; about "
                                    f"{seconds:,.0f} s once it starts)")
                 yield SKIP
             elif isinstance(item, jobs.Progress):
-                progress(item.fraction, desc=f"{stage}: {item.message}")
+                began = began or time.perf_counter()
+                elapsed = time.perf_counter() - began
+                done = f"{item.message}, " if item.message else ""
+                WHERE[where] = f"{stage.lower()} ({done}{item.fraction:.0%} done after {elapsed:.0f} s)"
+                progress(item.fraction, desc=f"{stage}: {done}{duration(remaining(seconds, elapsed, item.fraction))} "
+                                             "left")
                 yield SKIP
             elif isinstance(item, jobs.Failed):
                 raise refuse(item.message)
@@ -387,6 +432,15 @@ def _in_lane(lane: jobs.Lane, stage: str, seconds: float, progress: gr.Progress,
                 return item
     finally:
         work.close()
+
+
+def stopped(request: gr.Request = None) -> tuple:
+    """The Stop button's confirmation (the run itself is cancelled by the click): how far it got, and the Explain
+    or Compare button usable again."""
+    where = None
+    if request is not None:
+        where = next((WHERE.pop(k) for k in list(WHERE) if k[0] == request.session_hash), None)
+    return gr.update(interactive=True), f"**Stopped** {where or 'before it started'}. Nothing was changed."
 
 
 def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()) -> None:
@@ -535,6 +589,28 @@ def show_step(key: str | None, kind: str, step: int):
             figure)
 
 
+def cost_line(card_id: str, method: str, preset: str, params: dict | None) -> str:
+    """What the chosen settings will cost here, shown before the visitor clicks (``jobs.estimate``)."""
+    try:
+        job = jobs.Job(method, None if preset == "default" else preset, parse_params(params))
+        cost = jobs.estimate(card_id, [job])
+    except (ValueError, TypeError, ModelLoadError, gr.Error) as e:
+        return f"⚠️ {e}"
+    if not cost.fits:
+        return f"⚠️ Needs {cost.describe()}: {cost.over(HARDWARE)}."
+    return (f"{duration(cost.seconds).capitalize()} on {HARDWARE}, metrics included ({cost.forward:,} forward and "
+            f"{cost.backward:,} backward passes).")
+
+
+def busy() -> dict:
+    """A run button while its request is under way (the Stop button and the end of the request enable it)."""
+    return gr.update(interactive=False)
+
+
+def idle() -> dict:
+    return gr.update(interactive=True)
+
+
 def on_method(method: str):
     preset = default_preset(method)
     return (method_markdown(method), gr.update(choices=preset_choices(method), value=preset),
@@ -542,7 +618,10 @@ def on_method(method: str):
 
 
 def on_model(card_id: str):
-    return card_markdown(card_id), gr.update(choices=target_choices(card_id), value=TOP1)
+    """The card, classes and method estimates of a newly picked model (or of the default, at page load)."""
+    choices = method_choices(card_id)
+    return (card_markdown(card_id), gr.update(choices=target_choices(card_id), value=TOP1),
+            gr.update(choices=choices), gr.update(choices=choices))
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -576,106 +655,133 @@ def display_controls():
     return cmap, alpha, truth
 
 
-def result_panel(prefix: str):
-    video = gr.Video(label="Where the model looked", autoplay=True, loop=True, height=420, elem_id=f"{prefix}-overlay")
+def result_panel(prefix: str, status: gr.Markdown | None = None):
+    """The outputs of one analysis, the overlay first; ``status`` (the summary) when the caller placed it already."""
+    video = gr.Video(label="Where the model looked", show_label=False, autoplay=True, loop=True, height=300,
+                     elem_id=f"{prefix}-overlay")
+    summary = status or gr.Markdown(elem_id=f"{prefix}-summary")
     with gr.Row():
-        importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance")
-        curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves")
+        importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance", min_width=320)
+        curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves", min_width=320)
     table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
-    summary = gr.Markdown()
     files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4, GIF), results.json", file_count="multiple")
     return video, importance, curves, table, summary, files
 
 
-def build_demo() -> gr.Blocks:
-    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
-    models = [(load_card(i).name, i) for i in jobs.SELECTABLE]
-    with gr.Blocks(title="Where did the video model look?", analytics_enabled=False,
-                   delete_cache=(PURGE_EVERY_S, RETENTION_S)) as demo:
-        gr.Markdown("# Where did the video model look?\nUpload a clip or pick an example, pick a model, then explain "
-                    "its prediction with one method (**Explain**) or several side by side (**Compare**). New here? "
-                    f"Start with **Learn**. Models run on {HARDWARE}.")
+def run_buttons(label: str, prefix: str) -> tuple[gr.Button, gr.Button]:
+    with gr.Row():
+        run = gr.Button(label, variant="primary", elem_id=f"{prefix}-button", scale=2)
+        stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
+    return run, stop
+
+
+def clip_column(examples: list[str]):
+    """The clip, its examples, the model and what the model predicts (the left column; first on a phone)."""
+    video = gr.Video(label="Clip", sources=["upload"], height=220, elem_id="clip")
+    model = gr.Dropdown([(load_card(i).name, i) for i in jobs.SELECTABLE], value=DEFAULT_MODEL, label="Model",
+                        elem_id="model")
+    gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)",
+                examples_per_page=12)
+    gr.Examples(sorted(str(p) for p in (EXAMPLES_DIR / "real").glob("*.mp4")), inputs=[video],
+                label="Real clips (no ground truth; see assets/examples/real/README.md)")
+    label = gr.Label(num_top_classes=5, label="Top-5 predictions")
+    strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
+    notes = gr.Markdown()
+    with gr.Accordion("Segment, class to explain, seed", open=False):
         with gr.Row():
-            with gr.Column():
-                video = gr.Video(label="Clip", sources=["upload"])
-                with gr.Row():
-                    start = number_input(label="Segment start (s)", value=0, minimum=0)
-                    end = number_input(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
-                model = gr.Dropdown(models, value=DEFAULT_MODEL, label="Model")
-                with gr.Accordion("Model card", open=False):
-                    card = gr.Markdown(card_markdown(DEFAULT_MODEL))
-                run_classify = gr.Button("Classify")
-            with gr.Column():
-                label = gr.Label(num_top_classes=5, label="Top-5 predictions")
-                strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
-                notes = gr.Markdown()
-        gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)")
-        gr.Examples(sorted(str(p) for p in (EXAMPLES_DIR / "real").glob("*.mp4")), inputs=[video],
-                    label="Real clips (no ground truth; see assets/examples/real/README.md)")
+            start = number_input(label="Segment start (s)", value=0, minimum=0)
+            end = number_input(label="Segment end (s), 0 = end of clip", value=0, minimum=0)
+        run_classify = gr.Button("Classify this segment", size="sm")
         target = gr.Dropdown(target_choices(DEFAULT_MODEL), value=TOP1, label="Class to explain",
                              allow_custom_value=True)
         seed = number_input(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed (stochastic methods)")
+    with gr.Accordion("Model card", open=False):
+        card = gr.Markdown(card_markdown(DEFAULT_MODEL))
+    return video, model, label, strip, notes, start, end, run_classify, target, seed, card
 
-        with gr.Tabs():
-            with gr.Tab("Explain"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        method = gr.Dropdown(method_choices(), value=DEFAULT_METHOD, label="Explainer")
-                        preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset")
-                        with gr.Accordion("Advanced settings", open=False):
-                            params = gr.JSON(resolved_params(DEFAULT_METHOD, default_preset(DEFAULT_METHOD)),
-                                             label="Parameters in effect", render=False)
-                            gr.render(inputs=[method, preset])(lambda m, p: parameter_controls(m, p, params))
-                            params.render()
-                        with gr.Row():
-                            run_explain = gr.Button("Explain", variant="primary", elem_id="explain-button")
-                            stop_explain = gr.Button("Stop", variant="stop")
-                    with gr.Column(scale=1):
+
+def build_demo() -> gr.Blocks:
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.mp4"))
+    with gr.Blocks(title="Where did the video model look?", analytics_enabled=False,
+                   delete_cache=(PURGE_EVERY_S, RETENTION_S)) as demo:
+        gr.Markdown("## Where did the video model look?\nPick an example or upload a clip, then **Explain** its "
+                    "prediction with one method or **Compare** several. New here? Open **Learn**. Models run on "
+                    f"{HARDWARE}.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=340):
+                video, model, label, strip, notes, start, end, run_classify, target, seed, card = clip_column(
+                    examples)
+            with gr.Column(scale=2, min_width=340), gr.Tabs():
+                with gr.Tab("Explain"):
+                    with gr.Row():
+                        method = gr.Dropdown(method_choices(DEFAULT_MODEL), value=DEFAULT_METHOD, label="Explainer",
+                                             scale=3, elem_id="method")
+                        preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset",
+                                          scale=1)
+                    cost = gr.Markdown(cost_line(DEFAULT_MODEL, DEFAULT_METHOD, default_preset(DEFAULT_METHOD),
+                                                 None), elem_id="explain-cost")
+                    run_explain, stop_explain = run_buttons("Explain", "explain")
+                    status = gr.Markdown(elem_id="explain-summary", min_height=40)
+                    out = result_panel("explain", status)
+                    with gr.Accordion("Display", open=False):
+                        cmap, alpha, truth = display_controls()
+                        structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
+                    with gr.Row():
+                        kind = gr.Radio(["insertion", "deletion"], value="deletion", label="Show the clip of")
+                        step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
+                    perturbed = gr.Image(label="Perturbed clip", type="numpy")
+                    with gr.Accordion("About this method", open=False):
                         about = gr.Markdown(method_markdown(DEFAULT_METHOD))
-                cmap, alpha, truth = display_controls()
-                structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
-                out = result_panel("explain")
-                with gr.Row():
-                    kind = gr.Radio(["insertion", "deletion"], value="deletion", label="Show the clip of")
-                    step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
-                perturbed = gr.Image(label="Perturbed clip", type="numpy")
-                explained = gr.State()
+                    with gr.Accordion("Advanced settings", open=False):
+                        params = gr.JSON(resolved_params(DEFAULT_METHOD, default_preset(DEFAULT_METHOD)),
+                                         label="Parameters in effect", render=False)
+                        gr.render(inputs=[method, preset])(lambda m, p: parameter_controls(m, p, params))
+                        params.render()
+                    explained = gr.State()
 
-            with gr.Tab("Compare"):
-                methods = gr.CheckboxGroup(method_choices(), value=DEFAULT_COMPARE,
-                                           label="Methods (each at its fast preset)")
-                with gr.Row():
-                    run_compare = gr.Button("Compare", variant="primary")
-                    stop_compare = gr.Button("Stop", variant="stop")
-                c_cmap, c_alpha, c_truth = display_controls()
-                c_out = result_panel("compare")
-                compared = gr.State()
+                with gr.Tab("Compare"):
+                    methods = gr.CheckboxGroup(method_choices(DEFAULT_MODEL), value=DEFAULT_COMPARE,
+                                               label="Methods (each at its fast preset)")
+                    run_compare, stop_compare = run_buttons("Compare", "compare")
+                    c_status = gr.Markdown(elem_id="compare-summary", min_height=40)
+                    c_out = result_panel("compare", c_status)
+                    with gr.Accordion("Display", open=False):
+                        c_cmap, c_alpha, c_truth = display_controls()
+                    compared = gr.State()
 
-            with gr.Tab("Learn"):
-                gr.Markdown(LEARN)
-                run_walk = gr.Button("Run the walk-through", variant="primary")
-                w_out = result_panel("learn")
+                with gr.Tab("Learn"):
+                    gr.Markdown(LEARN)
+                    run_walk = gr.Button("Run the walk-through", variant="primary")
+                    w_out = result_panel("learn")
 
         inputs = [video, model, start, end]
-        model.change(on_model, model, [card, target], api_name=False)
+        model.change(on_model, model, [card, target, method, methods], api_name=False)
+        demo.load(on_model, model, [card, target, method, methods], api_name=False)
         run_classify.click(classify, inputs, [label, strip, notes], api_name="classify", **CHEAP)
         for trigger in (video.change, model.change):
             trigger(preview, inputs, [label, strip, notes], api_name=False, **CHEAP)
         method.change(on_method, method, [about, preset, params], api_name=False)
         demo.load(on_method, method, [about, preset, params], api_name=False)
         preset.change(lambda m, p: resolved_params(m, p), [method, preset], params, api_name=False)
-        ev = run_explain.click(explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth,
-                                              structure], [*out, explained], api_name="explain", **MODEL_WORK)
-        ev.then(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
-        stop_explain.click(None, None, None, cancels=[ev], queue=False, api_name=False)
+        params.change(cost_line, [model, method, preset, params], cost, **UI)
+        ev = run_explain.click(busy, None, run_explain, **UI).then(
+            explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth, structure],
+            [*out, explained], api_name="explain", show_progress_on=status, **MODEL_WORK)
+        ev.failure(idle, None, run_explain, **UI)
+        ev.then(idle, None, run_explain, **UI).then(show_step, [explained, kind, step], [perturbed, out[2]],
+                                                    api_name=False)
+        stop_explain.click(stopped, None, [run_explain, status], cancels=[ev], **UI)
         for control in (cmap, alpha, truth, structure):
             control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
         for control in (kind, step):
             control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
 
-        ev = run_compare.click(compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth],
-                               [*c_out, compared], api_name="compare", **MODEL_WORK)
-        stop_compare.click(None, None, None, cancels=[ev], queue=False, api_name=False)
+        ev = run_compare.click(busy, None, run_compare, **UI).then(
+            compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth], [*c_out, compared],
+            api_name="compare", show_progress_on=c_status, **MODEL_WORK)
+        ev.failure(idle, None, run_compare, **UI)
+        ev.then(idle, None, run_compare, **UI)
+        stop_compare.click(stopped, None, [run_compare, c_status], cancels=[ev], **UI)
         for control in (c_cmap, c_alpha, c_truth):
             control.change(redraw_compared, [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
 

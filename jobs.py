@@ -32,7 +32,7 @@ import analysis
 from analysis import Analysis, ClipInput
 from explainers import REGISTRY, Cancelled, ProgressFn
 from explainers.device import default_batch, release_freed_memory
-from explainers.metrics import evaluation_forwards
+from explainers.metrics import EVALUATION_OVERHEAD, evaluation_forwards
 from zoo.cards import list_cards, load_card
 from zoo.models import ModelLoadError
 
@@ -48,7 +48,7 @@ OVERRUN, OVERRUN_S = 4.0, 15.0   # a step is stopped past 4× its estimate + 15 
                                  # estimate alone, and steps share the cores with two other lanes)
 QUICK_S = float(os.environ.get("VIDEOXAI_QUICK_S", 1))      # explanations estimated under this take the quick lane
 PER_VISITOR = int(os.environ.get("VIDEOXAI_PER_VISITOR", 2))  # analyses one visitor may have running or waiting
-# Seconds per pass unit (a forward; a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
+# Seconds per forward clip pass (a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
 # GPU, from the H100 figure of docs/performance.md (EP-3D fast: 903 forwards + 900 backwards in about 7 s). On
 # ZeroGPU it is the prior, scaled by the model's parameter count, until a run of that model measures its own.
 GPU_UNIT_S, GPU_UNIT_PARAMS = 0.0026, 787_242
@@ -296,38 +296,53 @@ class Estimate:
         return f"more than {' and '.join(over)} one request may use on {hardware}"
 
 
-_unit_s: dict[str, float] = {}          # card id -> seconds per pass unit, measured on this process's device
+@dataclass(frozen=True)
+class PassTime:
+    """Seconds per clip of a model's passes on one device."""
+
+    forward: float      # a batched forward without gradients (perturbation methods, the metrics)
+    backward: float     # what a backward adds, with the forward that records for it (gradient methods)
+
+    def of(self, forward: int, backward: int) -> float:
+        """Seconds of ``forward`` and ``backward`` clip passes."""
+        return self.forward * forward + self.backward * backward
+
+
+_pass_s: dict[str, PassTime] = {}       # card id -> seconds per clip pass, measured on this process's device
 _pass_bytes: dict[str, float] = {}      # card id -> bytes one clip's forward + backward keeps, measured once
 _slowdown: dict[tuple[str, str], float] = {}    # (card id, method) -> seconds taken / seconds its passes predict
 
 
-def _units(forward: int, backward: int) -> int:
-    return forward + 2 * backward
-
-
-def unit_seconds(card_id: str) -> float:
-    """Seconds per pass unit of a model: measured once on this device (a batched forward + backward), or on
-    ZeroGPU, where the main process has no GPU, the parameter-scaled prior until a run measures it."""
-    if card_id not in _unit_s:
+def pass_seconds(card_id: str) -> PassTime:
+    """Seconds per clip pass of a model: measured once on this device (batched, a forward alone and a forward +
+    backward), or on ZeroGPU, where the main process has no GPU, the parameter-scaled prior until a run measures
+    it."""
+    if card_id not in _pass_s:
         model = analysis.get_model(card_id)
         if ON_ZERO_GPU:
-            params = sum(p.numel() for p in model.parameters())
-            _unit_s[card_id] = GPU_UNIT_S * max(1.0, params / GPU_UNIT_PARAMS)
+            unit = GPU_UNIT_S * max(1.0, sum(p.numel() for p in model.parameters()) / GPU_UNIT_PARAMS)
+            _pass_s[card_id] = PassTime(unit, 2 * unit)
         else:
-            _unit_s[card_id] = _measure(model)
-    return _unit_s[card_id]
+            _pass_s[card_id] = _measure(model)
+    return _pass_s[card_id]
 
 
-def _measure(model) -> float:
+def _measure(model) -> PassTime:
     spec = model.input_spec
     batch = default_batch(analysis.DEVICE)
     x = torch.randn(batch, 3, spec.frames, *spec.size, device=analysis.DEVICE, requires_grad=True)
-    seconds = []
-    for _ in range(2):                       # the first pass also allocates; the second is the one that counts
-        start = time.perf_counter()
-        model(x).sum().backward()
-        seconds.append(time.perf_counter() - start)
-    return seconds[-1] / (batch * _units(1, 1))
+
+    def seconds(work: Callable[[], Any]) -> float:
+        taken = []
+        for _ in range(2):                   # the first pass also allocates; the second is the one that counts
+            start = time.perf_counter()
+            work()
+            taken.append(time.perf_counter() - start)
+        return taken[-1] / batch
+    with torch.no_grad():
+        forward = seconds(lambda: model(x))
+    both = seconds(lambda: model(x).sum().backward())
+    return PassTime(forward, max(both - forward, forward))
 
 
 def pass_bytes(card_id: str) -> float:
@@ -350,32 +365,44 @@ def pass_bytes(card_id: str) -> float:
 
 def forget() -> None:
     """Drop every measured seconds-per-pass and slowdown (the next estimates start from measurement or prior)."""
-    _unit_s.clear()
+    _pass_s.clear()
     _pass_bytes.clear()
     _slowdown.clear()
 
 
 def learn(card_id: str, results: list[Analysis]) -> None:
-    """Remember how long each method's runs took against their pass-count estimate (runs of 100+ units, where
-    latency is small): a method's own work (masks, flow, supervoxels) makes it slower per pass than one batched
-    forward + backward, and on ZeroGPU the prior per unit is only a guess until then."""
+    """Remember how long each method's runs (of 100+ pass units, where latency is small) and the metrics took
+    against what their passes predict: the method's own work (masks, flow, supervoxels) and the metrics' (blurring,
+    ranking) make them slower than their passes alone, and on ZeroGPU the prior per pass is only a guess until
+    then."""
+    passes = pass_seconds(card_id)
     for a in results:
         e = a.explanation
-        units = _units(e.forward_passes, e.backward_passes)
-        if units >= 100:
-            _slowdown[(card_id, e.method)] = e.seconds / (units * unit_seconds(card_id))
+        if e.forward_passes + 2 * e.backward_passes >= 100:
+            _slowdown[(card_id, e.method)] = e.seconds / passes.of(e.forward_passes, e.backward_passes)
+        if a.scoring_s:
+            _slowdown[(card_id, SCORING.name)] = a.scoring_s / passes.of(evaluation_forwards(), 0)
+
+
+def _overhead(card_id: str, method: str) -> float:
+    """A run's seconds per second of its passes: what the last run measured, else the registry's prior."""
+    prior = EVALUATION_OVERHEAD if method == SCORING.name else REGISTRY[method].overhead
+    return _slowdown.get((card_id, method), prior)
 
 
 def scoring_seconds(card_id: str, count: int) -> float:
     """Seconds to score ``count`` maps of a model (the metrics' forwards; on ZeroGPU with a GPU window's setup)."""
-    return (SETUP_S if ON_ZERO_GPU else 0.0) + unit_seconds(card_id) * evaluation_forwards() * count
+    setup = SETUP_S if ON_ZERO_GPU else 0.0
+    return setup + pass_seconds(card_id).of(evaluation_forwards() * count, 0) * _overhead(card_id, SCORING.name)
 
 
-def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
-    """Passes, seconds and peak memory of the explanations and their metrics, from the registry's pass counts and
-    held memory, this device's seconds per pass and bytes per clip, and what earlier runs of the method took."""
-    shape = tuple(clip.x.shape[-3:])
-    unit = unit_seconds(clip.model_id)
+def estimate(card_id: str, jobs: list[Job]) -> Estimate:
+    """Passes, seconds and peak memory of the explanations of one clip by model ``card_id`` and their metrics, from
+    the registry's pass counts and held memory, this device's seconds per pass and bytes per clip, and what earlier
+    runs of the method took."""
+    given = analysis.get_model(card_id).input_spec
+    shape = (given.frames, *given.size)
+    passes = pass_seconds(card_id)
     forward = backward = 0
     seconds = SETUP_S if ON_ZERO_GPU else 0.0
     held = 0
@@ -384,10 +411,10 @@ def estimate(clip: ClipInput, jobs: list[Job]) -> Estimate:
         params = spec.resolve(spec.preset_or_none(job.preset), job.params)
         f, b = spec.count(params, shape)
         forward, backward = forward + f + evaluation_forwards(), backward + b
-        seconds += unit * _units(f, b) * _slowdown.get((clip.model_id, job.method), 1.0)
+        seconds += passes.of(f, b) * _overhead(card_id, job.method)
         held = max(held, spec.memory(params, shape))
-    scoring = scoring_seconds(clip.model_id, len(jobs))
-    memory = default_batch(analysis.DEVICE) * pass_bytes(clip.model_id) + held
+    scoring = scoring_seconds(card_id, len(jobs))
+    memory = default_batch(analysis.DEVICE) * pass_bytes(card_id) + held
     return Estimate(forward, backward, seconds + scoring, GPU_CAP_S if ON_ZERO_GPU else MAX_SECONDS, scoring,
                     memory / 2**20, GPU_MEMORY_MB if ON_ZERO_GPU else MAX_MEMORY_MB)
 
@@ -405,7 +432,7 @@ def window(seconds: float) -> int:
 
 def _explain_window(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
                     limit_s: float | None = None) -> int:
-    return window(estimate(clip, jobs).explaining)
+    return window(estimate(clip.model_id, jobs).explaining)
 
 
 def _score_window(analyses: list[Analysis], limit_s: float | None = None) -> int:

@@ -147,9 +147,8 @@ def frame_importance_figure(series: dict[str, np.ndarray], window: tuple[int, in
     if window is not None:
         fig.add_vrect(x0=window[0] - 0.5, x1=window[1] + 0.5, fillcolor="gold", opacity=0.2, line_width=0,
                       annotation_text="action (ground truth)", annotation_position="top left")
-    fig.update_layout(title="Which frames matter: share of the saliency in each frame", xaxis_title="sampled frame",
-                      yaxis_title="share of saliency", yaxis_tickformat=".0%", height=320,
-                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(xaxis_title="sampled frame", yaxis_title="share of the saliency", yaxis_tickformat=".0%",
+                      height=300, margin=dict(l=50, r=10, t=20, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -159,7 +158,8 @@ def curves_figure(curves: dict[str, dict], step_fraction: float | None = None) -
     ``curves``: method name → {"insertion": Curve, "deletion": Curve} (``explainers.metrics.Curve``);
     ``step_fraction`` draws a marker line at the step shown next to the figure.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Insertion: higher is better", "Deletion: lower is better"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Insertion (higher is better)", "Deletion (lower is better)"),
+                        horizontal_spacing=0.12)
     colours = matplotlib.colormaps["tab10"].colors
     for i, (name, pair) in enumerate(curves.items()):
         colour = "rgb({:.0f},{:.0f},{:.0f})".format(*(255 * np.array(colours[i % 10])))
@@ -172,8 +172,10 @@ def curves_figure(curves: dict[str, dict], step_fraction: float | None = None) -
     if step_fraction is not None:
         for col in (1, 2):
             fig.add_vline(x=step_fraction, line_dash="dot", line_color="grey", row=1, col=col)
-    fig.update_xaxes(title_text="share of the clip inserted / deleted", tickformat=".0%", range=[0, 1])
-    fig.update_yaxes(title_text="probability of the target class", range=[0, 1.02], col=1)
+    fig.update_xaxes(title_text="share inserted", tickformat=".0%", range=[0, 1], col=1)
+    fig.update_xaxes(title_text="share deleted", tickformat=".0%", range=[0, 1], col=2)
+    fig.update_yaxes(title_text="p(target class)", range=[0, 1.02], col=1)
     fig.update_yaxes(range=[0, 1.02], col=2)
-    fig.update_layout(height=360, margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.3))
+    fig.update_annotations(font_size=12)
+    fig.update_layout(height=340, margin=dict(l=50, r=10, t=40, b=40), legend=dict(orientation="h", y=-0.3))
     return fig

@@ -339,6 +339,11 @@ def ep_held(params: dict, shape: tuple[int, int, int], problems: int = 1) -> int
     return (12 * problems * len(params["areas"]) + 3 * LEVELS) * math.prod(shape) + few_clips(params, shape)
 
 
+EP_OVERHEAD = 3.5   # the mask generator and its blur pyramid, both ways: a run takes 3.5x its passes on a CPU
+EP_SPEC = dict(needs="gradients", score="prob", stochastic=True, presets=EP_PRESETS, overhead=EP_OVERHEAD)
+EP3D_SPEC = dict(EP_SPEC, cost=EP_COST, passes=ep_passes, held=ep_held)
+
+
 def _ep(**fixed):
     """A registered variant: the shared optimiser with some options fixed."""
     def run(ctx: Context, areas: tuple[float, ...], iterations: int, step: int, sigma: float, **params) -> MethodOutput:
@@ -347,29 +352,25 @@ def _ep(**fixed):
 
 
 register("ep3d", name="Extremal perturbation 3-D (EP-3D)", family="perturbation", paper="[S0] §3.1, [S1] §3.2.1",
-         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True, params=COMMON,
-         presets=EP_PRESETS,
+         params=COMMON, **EP3D_SPEC,
          description="Learns the smallest smooth region of the clip (a fixed share of all its voxels) that keeps "
                      "the class probability high when everything else is blurred. One mask per share; the map "
                      "is their sum. Faithful by construction, but it needs hundreds of forward and backward "
                      "passes.")(_ep())
 register("ep3d_evenly", name="EP-3D evenly (Extm. Ptb. Sync)", family="perturbation", paper="[S0] §4.2, [S1] §4.4",
-         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True, params=COMMON,
-         presets=EP_PRESETS,
+         params=COMMON, **EP3D_SPEC,
          description="EP-3D with the area constraint applied to every frame separately: each frame keeps the "
                      "same share of its pixels, so the map shows where in each frame, not when.")(_ep(per_frame=True))
 register("ep_unsync", name="Extremal perturbation per frame (Unsync)", family="perturbation", paper="[S0] §4.2",
-         needs="gradients", cost="T × iterations × areas × (forward + backward) + T × areas + 1 forwards",
+         cost="T × iterations × areas × (forward + backward) + T × areas + 1 forwards",
          passes=lambda p, shape: ep_passes(p, shape, shape[0]), held=lambda p, shape: ep_held(p, shape, shape[0]),
-         score="prob", stochastic=True,
-         params=COMMON, presets=EP_PRESETS,
+         params=COMMON, **EP_SPEC,
          description="Image-style extremal perturbation for each frame alone, with all other frames blurred; "
                      "the T problems are optimised in one batch. T times the cost of EP-3D, and blind to "
                      "motion across frames.")(_ep(unsync=True))
 register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="perturbation",
          paper="[S0] Eq. 7, [S1] Eq. 12",
-         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True,
-         presets=EP_PRESETS,
+         **EP3D_SPEC,
          params=COMMON + (Param("delta_t", 1, "temporal smoothing radius Δt of the seed masks, in frames", 1, 3),
                           Param("ends", "renormalised", "the clip's first and last frames: the kernel renormalised "
                                 "there (docs/methods.md §20.2), or virtual frames beyond them that the area constraint "
@@ -381,8 +382,7 @@ register("ep3d_temporal_gauss", name="EP-3D with temporal smoothing", family="pe
                      "care. ends=virtual counts what the smoothing spreads past the ends, which takes that advantage "
                      "away from them.")(_ep())
 register("step", name="STEP (EP-3D + key-region loss)", family="perturbation", paper="[S1] §3.2.2",
-         needs="gradients", cost=EP_COST, passes=ep_passes, held=ep_held, score="prob", stochastic=True,
-         presets=EP_PRESETS,
+         **EP3D_SPEC,
          params=COMMON + (Param("key_frames", 7, "temporal depth of the ellipsoid key region, in frames", 1, 32),
                           Param("key_shape", "ellipsoid", "key region shape", choices=("ellipsoid", "cylinder"))),
          description="EP-3D with an extra loss that rewards keeping a few compact spatio-temporal blobs "

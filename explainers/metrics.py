@@ -245,6 +245,9 @@ def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndar
 
 
 # ------------------------------------------------------------------------------------------- all at once
+EVALUATION_OVERHEAD = 1.7   # seconds of ``evaluate_map`` / its forwards' on a CPU (blurring, ranking, inserting)
+
+
 def evaluation_forwards(steps: int = 28) -> int:
     """Clip forwards of ``evaluate_map``: insertion and deletion (steps + 1 each), then S50 and S75."""
     return 2 * (steps + 1) + 2

@@ -114,6 +114,8 @@ class MethodSpec:
     passes: PassCount                # the formula as a function: (forward, backward) clip passes, at most
     params: tuple[Param, ...] = ()
     held: Footprint = few_clips      # float32 values held besides the batched passes, at most
+    overhead: float = 1.0            # a run's seconds / its passes' seconds on a CPU (benchmarks.estimates): the
+                                     # method's own work besides the model (mask generator, optimiser)
     score: str = "logit"             # default score (docs/methods.md §20.1)
     stochastic: bool = False
     presets: dict[str, dict] = field(default_factory=dict)

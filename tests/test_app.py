@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -166,7 +167,6 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
     held_out = app.load_card("synth-cnn-lstm").held_out
     expected = f"Held-out accuracy {held_out['top1']:.1%} ({held_out['dataset']} test"
     assert expected in app.card_markdown("synth-cnn-lstm")
-    assert len(app.method_choices()) == len(app.REGISTRY)
     assert "Cost: 1 forward + 1 backward" in app.method_markdown("grad_cam")
     assert app.preset_choices("occlusion") == ["fast", "paper",
                                                "default"] and app.default_preset("gradient") == "default"
@@ -175,6 +175,29 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
                                "fast")["strides"] == list(app.REGISTRY["occlusion"].presets["fast"]["strides"])
     assert app.target_choices(app.DEFAULT_MODEL)[:2] == [app.TOP1, "0: move_left"]
     assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
+
+
+def test_every_method_in_the_picker_says_how_long_it_takes_on_this_model_here():
+    choices = dict((v, label) for label, v in app.method_choices(app.DEFAULT_MODEL))
+    assert sorted(choices) == sorted(app.REGISTRY)
+    assert choices["grad_cam"].endswith("· under 1 s") or choices["grad_cam"].endswith("· about 1 s")
+    ep3d = app.jobs.estimate(app.DEFAULT_MODEL, [app.jobs.Job("ep3d", "fast", {})])
+    assert choices["ep3d"].endswith(f"· {app.duration(ep3d.seconds)}") and ep3d.seconds > 10
+    assert choices["ep_unsync"].endswith("· too long here")
+    offline = [c for c in app.jobs.SELECTABLE if app.load_card(c).kind != "embedded"][0]
+    timed = re.compile(r"· (under 1 s|about [\d,]+ (s|min)|too long here)$")
+    assert all(timed.search(label) for label, _ in app.method_choices(app.DEFAULT_MODEL))
+    assert not any(timed.search(label) for label, _ in app.method_choices(offline))
+    line = app.cost_line(app.DEFAULT_MODEL, "occlusion", "fast", None)
+    assert line.startswith("About") and "257 forward and 0 backward passes" in line
+    assert app.cost_line(app.DEFAULT_MODEL, "ep_unsync", "paper", None).startswith("⚠️ Needs about")
+    assert "has no parameter" in app.cost_line(app.DEFAULT_MODEL, "grad_cam", "default", {"steps": 3})
+
+
+def test_waits_are_told_as_a_person_says_them_with_the_time_left_from_the_pace_once_known():
+    assert [app.duration(s) for s in (0.2, 3.4, 89, 150)] == ["under 1 s", "about 3 s", "about 89 s", "about 2 min"]
+    assert app.remaining(10, elapsed=1, fraction=0.05) == 9          # the estimate, before a tenth is done
+    assert app.remaining(10, elapsed=4, fraction=0.5) == 4           # its own pace after
 
 
 def test_parameter_controls_are_labelled_by_name_with_their_help_below():

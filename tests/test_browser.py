@@ -1,8 +1,10 @@
-"""The app in a real browser (Debian's Chromium through Playwright): upload a clip, explain it, see the overlay video
-and the plots. The screenshot is kept in ``test-artifacts/`` (or $TEST_ARTIFACTS)."""
+"""The app in a real browser (Debian's Chromium through Playwright), as a new visitor meets it on a laptop
+(1440×900) and on a phone (390×844): an example, Explain, the overlay and plots, the waits and the Stop button.
+A screenshot per state is kept in ``test-artifacts/`` (or $TEST_ARTIFACTS)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,6 +16,7 @@ from tests.test_app import _example, _free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+LAPTOP, PHONE = {"width": 1440, "height": 900}, {"width": 390, "height": 844}
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -30,38 +33,91 @@ def url():
     demo.close()
 
 
-def test_upload_explain_and_see_the_results(url):
+@pytest.fixture(scope="module")
+def browser():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    hosts = set()
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("request", lambda r: hosts.add(urlparse(r.url).hostname) if r.url.startswith("http") else None)
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#explain-button", timeout=30_000)
-            page.locator("input[type=file]").first.set_input_files(_example("move_right"))
-            page.get_by_text("Ground truth: move_right", exact=False).wait_for(timeout=60_000)   # auto-classified
-            page.locator("#explain-button").click()
-            page.wait_for_selector("#explain-overlay video", timeout=120_000)
-            page.wait_for_selector("#explain-curves .js-plotly-plot", timeout=60_000)
-            page.wait_for_selector("#explain-importance .js-plotly-plot", timeout=60_000)
-            page.wait_for_function("() => document.querySelector('#explain-overlay video').readyState >= 2",
-                                   timeout=30_000)
-            video = page.locator("#explain-overlay video").evaluate(
-                "v => ({error: v.error, width: v.videoWidth, height: v.videoHeight})")
-            traces = page.locator("#explain-curves .js-plotly-plot .scatterlayer .trace").count()
-            page.screenshot(path=str(ARTIFACTS / "app-explain.png"), full_page=True)
-            # the README's picture (docs/app.png is a copy): the overlay down to the curves
-            top, bottom = (page.locator(s).evaluate("e => [e.getBoundingClientRect().top + window.scrollY, "
-                                                    "e.getBoundingClientRect().bottom + window.scrollY]")
-                           for s in ("#explain-overlay", "#explain-curves"))
-            page.screenshot(path=str(ARTIFACTS / "app-result.png"), full_page=True,
-                            clip={"x": 0, "y": top[0] - 8, "width": 1400, "height": bottom[1] - top[0] + 16})
-        finally:
-            browser.close()
-    assert video["error"] is None and video["width"] > 600 and video["height"] > 300
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, url: str, viewport: dict, hosts: set):
+    page = browser.new_page(viewport=viewport)
+    page.on("request", lambda r: hosts.add(urlparse(r.url).hostname) if r.url.startswith("http") else None)
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#explain-button", timeout=30_000)
+    page.locator("input[type=file]").first.set_input_files(_example("move_right"))
+    page.get_by_text("Ground truth: move_right", exact=False).wait_for(timeout=60_000)   # auto-classified
+    return page
+
+
+def _box(page, selector: str) -> dict:
+    """The element's box in page coordinates (scrolling included)."""
+    return page.locator(selector).evaluate("e => { const r = e.getBoundingClientRect(); return {top: r.top + "
+                                           "window.scrollY, bottom: r.bottom + window.scrollY, right: r.right}; }")
+
+
+def _pick(page, method: str) -> None:
+    page.locator("#method input").click()
+    page.get_by_role("option", name=method).first.click()
+
+
+def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(browser, url):
+    hosts = set()
+    page = _open(browser, url, LAPTOP, hosts)
+    page.locator("#method input").click()
+    options = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(ARTIFACTS / "1-example-loaded.png"))
+    page.locator("#explain-button").click()
+    page.wait_for_selector("#explain-overlay video", timeout=120_000)
+    page.wait_for_selector("#explain-curves .js-plotly-plot", timeout=60_000)
+    page.wait_for_selector("#explain-importance .js-plotly-plot", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#explain-overlay video').readyState >= 2", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('#explain-button').disabled", timeout=30_000)
+    video = page.locator("#explain-overlay video").evaluate(
+        "v => ({error: v.error, width: v.videoWidth, height: v.videoHeight})")
+    traces = page.locator("#explain-curves .js-plotly-plot .scatterlayer .trace").count()
+    boxes = {s: _box(page, s) for s in ("#clip", "#model", "#method", "#explain-button", "#explain-overlay")}
+    page.screenshot(path=str(ARTIFACTS / "2-explained.png"))
+    page.screenshot(path=str(ARTIFACTS / "app-explain.png"), full_page=True)
+    # the README's picture (docs/app.png is a copy): the first screen, where the visitor sees the answer
+    page.screenshot(path=str(ARTIFACTS / "app-result.png"))
+    assert all(re.search(r"· (under 1 s|about [\d,]+ (s|min)|too long here)$", o) for o in options), options
+    assert len(options) == len(app.REGISTRY)
+    assert video["error"] is None and video["width"] > 400 and video["height"] > 200
     assert traces == 2                                            # insertion and deletion of Grad-CAM
+    assert all(b["bottom"] <= LAPTOP["height"] for b in boxes.values()), boxes      # nothing needs a scroll
     assert hosts <= {"127.0.0.1"}, f"the page called {hosts - {'127.0.0.1'}}"
+
+
+def test_a_long_run_shows_its_wait_at_the_button_which_waits_and_stop_says_how_far_it_got(browser, url):
+    page = _open(browser, url, LAPTOP, set())
+    _pick(page, "3-D occlusion")
+    page.wait_for_function("() => document.querySelector('#explain-cost').innerText.includes('257 forward')")
+    page.locator("#explain-button").click()
+    page.locator("#explain-summary").get_by_text(re.compile(r"Explaining: .*left")).wait_for(timeout=5_000)
+    assert page.locator("#explain-button").is_disabled()
+    summary, button = _box(page, "#explain-summary"), _box(page, "#explain-button")
+    page.screenshot(path=str(ARTIFACTS / "3-running.png"))
+    page.locator("#explain-stop").click()
+    page.locator("#explain-summary").get_by_text("Stopped explaining").wait_for(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "4-stopped.png"))
+    assert summary["top"] - button["bottom"] < 40, "the progress sits right under the button"
+    assert page.locator("#explain-button").is_enabled()
+    assert re.search(r"Stopped explaining \(.*\d+% done after \d+ s\)\. Nothing was changed\.",
+                     page.locator("#explain-summary").inner_text())
+
+
+def test_on_a_phone_the_page_is_one_column_in_reading_order_without_sideways_scrolling(browser, url):
+    page = _open(browser, url, PHONE, set())
+    page.locator("#explain-button").click()
+    page.wait_for_selector("#explain-curves .js-plotly-plot", timeout=120_000)
+    tops = [_box(page, s)["top"] for s in ("#clip", "#model", "#method", "#explain-button", "#explain-overlay",
+                                           "#explain-importance", "#explain-curves")]
+    page.screenshot(path=str(ARTIFACTS / "5-phone.png"), full_page=True)
+    assert tops == sorted(tops), tops                             # one column, in this order; the plots stacked
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

@@ -122,7 +122,7 @@ def _example_clip(card_id: str = "synth-r2plus1d-small"):
 def test_the_estimate_counts_the_passes_the_run_makes():
     clip = _example_clip()
     todo = [jobs.Job("occlusion", "fast", {}), jobs.Job("integrated_gradients", "fast", {"steps": 4})]
-    cost = jobs.estimate(clip, todo)
+    cost = jobs.estimate(clip.model_id, todo)
     *_, results = jobs.analyse(clip, todo, None, 0)
     metric_forwards = 2 * (28 + 1) + 2
     assert cost.forward == sum(a.explanation.forward_passes + metric_forwards for a in results)
@@ -166,7 +166,7 @@ def rss_mb(field):
     return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) / 1024
 clip = analysis.load_clip(sys.argv[1], "synth-r2plus1d-small")
 job = jobs.Job(sys.argv[2], None, json.loads(sys.argv[3]))
-cost = jobs.estimate(clip, [job])                                   # has run the model's batched passes once
+cost = jobs.estimate(clip.model_id, [job])                                   # has run the model's batched passes once
 before = rss_mb("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")                        # the high-water mark starts again from here
 analysis.run_method(clip, job.method, None, None, job.params, 0)
@@ -195,7 +195,7 @@ def test_a_run_that_overruns_its_estimate_is_stopped_with_a_message(monkeypatch)
     import app
 
     monkeypatch.setattr(jobs, "OVERRUN_S", 0.0)
-    monkeypatch.setattr(jobs, "unit_seconds", lambda card_id: 1e-6)   # an estimate far below what EP-3D takes
+    monkeypatch.setattr(jobs, "pass_seconds", lambda card_id: jobs.PassTime(1e-6, 1e-6))   # an estimate far below what EP-3D takes
     steps = app.explain_clip(str(next((ROOT / "assets" / "examples").glob("*.mp4"))), app.DEFAULT_MODEL, None, None,
                              "ep3d", "fast", app.TOP1, 0, None, progress=lambda f, desc="": None)
     started = time.perf_counter()
@@ -213,13 +213,13 @@ def test_zero_gpu_windows_stay_below_a_signed_out_visitors_quota(monkeypatch):
     factor = max(c["duration_factor"] for c in json.loads(
         (Path(spaces.__file__).parent / "zero" / "configs.json").read_text()))
     monkeypatch.setattr(jobs, "ON_ZERO_GPU", True)
-    monkeypatch.setattr(jobs, "_unit_s", {})
+    monkeypatch.setattr(jobs, "_pass_s", {})
     refused = set()
     for card_id in ("synth-r2plus1d-small", "synth-cnn-lstm"):
         clip = _example_clip(card_id)
         for method, spec in jobs.REGISTRY.items():
             todo = [jobs.Job(method, "fast" if "fast" in spec.presets else None, {})]
-            cost = jobs.estimate(clip, todo)
+            cost = jobs.estimate(clip.model_id, todo)
             assert (jobs.window(cost.explaining) + jobs.window(cost.scoring)) * factor <= 120
             if not cost.fits:
                 refused.add(method)
