@@ -192,20 +192,21 @@ def view(analyses: list[Analysis], cmap: str = "jet", alpha: float = 0.5, show_t
 
 
 def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
-         show_structure: bool = True) -> dict[str, Path]:
+         show_structure: bool = True, gif: bool = True) -> dict[str, Path]:
     """Write saliency volumes (.npy), the ``view`` as MP4 (unless ``folder`` already holds it: the app writes it
-    before the metrics exist) and GIF, and results.json (metrics, curves, parameters and the command that
-    reproduces each run)."""
+    before the metrics exist) and, with ``gif``, as GIF, and results.json (metrics, curves, parameters and the
+    command that reproduces each run)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for a in analyses:
         files[f"{a.name}.npy"] = folder / f"saliency_{a.name}.npy"
         np.save(files[f"{a.name}.npy"], a.explanation.saliency.numpy())
-    frames = view(analyses, cmap, alpha, show_truth, show_structure)
     video = folder / OVERLAY
+    frames = view(analyses, cmap, alpha, show_truth, show_structure) if gif or not video.exists() else None
     files[OVERLAY] = video if video.exists() else write_mp4(video, frames, fps=VIDEO_FPS)
-    files["overlay.gif"] = render.write_gif(folder / "overlay.gif", frames, fps=VIDEO_FPS)
+    if gif:
+        files["overlay.gif"] = render.write_gif(folder / "overlay.gif", frames, fps=VIDEO_FPS)
     files["results.json"] = folder / "results.json"
     files["results.json"].write_text(json.dumps([a.summary() for a in analyses], indent=1))
     return files

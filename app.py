@@ -494,35 +494,41 @@ def forget_visitor(request: gr.Request) -> None:
 
 
 def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, show_truth: bool,
-             show_structure: bool):
+             show_structure: bool, shown: tuple | None = None):
     """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses.
     Before they are scored: the overlay (written to ``folder``), the importance figure and the text, the rest
-    empty; once scored: all of them (the overlay is not written again)."""
+    empty; once scored: all of them, the overlay and importance reused from ``shown`` (the outputs before scoring)
+    when given. The GIF is made only when asked for (``gif_download``)."""
     clip = analyses[0].clip
-    importance = render.frame_importance_figure(
-        {a.name: a.explanation.frame_importance.numpy() for a in analyses},
-        clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
-    if not analyses[0].is_scored:
+    if shown:
+        video, importance = shown[:2]
+    else:
+        importance = render.frame_importance_figure(
+            {a.name: a.explanation.frame_importance.numpy() for a in analyses},
+            clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
         frames = analysis.view(analyses, cmap, alpha, show_truth, show_structure)
-        video = write_mp4(folder / analysis.OVERLAY, frames, fps=analysis.VIDEO_FPS)
-        return str(video), importance, None, None, result_markdown(analyses), None
-    files = analysis.save(analyses, folder, cmap, alpha, show_truth, show_structure)
+        video = str(write_mp4(folder / analysis.OVERLAY, frames, fps=analysis.VIDEO_FPS))
+    if not analyses[0].is_scored:
+        return video, importance, None, None, result_markdown(analyses), None
+    files = analysis.save(analyses, folder, cmap, alpha, show_truth, show_structure, gif=False)
     curves = render.curves_figure({a.name: a.curves for a in analyses})
     header, rows = analysis.metrics_table(analyses)
-    return (str(files[analysis.OVERLAY]), importance, curves, pd.DataFrame(rows, columns=header),
-            result_markdown(analyses), [str(p) for p in files.values()])
+    return (video, importance, curves, pd.DataFrame(rows, columns=header), result_markdown(analyses),
+            [str(p) for p in files.values()])
 
 
 def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
     """The outputs of ``_analyse``'s steps: unchanged while it works, the overlay once explained, everything once
     scored (then with the key of the analyses in ``KEPT``)."""
+    shown = None
     for item in steps:
         if item is SKIP:
             yield SKIP
         elif not item[0].is_scored:
-            yield (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), SKIP)
+            shown = _outputs(item, folder, cmap, alpha, show_truth, show_structure)
+            yield (*shown, SKIP)
         else:
-            yield (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), KEPT.put(item))
+            yield (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown), KEPT.put(item))
 
 
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
@@ -568,6 +574,16 @@ def redraw(key: str | None, cmap: str, alpha: float, show_truth: bool, show_stru
         return None
     frames = analysis.view(results, cmap, alpha, show_truth, show_structure)
     return str(write_mp4(results_folder("view-", request) / "view.mp4", frames, fps=analysis.VIDEO_FPS))
+
+
+def gif_download(key: str | None, cmap: str, alpha: float, show_truth: bool, show_structure: bool,
+                 request: gr.Request = None) -> list[str] | None:
+    """Every download of the kept analyses ``key`` with the overlay as a GIF too (made now, as displayed)."""
+    results = KEPT.get(key)
+    if not results:
+        raise refuse("Explain a clip first; the GIF is made from its overlay.")
+    files = analysis.save(results, results_folder("files-", request), cmap, alpha, show_truth, show_structure)
+    return [str(p) for p in files.values()]
 
 
 def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
@@ -664,8 +680,13 @@ def result_panel(prefix: str, status: gr.Markdown | None = None):
         importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance", min_width=320)
         curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves", min_width=320)
     table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
-    files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4, GIF), results.json", file_count="multiple")
+    files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4), results.json", file_count="multiple",
+                    elem_id=f"{prefix}-files")
     return video, importance, curves, table, summary, files
+
+
+def gif_button(prefix: str) -> gr.Button:
+    return gr.Button("Add the overlay as a GIF to the downloads", size="sm", elem_id=f"{prefix}-gif")
 
 
 def run_buttons(label: str, prefix: str) -> tuple[gr.Button, gr.Button]:
@@ -723,6 +744,7 @@ def build_demo() -> gr.Blocks:
                     run_explain, stop_explain = run_buttons("Explain", "explain")
                     status = gr.Markdown(elem_id="explain-summary", min_height=40)
                     out = result_panel("explain", status)
+                    make_gif = gif_button("explain")
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()
                         structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
@@ -745,6 +767,7 @@ def build_demo() -> gr.Blocks:
                     run_compare, stop_compare = run_buttons("Compare", "compare")
                     c_status = gr.Markdown(elem_id="compare-summary", min_height=40)
                     c_out = result_panel("compare", c_status)
+                    c_make_gif = gif_button("compare")
                     with gr.Accordion("Display", open=False):
                         c_cmap, c_alpha, c_truth = display_controls()
                     compared = gr.State()
@@ -773,6 +796,7 @@ def build_demo() -> gr.Blocks:
         stop_explain.click(stopped, None, [run_explain, status], cancels=[ev], **UI)
         for control in (cmap, alpha, truth, structure):
             control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
+        make_gif.click(gif_download, [explained, cmap, alpha, truth, structure], out[5], api_name=False)
         for control in (kind, step):
             control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
 
@@ -782,6 +806,8 @@ def build_demo() -> gr.Blocks:
         ev.failure(idle, None, run_compare, **UI)
         ev.then(idle, None, run_compare, **UI)
         stop_compare.click(stopped, None, [run_compare, c_status], cancels=[ev], **UI)
+        c_make_gif.click(gif_download, [compared, c_cmap, c_alpha, c_truth, gr.State(False)], c_out[5],
+                         api_name=False)
         for control in (c_cmap, c_alpha, c_truth):
             control.change(redraw_compared, [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
 

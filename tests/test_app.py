@@ -8,13 +8,13 @@ import re
 import socket
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 import app
 from app import TOP1
@@ -32,10 +32,14 @@ def _example(name: str = "grow") -> str:
 
 
 def _last(outputs):
-    """The final outputs of a generator handler (what Gradio shows when it ends)."""
-    last = deque(outputs, maxlen=1).pop()
-    assert last is not app.SKIP
-    return last
+    """What Gradio shows when a generator handler ends: for each output, the last value it yielded (a skip leaves
+    the value before)."""
+    shown = None
+    for item in outputs:
+        if item is not app.SKIP:
+            shown = item if shown is None else tuple(old if new is app.SKIP else new for old, new in zip(shown, item))
+    assert shown is not None and not any(value is app.SKIP for value in shown)
+    return shown
 
 
 def _explain(method: str = "grad_cam", **kw):
@@ -219,10 +223,18 @@ def test_explain_returns_video_figures_table_and_downloads():
     assert "Spatial pointing game ↑" in table.columns                        # an example: ground truth applies
     assert "Grad-CAM** explained **grow**" in summary
     names = sorted(p.rsplit("/", 1)[-1] for p in files)
-    assert names == ["overlay.gif", "overlay.mp4", "results.json", "saliency_grad_cam.npy"]
+    assert names == ["overlay.mp4", "results.json", "saliency_grad_cam.npy"]          # the GIF when asked for
     saved = json.loads(open(next(p for p in files if p.endswith(".json"))).read())[0]
     assert saved["explanation"]["target"] == 4 and "--method grad_cam" in saved["command"]
     assert np.load(next(p for p in files if p.endswith(".npy"))).shape == (16, 112, 112)
+
+    with_gif = app.gif_download(state, "jet", 0.5, True, True)
+    assert sorted(p.rsplit("/", 1)[-1] for p in with_gif) == ["overlay.gif", *names]
+    assert Image.open(next(p for p in with_gif if p.endswith(".gif"))).n_frames == 16
+    with pytest.raises(gr.Error, match="Explain a clip first"):
+        app.gif_download(None, "jet", 0.5, True, True)
+    with pytest.raises(gr.Error, match="no longer kept"):
+        app.gif_download("no such key", "jet", 0.5, True, True)
 
     again = app.redraw(state, "inferno", 0.8, False, False)
     assert app.KEPT.get(state)[0].explanation.method == "grad_cam"
@@ -237,7 +249,8 @@ def test_the_overlay_comes_before_the_metrics():
     video, importance, curves, table, summary, files, key = first
     assert video.endswith(".mp4") and len(importance.data) == 1 and "Scoring how faithful" in summary
     assert curves is None and table is None and files is None and key is app.SKIP
-    assert last[0] == video and len(last[2].data) == 2 and "Insertion AUC" in last[4] and app.KEPT.get(last[6])
+    assert last[0] == video and last[1] is importance, "the overlay and importance are made once"
+    assert len(last[2].data) == 2 and "Insertion AUC" in last[4] and app.KEPT.get(last[6])
 
 
 def test_a_request_asked_before_is_answered_without_the_model(monkeypatch, tmp_path):
@@ -477,7 +490,7 @@ def test_server_on_localhost_with_gradio_client():
             assert read_clip(video, 16).info.frames == 16
             assert json.loads(curves["plot"])["data"][0]["name"].startswith(f"{method} insertion")
             assert table["data"][0][0] == method and f"explained **{truth}**" in summary
-            assert len(files) == 4
+            assert len(files) == 3                          # the GIF is made when the page asks for it
         assert "/compare" in client.view_api(print_info=False, return_format="str")
 
         job = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "ep3d", "fast", "top-1 class", 0,
