@@ -87,7 +87,7 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
     # the README's picture (docs/app.png is a copy): the first screen, where the visitor sees the answer
     page.screenshot(path=str(ARTIFACTS / "app-result.png"))
     page.locator("#explain-gif").click()
-    page.locator("#explain-files").get_by_text("overlay.gif").wait_for(timeout=30_000)
+    page.locator("#explain-files").get_by_text(".gif", exact=True).wait_for(timeout=30_000)
     assert all(re.search(r"· (under 1 s|about [\d,]+ (s|min)|too long here)$", o) for o in options), options
     assert len(options) == len(app.REGISTRY)
     assert video["error"] is None and video["width"] > 400 and video["height"] > 200
