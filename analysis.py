@@ -134,14 +134,22 @@ def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str
     return score(run_method(clip, method, target, preset, params, seed, progress, max_batch), max_batch)
 
 
-def metrics_table(analyses: list[Analysis]) -> tuple[list[str], list[list]]:
-    """Header and rows (one per analysis) of the metrics that any of them has, with time and passes."""
+def metrics_table(analyses: list[Analysis]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a table a person reads down: one row per metric that any analysis has (its name, which
+    way is better, each method's value, ★ on the best where there are several methods, what it measures), then the
+    time and passes. Columns are the methods (by name)."""
     keys = [k for k in METRICS if any(k in a.metrics for a in analyses)]
-    header = ["method", *[f"{METRICS[k].name} {'↑' if METRICS[k].higher_is_better else '↓'}" for k in keys],
-              "seconds", "forward passes", "backward passes"]
-    rows = [[a.name, *[round(a.metrics[k], 3) if k in a.metrics else None for k in keys],
-             round(a.explanation.seconds, 2), a.explanation.forward_passes, a.explanation.backward_passes]
-            for a in analyses]
+    header = ["metric", "better", *[REGISTRY[a.name].name for a in analyses], "what it measures"]
+    rows = []
+    for k in keys:
+        spec, values = METRICS[k], [a.metrics.get(k) for a in analyses]
+        known = [v for v in values if v is not None]
+        best = (max if spec.higher_is_better else min)(known) if len(analyses) > 1 and known else None
+        rows.append([spec.name, "higher" if spec.higher_is_better else "lower",
+                     *["–" if v is None else f"{v:.3f}{' ★' if v == best else ''}" for v in values], spec.help])
+    rows.append(["time", "", *[f"{a.explanation.seconds:.2f} s" for a in analyses], "to compute the map"])
+    rows.append(["passes", "", *[f"{a.explanation.forward_passes:,} + {a.explanation.backward_passes:,}"
+                                 for a in analyses], "forward + backward passes of the model"])
     return header, rows
 
 

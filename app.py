@@ -25,6 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -37,6 +38,7 @@ import render
 from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
 from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu
+from explainers.metrics import METRICS
 from zoo import ASSETS
 from zoo.cards import load_card
 from zoo.hub import describe_revision
@@ -57,7 +59,7 @@ MAX_UPLOAD_MB = int(os.environ.get("VIDEOXAI_MAX_UPLOAD_MB", 200))  # larger upl
 RESULTS = Path(tempfile.gettempdir()) / "videoxai-results"
 PURGE_EVERY_S = max(60, RETENTION_S // 4)   # how often old results, uploads and Gradio's copies are looked for
 KEPT_RESULTS = int(os.environ.get("VIDEOXAI_KEPT_RESULTS", 16))   # analyses kept in memory for redraws
-ANSWERS_KEPT = int(os.environ.get("VIDEOXAI_ANSWERS", 24))        # requests whose answers are kept for repeats
+ANSWERS_KEPT = int(os.environ.get("VIDEOXAI_ANSWERS", 40))        # requests whose answers are kept for repeats
 # Explanations (Explain, Compare, Learn) share one group whose handlers wait in ``jobs``' lanes, which decide what
 # runs (a waiting handler holds no thread between its yields); classifying runs beside them, two at a time.
 MAX_QUEUE = 64                     # requests waiting for a handler beyond that; more get Gradio's "queue is full"
@@ -154,16 +156,17 @@ def request_key(clip: ClipInput, todo: list[jobs.Job], target: int | None, seed:
 
 
 def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) -> int:
-    """Compute and keep the answer to ``method`` (its default parameters, top-1 class, seed 0) for every bundled
-    example, so that a visitor's first click on one is answered at once; returns how many."""
-    todo = [jobs.Job(method, None, {})]
+    """Compute and keep the answer to ``method`` (its default parameters, top-1 class, seed 0) and the ``random``
+    baseline it is judged against for every bundled example, so that a visitor's first click on one is answered at
+    once; returns how many examples."""
     examples = sorted(EXAMPLES_DIR.glob("*.mp4"))
     for path in examples:
         clip = load_clip(path, card_id)
-        *_, results = jobs.analyse(clip, todo, None, 0)
-        if isinstance(results, list):
-            jobs.learn(card_id, results)
-            ANSWERS.put(request_key(clip, todo, None, 0), results)
+        for todo in ([jobs.Job(method, None, {})], [jobs.Job("random", None, {})]):
+            *_, results = jobs.analyse(clip, todo, None, 0)
+            if isinstance(results, list):
+                jobs.learn(card_id, results)
+                ANSWERS.put(request_key(clip, todo, None, 0), results)
     return len(examples)
 
 
@@ -309,16 +312,49 @@ def clip_notes(clip: ClipInput) -> str:
     return "\n\n".join(notes)
 
 
-def result_markdown(analyses: list[Analysis]) -> str:
+SATURATED = 0.9     # a curve's end at or above this probability: the metric cannot tell maps apart on that clip
+SAME = 0.01         # AUCs closer than this are "about the same"
+
+
+def verdict(analyses: list[Analysis], random: Analysis | None = None) -> list[str]:
+    """Plain-language lines on scored analyses: whether insertion and deletion can separate maps on this clip (the
+    blurred clip alone, or the clip with everything deleted, already scores high), and each method against the
+    ``random`` baseline (given, or among them)."""
+    first = analyses[0]
+    lines = []
+    start, end = first.curves["insertion"].probs[0], first.curves["deletion"].probs[-1]
+    if start >= SATURATED:
+        lines.append(f"Insertion cannot separate methods on this clip: the blurred clip alone already scores "
+                     f"p = {start:.2f}.")
+    if end >= SATURATED:
+        lines.append(f"Deletion cannot separate methods on this clip: with every voxel deleted it still scores "
+                     f"p = {end:.2f}.")
+    baseline = random or next((a for a in analyses if a.name == "random"), None)
+    for a in analyses if baseline is not None else []:
+        if a is baseline:
+            continue
+        said = []
+        for key in ("deletion", "insertion"):
+            gain = a.metrics[key] - baseline.metrics[key]
+            gain = gain if METRICS[key].higher_is_better else -gain
+            said.append(f"{key} about the same as random" if abs(gain) < SAME else
+                        f"{key} {abs(gain):.2f} {'better' if gain > 0 else 'worse'} than random")
+        lines.append(f"{REGISTRY[a.name].name}: {', '.join(said)} (AUC).")
+    return lines
+
+
+def result_markdown(analyses: list[Analysis], random: Analysis | None = None) -> str:
     lines = []
     for a in analyses:
         e = a.explanation
-        scores = (f" Insertion AUC {a.metrics['insertion']:.3f} (↑), deletion AUC {a.metrics['deletion']:.3f} (↓)."
-                  if a.is_scored else "")
+        scores = (f" Insertion AUC {a.metrics['insertion']:.3f} (higher is better), deletion AUC "
+                  f"{a.metrics['deletion']:.3f} (lower is better)." if a.is_scored else "")
         lines.append(f"**{REGISTRY[e.method].name}** explained **{e.target_label}** (p = {e.target_prob:.3f}) in "
                      f"{e.seconds:.2f} s with {e.forward_passes} forward and {e.backward_passes} backward passes "
                      f"(seed {e.seed}).{scores}")
-    if not analyses[0].is_scored:
+    if analyses[0].is_scored:
+        lines += verdict(analyses, random)
+    else:
         lines.append("*Scoring how faithful the map is (insertion, deletion, S50/S75)…*")
     return "\n\n".join(lines)
 
@@ -351,12 +387,21 @@ def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: 
     return classify(video_path, card_id, start_s, end_s) if video_path else (None, None, "")
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """Scored analyses with the ``random`` map of the same clip and class, to judge them against."""
+
+    analyses: list[Analysis]
+    random: Analysis
+
+
 def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str, progress: gr.Progress,
              request: gr.Request | None = None) -> Generator:
     """Run the model work in two steps, each in its lane (``jobs.explain_on_gpu``, then ``jobs.score_on_gpu``),
     showing the place in line and the progress of each. Yields nothing-changed updates meanwhile (each a point
     where a Stop, a cancel or a dropped connection closes this generator and so stops the work), the analyses once
-    explained (not scored), and then once scored; a request answered before (``ANSWERS``) only once, scored."""
+    explained (not scored), and then once scored (a request answered before, ``ANSWERS``: only then); for one
+    method other than ``random``, then a ``Baseline``."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
@@ -370,31 +415,52 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
                      f"Grad-CAM).")
     target, seed = parse_target(target), parse_seed(seed)
     key = request_key(clip, todo, target, seed)
-    answered = ANSWERS.get(key, clip)
-    if answered is not None:
-        progress(1.0, desc="Answered before: shown again without running the model")
-        yield answered
-        return
     limit = lambda seconds: jobs.time_limit(seconds, cost.budget)
     visitor = request.session_hash if request else None
+    where = (visitor, endpoint)
     try:
         with jobs.visitor_slot(visitor, endpoint):
-            explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, (visitor, endpoint),
-                                            lambda: jobs.explain_on_gpu(clip, todo, target, seed,
-                                                                        limit(cost.explaining)))
-            jobs.learn(clip.model_id, explained)
-            progress(None, desc="Rendering the overlay")
-            yield explained
-            scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, (visitor, endpoint),
-                                         lambda: jobs.score_on_gpu(explained, limit(cost.scoring)))
-            jobs.learn(clip.model_id, scored)
-            ANSWERS.put(key, scored)
-            progress(None, desc="Rendering the curves, the table and the downloads")
+            scored = ANSWERS.get(key, clip)
+            if scored is not None:
+                progress(None, desc="Answered before: shown again without running the model")
+            else:
+                explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, where,
+                                                lambda: jobs.explain_on_gpu(clip, todo, target, seed,
+                                                                            limit(cost.explaining)))
+                jobs.learn(clip.model_id, explained)
+                progress(None, desc="Rendering the overlay")
+                yield explained
+                scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, where,
+                                             lambda: jobs.score_on_gpu(explained, limit(cost.scoring)))
+                jobs.learn(clip.model_id, scored)
+                ANSWERS.put(key, scored)
+                progress(None, desc="Rendering the curves, the table and the downloads")
             yield scored
+            if len(todo) == 1 and todo[0].method != "random":
+                random = yield from _random_baseline(clip, target, progress, where)
+                if random is not None:
+                    yield Baseline(scored, random)
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:
-        WHERE.pop((visitor, endpoint), None)
+        WHERE.pop(where, None)
+
+
+def _random_baseline(clip: ClipInput, target: int | None, progress: gr.Progress, where: tuple) -> Generator:
+    """The scored ``random`` map of the clip and class (seed 0), kept in ``ANSWERS`` like any answer; None if it
+    could not be had."""
+    todo = [jobs.Job("random", None, {})]
+    key = request_key(clip, todo, target, 0)
+    kept = ANSWERS.get(key, clip)
+    if kept is None:
+        try:
+            kept = yield from _in_lane(jobs.SCORING, "Scoring the random baseline to compare with",
+                                       jobs.scoring_seconds(clip.model_id, 1), progress, where,
+                                       lambda: jobs.analyse(clip, todo, target, 0))
+        except gr.Error:
+            return None
+        ANSWERS.put(key, kept)
+    return kept[0]
 
 
 def remaining(seconds: float, elapsed: float, fraction: float) -> float:
@@ -519,16 +585,19 @@ def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, sh
 
 def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
     """The outputs of ``_analyse``'s steps: unchanged while it works, the overlay once explained, everything once
-    scored (then with the key of the analyses in ``KEPT``)."""
+    scored (then with the key of the analyses in ``KEPT``), the summary with a verdict against ``random`` last."""
     shown = None
     for item in steps:
         if item is SKIP:
             yield SKIP
+        elif isinstance(item, Baseline):
+            yield (*shown[:4], result_markdown(item.analyses, item.random), *shown[5:])
         elif not item[0].is_scored:
             shown = _outputs(item, folder, cmap, alpha, show_truth, show_structure)
             yield (*shown, SKIP)
         else:
-            yield (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown), KEPT.put(item))
+            shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown), KEPT.put(item))
+            yield shown
 
 
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,

@@ -68,8 +68,21 @@ def test_analysis_scores_every_applicable_metric(grad_cam):
                                      "loc_error_val", "loc_error_mean", "loc_error_energy"}
     assert len(grad_cam.curves["insertion"].probs) == 29
     header, rows = analysis.metrics_table([grad_cam, grad_cam])
-    assert header[0] == "method" and header[1] == "Insertion AUC (CI) ↑" and len(rows) == 2
-    assert rows[0][-2:] == [grad_cam.explanation.forward_passes, grad_cam.explanation.backward_passes]
+    assert header == ["metric", "better", "Grad-CAM", "Grad-CAM", "what it measures"] and len(rows) == 9 + 2
+    insertion = f"{grad_cam.metrics['insertion']:.3f} ★"                 # a tie: both are the best
+    assert rows[0][:4] == ["Insertion AUC (CI)", "higher", insertion, insertion]
+    assert rows[1][1] == "lower" and rows[-1][2] == f"{grad_cam.explanation.forward_passes:,} + 1"
+
+
+def test_the_metrics_table_marks_the_best_value_of_each_metric_by_its_direction(grad_cam):
+    m = grad_cam.metrics
+    other = analysis.Analysis(grad_cam.clip, grad_cam.explanation,
+                              {"insertion": m["insertion"] - 0.1, "deletion": m["deletion"] - 0.05})
+    _, rows = analysis.metrics_table([grad_cam, other])
+    insertion, deletion = rows[0], rows[1]
+    assert insertion[2].endswith("★") and not insertion[3].endswith("★")     # higher is better
+    assert deletion[3].endswith("★") and not deletion[2].endswith("★")       # lower is better
+    assert rows[2][3] == "–"                                                  # S50 of a map not scored for it
 
 
 def test_overlay_frames_and_perturbed_strip(grad_cam):

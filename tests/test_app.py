@@ -18,6 +18,7 @@ from PIL import Image
 
 import app
 from app import TOP1
+from explainers.metrics import Curve
 from zoo.video import read_clip
 
 pytestmark = pytest.mark.integration
@@ -87,7 +88,7 @@ def test_real_example_clip_is_explained_without_ground_truth():
     assert len(top) == 5 and "Ground truth" not in notes and "320×180, 25.00 fps, 132 frames" in notes
     *_, table, summary, files, key = _explain(video_path=real, start_s=1.0, end_s=3.0)
     state = app.KEPT.get(key)
-    assert "Spatial pointing game ↑" not in table.columns and state[0].clip.truth is None
+    assert "Spatial pointing game" not in list(table["metric"]) and state[0].clip.truth is None
     assert 25 <= state[0].clip.prepared.clip.indices.min() and state[0].clip.prepared.clip.indices.max() < 75
 
 
@@ -219,8 +220,9 @@ def test_explain_returns_video_figures_table_and_downloads():
     assert with_av.info.frames == 16 and with_av.info.codec == "h264"
     assert len(importance.data) == 1 and len(importance.data[0].y) == 16
     assert len(curves.data) == 2 and curves.data[0].name.startswith("grad_cam insertion (AUC")
-    assert isinstance(table, pd.DataFrame) and list(table["method"]) == ["grad_cam"]
-    assert "Spatial pointing game ↑" in table.columns                        # an example: ground truth applies
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["metric", "better", "Grad-CAM",
+                                                                       "what it measures"]
+    assert "Spatial pointing game" in list(table["metric"])                  # an example: ground truth applies
     assert "Grad-CAM** explained **grow**" in summary
     names = sorted(p.rsplit("/", 1)[-1] for p in files)
     assert names == ["overlay.mp4", "results.json", "saliency_grad_cam.npy"]          # the GIF when asked for
@@ -242,6 +244,24 @@ def test_explain_returns_video_figures_table_and_downloads():
     strip, figure = app.show_step(state, "insertion", 14)
     assert strip["value"].shape[0] == 224 and "insertion after 50%" in strip["label"]
     assert len(figure.layout.shapes) == 2
+
+
+def test_the_summary_judges_a_map_against_random_on_the_same_clip_and_says_when_a_metric_cannot_separate():
+    *_, summary, files, key = _explain("grad_cam", target="4: grow")
+    assert re.search(r"Grad-CAM: deletion (about the same as|[\d.]+ (better|worse) than) random", summary)
+    grad_cam = app.KEPT.get(key)[0]
+    m = grad_cam.metrics
+    random = app.Analysis(grad_cam.clip, grad_cam.explanation, {"insertion": m["insertion"] - 0.2,
+                                                                 "deletion": m["deletion"] + 0.005})
+    assert app.verdict([grad_cam], random)[-1] == ("Grad-CAM: deletion about the same as random, insertion 0.20 "
+                                                   "better than random (AUC).")
+    flat = Curve(np.linspace(0, 1, 29), np.full(29, 0.95), 0.95)
+    saturated = app.Analysis(grad_cam.clip, grad_cam.explanation, m, {"insertion": flat, "deletion": flat})
+    assert app.verdict([saturated]) == [
+        "Insertion cannot separate methods on this clip: the blurred clip alone already scores p = 0.95.",
+        "Deletion cannot separate methods on this clip: with every voxel deleted it still scores p = 0.95."]
+    *_, summary, _, _ = _explain("random")
+    assert "than random" not in summary and "as random" not in summary
 
 
 def test_the_overlay_comes_before_the_metrics():
@@ -275,7 +295,7 @@ def test_the_examples_default_answers_are_ready_before_the_first_click(monkeypat
     monkeypatch.setattr(app.jobs, "explain_on_gpu", None)    # the click below must not need it
     args = dict(preset="default", params=app.resolved_params(app.DEFAULT_METHOD, "default"), start_s=0, end_s=0)
     video, importance, curves, table, summary, files, key = _explain(app.DEFAULT_METHOD, **args)
-    assert list(table["method"]) == [app.DEFAULT_METHOD] and video.endswith(".mp4")
+    assert list(table.columns)[2] == "Grad-CAM" and video.endswith(".mp4")
 
 
 def test_parameters_reach_the_method():
@@ -372,7 +392,7 @@ def test_compare_puts_methods_side_by_side():
     video, importance, curves, table, summary, files, key = _last(app.compare_clips(
         _example(), app.DEFAULT_MODEL, None, None, ["random", "grad_cam"], app.TOP1, 0,
         progress=lambda fraction, desc="": None))
-    assert list(table["method"]) == ["random", "grad_cam"] and len(curves.data) == 4 and len(importance.data) == 2
+    assert list(table.columns)[2:4] == ["Random", "Grad-CAM"] and len(curves.data) == 4 and len(importance.data) == 2
     assert len(app.KEPT.get(key)) == 2 and sum(p.endswith(".npy") for p in files) == 2
     with pytest.raises(gr.Error, match="at least one"):
         _last(app.compare_clips(_example(), app.DEFAULT_MODEL, None, None, [], app.TOP1, 0))
@@ -489,7 +509,7 @@ def test_server_on_localhost_with_gradio_client():
                 api_name="/explain")
             assert read_clip(video, 16).info.frames == 16
             assert json.loads(curves["plot"])["data"][0]["name"].startswith(f"{method} insertion")
-            assert table["data"][0][0] == method and f"explained **{truth}**" in summary
+            assert table["headers"][2] == app.REGISTRY[method].name and f"explained **{truth}**" in summary
             assert len(files) == 3                          # the GIF is made when the page asks for it
         assert "/compare" in client.view_api(print_info=False, return_format="str")
 
@@ -504,7 +524,7 @@ def test_server_on_localhost_with_gradio_client():
         other = Client(f"http://127.0.0.1:{port}/", verbose=False)    # another visitor, a quick request
         video, importance, curves, table, *_ = other.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0,
                                                              ["grad_cam"], TOP1, 0, api_name="/compare")
-        assert table["data"][0][0] == "grad_cam", "a quick request is served while a long one runs"
+        assert table["headers"][2] == "Grad-CAM", "a quick request is served while a long one runs"
         label, *_ = other.predict(handle_file(str(example)), app.DEFAULT_MODEL, None, None, api_name="/classify")
         assert label["label"] == truth, "classifying is served while an explanation runs"
         assert len(_job_threads()) == 1 and not waiting.done()
