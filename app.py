@@ -42,8 +42,8 @@ from explainers.metrics import METRICS
 from zoo import ASSETS
 from zoo.cards import load_card
 from zoo.hub import describe_revision
-from zoo.models import ModelLoadError
-from zoo.video import VideoError, write_mp4
+from zoo.models import ModelLoadError, unavailable
+from zoo.video import VideoError, seen_size, write_mp4
 
 log = logging.getLogger("videoxai.app")
 DEFAULT_MODEL = "synth-r2plus1d-small"
@@ -213,6 +213,11 @@ def card_markdown(card_id: str) -> str:
     return "\n".join(lines)
 
 
+def model_choices() -> list[tuple[str, str]]:
+    """The models offered, those that cannot load here (``zoo.models.unavailable``) marked as such."""
+    return [(load_card(i).name + (" · not available here" if unavailable(i) else ""), i) for i in jobs.SELECTABLE]
+
+
 def method_markdown(method: str) -> str:
     spec = REGISTRY[method]
     needs = {"nothing": "nothing from the model", "forward": "only forward passes",
@@ -296,8 +301,37 @@ def parse_params(params) -> dict:
     return params
 
 
+def domain_notice(clip: ClipInput) -> str | None:
+    """A notice when the clip is plainly outside what the model was trained on: a model of the synthetic
+    SynthActions-10 clips shown a clip that is not one (not a bundled example, not at the dataset's frame size)."""
+    card = load_card(clip.model_id)
+    size = tuple(clip.prepared.clip.info.display_size)
+    if not card.dataset.startswith("SynthActions") or clip.truth is not None or size == card.input.size[::-1]:
+        return None
+    return (f"⚠️ **Outside what this model knows.** {card.name} was trained only on SynthActions-10: synthetic "
+            f"clips of coloured shapes moving over smooth noise, {card.input.size[1]}×{card.input.size[0]}. This "
+            f"{size[0]}×{size[1]} clip is not one, so the predictions say what the model does with it, not what "
+            f"happens in it.")
+
+
+def input_note(clip: ClipInput) -> str:
+    """What of each frame the model sees: the whole frame resized (squeezed when the shapes differ), or its
+    centre, cropped after resizing."""
+    spec = load_card(clip.model_id).input
+    width, height = clip.prepared.clip.info.display_size
+    seen_h, seen_w = seen_size((height, width), spec)
+    to = f"{spec.size[1]}×{spec.size[0]}"
+    if (seen_h, seen_w) != (height, width):
+        return f"The model sees the centre {seen_w}×{seen_h} of each frame (the rest is cropped), resized to {to}."
+    if (height, width) == tuple(spec.size):
+        return "The model sees each whole frame at its own size."
+    squeezed = " (squeezed: the aspect ratio is not kept)" if width * spec.size[0] != height * spec.size[1] else ""
+    return f"The model sees each whole frame resized to {to}{squeezed}."
+
+
 def clip_notes(clip: ClipInput) -> str:
-    notes = [f"⚠️ {w}" for w in clip.prepared.clip.warnings]
+    notes = [notice] if (notice := domain_notice(clip)) else []
+    notes += [f"⚠️ {w}" for w in clip.prepared.clip.warnings]
     if clip.truth is not None:
         window = clip.truth["window"]
         span = f"sampled frames {window[0]}–{window[1]}" if window else "none of the sampled frames"
@@ -308,7 +342,7 @@ def clip_notes(clip: ClipInput) -> str:
     rate = f"about {info.fps:.2f} fps (variable frame rate)" if info.variable_rate else f"{info.fps:.2f} fps"
     turned = f", turned {info.rotation}° as its metadata asks" if info.rotation else ""
     notes.append(f"{Path(clip.path).name}: {width}×{height}{turned}, {rate}, {info.frames} frames; "
-                 f"sampled frames {clip.prepared.clip.indices.tolist()}.")
+                 f"sampled frames {clip.prepared.clip.indices.tolist()}. {input_note(clip)}")
     return "\n\n".join(notes)
 
 
@@ -768,15 +802,14 @@ def run_buttons(label: str, prefix: str) -> tuple[gr.Button, gr.Button]:
 def clip_column(examples: list[str]):
     """The clip, its examples, the model and what the model predicts (the left column; first on a phone)."""
     video = gr.Video(label="Clip", sources=["upload"], height=220, elem_id="clip")
-    model = gr.Dropdown([(load_card(i).name, i) for i in jobs.SELECTABLE], value=DEFAULT_MODEL, label="Model",
-                        elem_id="model")
+    model = gr.Dropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id="model")
     gr.Examples(examples, inputs=[video], label="Examples (SynthActions-10 test clips with ground truth)",
                 examples_per_page=12)
     gr.Examples(sorted(str(p) for p in (EXAMPLES_DIR / "real").glob("*.mp4")), inputs=[video],
                 label="Real clips (no ground truth; see assets/examples/real/README.md)")
     label = gr.Label(num_top_classes=5, label="Top-5 predictions")
+    notes = gr.Markdown(elem_id="clip-notes")
     strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
-    notes = gr.Markdown()
     with gr.Accordion("Segment, class to explain, seed", open=False):
         with gr.Row():
             start = number_input(label="Segment start (s)", value=0, minimum=0)

@@ -86,10 +86,22 @@ def test_real_example_clip_is_explained_without_ground_truth():
     real = str(next((app.EXAMPLES_DIR / "real").glob("*.mp4")))
     top, strip, notes = app.classify(real, app.DEFAULT_MODEL, 1.0, 3.0)
     assert len(top) == 5 and "Ground truth" not in notes and "320×180, 25.00 fps, 132 frames" in notes
+    assert notes.startswith("⚠️ **Outside what this model knows.**") and "This 320×180 clip is not one" in notes
+    assert "each whole frame resized to 112×112 (squeezed" in notes
+    _, _, example_notes = app.classify(_example(), app.DEFAULT_MODEL, None, None)
+    assert "Outside" not in example_notes and "each whole frame at its own size" in example_notes
     *_, table, summary, files, key = _explain(video_path=real, start_s=1.0, end_s=3.0)
     state = app.KEPT.get(key)
     assert "Spatial pointing game" not in list(table["metric"]) and state[0].clip.truth is None
     assert 25 <= state[0].clip.prepared.clip.indices.min() and state[0].clip.prepared.clip.indices.max() < 75
+
+
+def test_models_that_cannot_load_here_are_marked_before_they_are_picked():
+    marked = {card_id for label, card_id in app.model_choices() if label.endswith("· not available here")}
+    assert marked == {c for c in app.jobs.SELECTABLE if app.load_card(c).kind != "embedded"}   # offline, no caches
+    for card_id in sorted(marked)[:3]:
+        with pytest.raises(gr.Error):
+            app.classify(_example(), card_id, None, None)
 
 
 def test_second_embedded_model_runs_in_the_app():

@@ -44,13 +44,14 @@ def browser():
         chromium.close()
 
 
-def _open(browser, url: str, viewport: dict, hosts: set):
+def _open(browser, url: str, viewport: dict, hosts: set, clip: str | None = None):
+    """A new page with a clip loaded (an example unless ``clip``) and classified."""
     page = browser.new_page(viewport=viewport)
     page.on("request", lambda r: hosts.add(urlparse(r.url).hostname) if r.url.startswith("http") else None)
     page.goto(url, wait_until="load")
     page.wait_for_selector("#explain-button", timeout=30_000)
-    page.locator("input[type=file]").first.set_input_files(_example("move_right"))
-    page.get_by_text("Ground truth: move_right", exact=False).wait_for(timeout=60_000)   # auto-classified
+    page.locator("input[type=file]").first.set_input_files(clip or _example("move_right"))
+    page.locator("#clip-notes").get_by_text("The model sees").wait_for(timeout=60_000)   # auto-classified
     return page
 
 
@@ -112,6 +113,16 @@ def test_a_long_run_shows_its_wait_at_the_button_which_waits_and_stop_says_how_f
     assert page.locator("#explain-button").is_enabled()
     assert re.search(r"Stopped explaining \(.*\d+% done after \d+ s\)\. Nothing was changed\.",
                      page.locator("#explain-summary").inner_text())
+
+
+def test_a_real_clip_on_a_synthetic_model_gets_a_notice_and_unloadable_models_are_marked(browser, url):
+    page = _open(browser, url, LAPTOP, set(), clip=str(next((app.EXAMPLES_DIR / "real").glob("*.mp4"))))
+    notes = page.locator("#clip-notes").inner_text()
+    page.locator("#model input").click()
+    models = page.get_by_role("option").all_inner_texts()
+    page.screenshot(path=str(ARTIFACTS / "6-real-clip.png"))
+    assert notes.startswith("⚠️ Outside what this model knows.") and "squeezed" in notes
+    assert sum(m.endswith("· not available here") for m in models) == len(app.jobs.SELECTABLE) - 2   # offline
 
 
 def test_on_a_phone_the_page_is_one_column_in_reading_order_without_sideways_scrolling(browser, url):

@@ -195,7 +195,7 @@ def test_a_run_that_overruns_its_estimate_is_stopped_with_a_message(monkeypatch)
     import app
 
     monkeypatch.setattr(jobs, "OVERRUN_S", 0.0)
-    monkeypatch.setattr(jobs, "pass_seconds", lambda card_id: jobs.PassTime(1e-6, 1e-6))   # an estimate far below what EP-3D takes
+    monkeypatch.setattr(jobs, "pass_seconds", lambda card_id: jobs.PassTime(1e-6, 1e-6))   # far below EP-3D
     steps = app.explain_clip(str(next((ROOT / "assets" / "examples").glob("*.mp4"))), app.DEFAULT_MODEL, None, None,
                              "ep3d", "fast", app.TOP1, 0, None, progress=lambda f, desc="": None)
     started = time.perf_counter()

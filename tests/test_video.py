@@ -19,10 +19,12 @@ from zoo.video import (
     StillImageError,
     VideoError,
     VideoTooLargeError,
+    fit_frames,
     preprocess,
     probe,
     read_clip,
     sample_indices,
+    seen_size,
     write_mp4,
 )
 
@@ -287,3 +289,15 @@ def test_damaged_frames_in_the_middle_are_a_warning(tmp_path):
     clip = read_clip(vf.damaged_middle(tmp_path / "damaged.mp4"), 16)
     assert clip.frames.shape == (16, 64, 80, 3)
     assert any("could not be decoded" in w for w in clip.warnings)
+
+
+@pytest.mark.parametrize("spec, seen", [(InputSpec(size=(112, 112), resize=(128,)), (158, 157)),
+                                        (InputSpec(size=(112, 112)), (180, 320))])
+def test_the_part_of_a_frame_the_model_sees_is_what_fit_frames_keeps(spec, seen):
+    assert seen_size((180, 320), spec) == seen
+    frame = np.zeros((1, 180, 320, 3), np.uint8)
+    frame[..., 0] = 255                                                         # red outside what is seen
+    top, left = (180 - seen[0]) // 2, (320 - seen[1]) // 2
+    frame[:, top:top + seen[0], left:left + seen[1]] = (0, 0, 255)             # blue inside
+    fitted = fit_frames(frame, spec)
+    assert float(fitted[:, 0].mean()) < 0.02                                    # (the border blends one pixel)

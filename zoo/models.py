@@ -246,6 +246,28 @@ def _load_transformers(card: ModelCard) -> VideoClassifier:
     return wrap_transformer(net, replace(card, source={**card.source, "revision": commit}))
 
 
+def unavailable(card: str | ModelCard) -> str | None:
+    """Why the card's model cannot load here, known without loading it (its weights are neither installed nor
+    cached, and downloading is off), or None when it may load (loading still checks the files)."""
+    card = load_card(card) if isinstance(card, str) else card
+    if card.kind == "embedded":
+        return None if (ASSETS / card.source["weights"]).exists() else "its weights are missing from this installation"
+    if hub_online() or card.kind not in ("torchvision", "hub", "transformers"):
+        return None
+    if card.kind == "torchvision":
+        import torchvision.models as tvm
+
+        name = card.source.get("weights")
+        if name is None or (Path(torch.hub.get_dir()) / "checkpoints" / Path(tvm.get_weight(name).url).name).exists():
+            return None
+        return "its weights are not in the local cache and downloading is off"
+    try:
+        snapshot(card, ["config.json"])
+    except ModelLoadError as e:
+        return str(e)
+    return None
+
+
 LOADERS = {"embedded": _load_embedded, "torchvision": _load_torchvision, "hub": _load_hub,
            "transformers": _load_transformers}
 

@@ -323,16 +323,29 @@ def _rgb(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3], dtype=np.uint8)
 
 
+def resized_size(source_hw: tuple[int, int], spec: InputSpec) -> tuple[int, int]:
+    """The (height, width) that frames of ``source_hw`` are resized to before the centre crop to ``spec.size``."""
+    h, w = spec.size
+    if spec.resize is None:
+        return h, w
+    size = tuple(spec.resize)
+    if len(size) == 1:  # short side, aspect ratio kept
+        scale = size[0] / min(source_hw)
+        size = (max(h, round(source_hw[0] * scale)), max(w, round(source_hw[1] * scale)))
+    return size
+
+
+def seen_size(source_hw: tuple[int, int], spec: InputSpec) -> tuple[int, int]:
+    """The (height, width) of the centre of a ``source_hw`` frame that the model sees (``fit_frames``)."""
+    rh, rw = resized_size(source_hw, spec)
+    return round(source_hw[0] * spec.size[0] / rh), round(source_hw[1] * spec.size[1] / rw)
+
+
 def fit_frames(frames: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """Resize (and centre-crop) uint8 T×H×W×3 frames to the model geometry: float T×3×h×w in [0, 1]."""
     x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float().div_(255)
     h, w = spec.size
-    if spec.resize is None:
-        return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-    size = tuple(spec.resize)
-    if len(size) == 1:  # short side, aspect ratio kept
-        scale = size[0] / min(x.shape[2], x.shape[3])
-        size = (max(h, round(x.shape[2] * scale)), max(w, round(x.shape[3] * scale)))
+    size = resized_size((x.shape[2], x.shape[3]), spec)
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
     return x[:, :, top:top + h, left:left + w]
@@ -343,10 +356,7 @@ def map_boxes(boxes: np.ndarray, source_hw: tuple[int, int], spec: InputSpec) ->
     resize and centre crop), clipped to the frame."""
     sh, sw = source_hw
     h, w = spec.size
-    size = (h, w) if spec.resize is None else tuple(spec.resize)
-    if len(size) == 1:
-        scale = size[0] / min(sh, sw)
-        size = (max(h, round(sh * scale)), max(w, round(sw * scale)))
+    size = resized_size(source_hw, spec)
     top, left = (size[0] - h) // 2, (size[1] - w) // 2
     b = np.asarray(boxes, np.float64) * [size[1] / sw, size[0] / sh, size[1] / sw, size[0] / sh]
     b -= [left, top, left, top]
