@@ -142,6 +142,7 @@ class Answers:
 
 
 ANSWERS = Answers(ANSWERS_KEPT)
+RANDOM = jobs.Job("random", None, {})   # the baseline a single map is judged against (``verdict``)
 WHERE: dict[tuple, str] = {}    # (visitor, endpoint) -> how far their running request got, for Stop's confirmation
 
 
@@ -162,7 +163,7 @@ def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) 
     examples = sorted(EXAMPLES_DIR.glob("*.mp4"))
     for path in examples:
         clip = load_clip(path, card_id)
-        for todo in ([jobs.Job(method, None, {})], [jobs.Job("random", None, {})]):
+        for todo in ([jobs.Job(method, None, {})], [RANDOM]):
             *_, results = jobs.analyse(clip, todo, None, 0)
             if isinstance(results, list):
                 jobs.learn(card_id, results)
@@ -434,8 +435,8 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
     """Run the model work in two steps, each in its lane (``jobs.explain_on_gpu``, then ``jobs.score_on_gpu``),
     showing the place in line and the progress of each. Yields nothing-changed updates meanwhile (each a point
     where a Stop, a cancel or a dropped connection closes this generator and so stops the work), the analyses once
-    explained (not scored), and then once scored (a request answered before, ``ANSWERS``: only then); for one
-    method other than ``random``, then a ``Baseline``."""
+    explained (not scored), and then once scored (a request answered before, ``ANSWERS``: the same two at once);
+    for one method other than ``random``, the scored ones as a ``Baseline`` with the random map to judge them."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
@@ -457,6 +458,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
             scored = ANSWERS.get(key, clip)
             if scored is not None:
                 progress(None, desc="Answered before: shown again without running the model")
+                yield [Analysis(a.clip, a.explanation) for a in scored]          # the overlay first, as when run
             else:
                 explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, where,
                                                 lambda: jobs.explain_on_gpu(clip, todo, target, seed,
@@ -469,32 +471,36 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
                 jobs.learn(clip.model_id, scored)
                 ANSWERS.put(key, scored)
                 progress(None, desc="Rendering the curves, the table and the downloads")
-            yield scored
+            random = None
             if len(todo) == 1 and todo[0].method != "random":
-                random = yield from _random_baseline(clip, target, progress, where)
-                if random is not None:
-                    yield Baseline(scored, random)
+                random = _kept(clip, [RANDOM], target, 0)
+                if random is None:
+                    yield scored
+                    random = yield from _random_baseline(clip, target, progress, where)
+                    if random is None:
+                        return
+            yield scored if random is None else Baseline(scored, random[0])
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:
         WHERE.pop(where, None)
 
 
+def _kept(clip: ClipInput, todo: list[jobs.Job], target: int | None, seed: int) -> list[Analysis] | None:
+    return ANSWERS.get(request_key(clip, todo, target, seed), clip)
+
+
 def _random_baseline(clip: ClipInput, target: int | None, progress: gr.Progress, where: tuple) -> Generator:
-    """The scored ``random`` map of the clip and class (seed 0), kept in ``ANSWERS`` like any answer; None if it
-    could not be had."""
-    todo = [jobs.Job("random", None, {})]
-    key = request_key(clip, todo, target, 0)
-    kept = ANSWERS.get(key, clip)
-    if kept is None:
-        try:
-            kept = yield from _in_lane(jobs.SCORING, "Scoring the random baseline to compare with",
-                                       jobs.scoring_seconds(clip.model_id, 1), progress, where,
-                                       lambda: jobs.analyse(clip, todo, target, 0))
-        except gr.Error:
-            return None
-        ANSWERS.put(key, kept)
-    return kept[0]
+    """The scored ``random`` map of the clip and class (seed 0), computed in the scoring lane and kept in
+    ``ANSWERS`` like any answer; None if it could not be had."""
+    try:
+        kept = yield from _in_lane(jobs.SCORING, "Scoring the random baseline to compare with",
+                                   jobs.scoring_seconds(clip.model_id, 1), progress, where,
+                                   lambda: jobs.analyse(clip, [RANDOM], target, 0))
+    except gr.Error:
+        return None
+    ANSWERS.put(request_key(clip, [RANDOM], target, 0), kept)
+    return kept
 
 
 def remaining(seconds: float, elapsed: float, fraction: float) -> float:
@@ -594,11 +600,11 @@ def forget_visitor(request: gr.Request) -> None:
 
 
 def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, show_truth: bool,
-             show_structure: bool, shown: tuple | None = None):
-    """Overlay video, importance and curve figures, metrics table, text and downloads of one or more analyses.
-    Before they are scored: the overlay (written to ``folder``), the importance figure and the text, the rest
-    empty; once scored: all of them, the overlay and importance reused from ``shown`` (the outputs before scoring)
-    when given. The GIF is made only when asked for (``gif_download``)."""
+             show_structure: bool, shown: tuple | None = None, random: Analysis | None = None):
+    """Overlay video, importance and curve figures, metrics table, text (judged against ``random`` if given) and
+    downloads of one or more analyses. Before they are scored: the overlay (written to ``folder``), the importance
+    figure and the text, the rest empty; once scored: all of them, the overlay and importance reused from ``shown``
+    (the outputs before scoring) when given. The GIF is made only when asked for (``gif_download``)."""
     clip = analyses[0].clip
     if shown:
         video, importance = shown[:2]
@@ -613,25 +619,27 @@ def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, sh
     files = analysis.save(analyses, folder, cmap, alpha, show_truth, show_structure, gif=False)
     curves = render.curves_figure({a.name: a.curves for a in analyses})
     header, rows = analysis.metrics_table(analyses)
-    return (video, importance, curves, pd.DataFrame(rows, columns=header), result_markdown(analyses),
+    return (video, importance, curves, pd.DataFrame(rows, columns=header), result_markdown(analyses, random),
             [str(p) for p in files.values()])
 
 
 def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
     """The outputs of ``_analyse``'s steps: unchanged while it works, the overlay once explained, everything once
-    scored (then with the key of the analyses in ``KEPT``), the summary with a verdict against ``random`` last."""
+    scored (then with the key of the analyses in ``KEPT``), with a verdict against ``random`` once it is known."""
     shown = None
     for item in steps:
         if item is SKIP:
             yield SKIP
-        elif isinstance(item, Baseline):
-            yield (*shown[:4], result_markdown(item.analyses, item.random), *shown[5:])
-        elif not item[0].is_scored:
-            shown = _outputs(item, folder, cmap, alpha, show_truth, show_structure)
-            yield (*shown, SKIP)
+            continue
+        analyses, random = (item.analyses, item.random) if isinstance(item, Baseline) else (item, None)
+        if random is not None and shown is not None and shown[-1] is not SKIP:      # scored already: the verdict
+            shown = (*shown[:4], result_markdown(analyses, random), *shown[5:])
+        elif not analyses[0].is_scored:
+            shown = (*_outputs(analyses, folder, cmap, alpha, show_truth, show_structure), SKIP)
         else:
-            shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown), KEPT.put(item))
-            yield shown
+            shown = (*_outputs(analyses, folder, cmap, alpha, show_truth, show_structure, shown, random),
+                     KEPT.put(analyses))
+        yield shown
 
 
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,

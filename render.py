@@ -28,7 +28,8 @@ OUTLINE_COLOUR = (255, 255, 255)
 def colourise(saliency: np.ndarray, cmap: str = "jet") -> np.ndarray:
     """Values in [0, 1] (any shape) → uint8 RGB through a matplotlib colour map (256-entry lookup table)."""
     lut = (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
-    return lut[np.clip(np.round(np.asarray(saliency, np.float64) * 255), 0, 255).astype(np.intp)]
+    levels = np.clip(np.asarray(saliency, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)   # rounded half up
+    return lut[levels]
 
 
 def overlay(frames: np.ndarray, saliency: np.ndarray, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
@@ -38,8 +39,9 @@ def overlay(frames: np.ndarray, saliency: np.ndarray, cmap: str = "jet", alpha: 
     s = np.asarray(saliency, np.float32)
     if s.shape[1:] != (h, w):
         s = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in s])
-    mixed = (1 - alpha) * frames.astype(np.float32) + alpha * colourise(s, cmap).astype(np.float32)
-    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+    colours = colourise(s, cmap)
+    return cv2.addWeighted(np.ascontiguousarray(frames, np.uint8).reshape(t * h, w, 3), 1 - alpha,
+                           colours.reshape(t * h, w, 3), alpha, 0).reshape(t, h, w, 3)
 
 
 # ------------------------------------------------------------------------------------------- drawings
