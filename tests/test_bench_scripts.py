@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import platform
 import re
+from pathlib import Path
 
 import pytest
 
-from benchmarks import extremal_blocks, metric_speed, precision, speed
+from benchmarks import estimates, extremal_blocks, first_minute, metric_speed, precision, speed
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +57,21 @@ def test_bench_extremal_times_each_building_block_against_its_plain_definition(c
     for block in ("mask generator (smooth max)", "blur pyramid", "area loss"):
         row = re.search(rf"\| {re.escape(block)} \| [\d.]+ \| [\d.]+ \| [\d.]+× \| ([\d.e+-]+) \| ([\d.e+-]+) \|", out)
         assert row and float(row[1]) < 1e-4 and float(row[2]) < 1e-3     # same outputs and gradients
+
+
+@pytest.mark.skipif(not Path(first_minute.CHROMIUM).exists(), reason="no Chromium (see tests/test_browser.py)")
+def test_bench_first_minute_times_a_click_to_the_overlay_and_to_the_curves_in_the_browser(capsys):
+    report = first_minute.main(["--threads", "1", "--repeats", "1", "--methods", "gradient"])
+    out = capsys.readouterr().out
+    assert re.search(r"\| gradient \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \|", out)
+    times = report["gradient"]
+    assert times["handler overlay"] < times["handler whole"] and times["browser overlay"] < times["browser curves"]
+    assert "answered from memory" in out and report["cached example, overlay"] > 0
+
+
+def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):
+    estimates.main(["--threads", "1", "--methods", "grad_cam", "occlusion"])
+    out = capsys.readouterr().out
+    for method in ("grad_cam", "occlusion"):
+        assert re.search(rf"\| {method} \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \| [\d,]+ MB \|", out)
+    assert "| `ep_unsync` |" in out                                        # the ZeroGPU windows of every method
