@@ -180,7 +180,10 @@ def overlay_frames(a: Analysis, cmap: str = "jet", alpha: float = 0.5, show_trut
     frames = render.caption(frames, f"{a.name} -> {a.explanation.target_label}")
     if not side_by_side:
         return frames
-    return render.tile([render.caption(marked_frames(a.clip, show_truth, scale), "what the model sees"), frames], 2)
+    sources = a.clip.prepared.clip.indices
+    counter = [f"what the model sees: frame {t} of {len(sources)} (source {i})" for t, i in enumerate(sources)]
+    return render.beside(render.caption(marked_frames(a.clip, show_truth, scale), counter),
+                         render.colour_bar(frames, cmap))
 
 
 def perturbed_strip(a: Analysis, kind: str, fraction: float, count: int = 8) -> np.ndarray:

@@ -385,9 +385,10 @@ def learn(card_id: str, results: list[Analysis]) -> None:
 
 
 def _overhead(card_id: str, method: str) -> float:
-    """A run's seconds per second of its passes: what the last run measured, else the registry's prior."""
+    """A run's seconds per second of its passes: what the last run measured, else the registry's prior (measured
+    on a CPU; on ZeroGPU 1, as the GPU's prior per pass comes from whole EP runs, their own work included)."""
     prior = EVALUATION_OVERHEAD if method == SCORING.name else REGISTRY[method].overhead
-    return _slowdown.get((card_id, method), prior)
+    return _slowdown.get((card_id, method), 1.0 if ON_ZERO_GPU else prior)
 
 
 def scoring_seconds(card_id: str, count: int) -> float:

@@ -88,13 +88,25 @@ def draw_outlines(frames: np.ndarray, labels: np.ndarray, colour: tuple[int, int
     return out
 
 
-def caption(frames: np.ndarray, text: str, height: int = 16) -> np.ndarray:
-    """Frames with a black title bar of ``height`` pixels above them."""
+def caption(frames: np.ndarray, text: str | list[str], height: int = 16) -> np.ndarray:
+    """Frames with a black title bar of ``height`` pixels above them: one text for all, or one per frame."""
     t, _, w, _ = frames.shape
-    bar = np.zeros((height, w, 3), np.uint8)
-    scale = height / 40
-    cv2.putText(bar, text, (3, height - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return np.concatenate([np.broadcast_to(bar, (t, height, w, 3)), frames], axis=1)
+    texts = [text] * t if isinstance(text, str) else text
+    bars = np.zeros((t, height, w, 3), np.uint8)
+    for bar, line in zip(bars, texts):
+        cv2.putText(bar, line, (3, height - 4), cv2.FONT_HERSHEY_SIMPLEX, height / 40, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return np.concatenate([bars, frames], axis=1)
+
+
+def colour_bar(frames: np.ndarray, cmap: str = "jet", width: int = 28) -> np.ndarray:
+    """Frames with the colour map's scale at their right: the map's maximum at the top, 0 at the bottom."""
+    t, h, _, _ = frames.shape
+    panel = np.full((h, width, 3), 255, np.uint8)
+    panel[12:h - 12, 4:14] = colourise(np.linspace(1, 0, h - 24), cmap)[:, None]
+    for text, y in (("max", 9), ("0", h - 2)):
+        cv2.putText(panel, text, (2, y), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([frames, np.broadcast_to(panel, (t, h, width, 3))], axis=2)
 
 
 def enlarge(frames: np.ndarray, factor: int) -> np.ndarray:
@@ -110,6 +122,12 @@ def frame_strip(frames: np.ndarray, count: int = 8, gap: int = 2, height: int | 
         width = round(picked.shape[2] * height / picked.shape[1])
         picked = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in picked])
     return tile([p[None] for p in picked], columns=len(picked), gap=gap)[0]
+
+
+def beside(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Two clips of the same length and height side by side, with a white gap."""
+    white = np.full((*left.shape[:2], gap, 3), 255, np.uint8)
+    return np.concatenate([left, white, right], axis=2)
 
 
 def tile(clips: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:

@@ -158,6 +158,7 @@ PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14
 @register("aosa", name="AOSA (adaptive occlusion)", family="perturbation", paper="[S2] §3.1–3.3",
           needs="forward", cost="anchors + 1 forwards (197 at stride 8, 112 px) + Farneback flow on the CPU",
           passes=lambda p, shape: (math.ceil(shape[1] / p["stride"]) * math.ceil(shape[2] / p["stride"]) + 1, 0),
+          overhead=1.4,              # the optical flow and each batch's occluded tubes
           score="prob", params=(Param("k", 3, "tubes occluded together: each anchor with its k − 1 most similarly "
                                            "moving anchors (1 = AOSA_SGL)", 1, 50),) + PARAMS + (PRECISION,),
           description="Occludes small boxes that follow the motion of the clip (optical-flow tracks), so a moving "

@@ -59,6 +59,7 @@ def window_starts(length: int, window: int, stride: int) -> torch.Tensor:
           paper="Zeiler & Fergus 2014; 3-D as [S2] §4.1",
           needs="forward", cost="⌈T/st⌉·⌈H/sh⌉·⌈W/sw⌉ + 1 forwards (1,569 at the defaults)", score="prob",
           passes=lambda p, shape: (math.prod(math.ceil(n / s) for n, s in zip(shape, p["strides"])) + 1, 0),
+          overhead=1.5,              # each batch's occluded copies of the clip
           params=(Param("window", (8, 16, 16), "occluder size T×H×W in frames and pixels", 1, 256),
                   Param("strides", (2, 8, 8), "distance between occluder centres T×H×W", 1, 256), PRECISION),
           presets={"fast": {"strides": (4, 16, 16)}, "paper": {}},
@@ -84,6 +85,7 @@ def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, in
 @register("rise", name="RISE-3D", family="perturbation", paper="Petsiuk et al. 2018, extended to T×H×W",
           needs="forward", cost="masks + 1 forwards", score="prob", stochastic=True,
           passes=lambda p, shape: (p["masks"] + 1, 0),
+          overhead=1.4,              # each batch's masks, upsampled and blended
           held=lambda p, shape: p["masks"] * math.prod(g + 1 for g in p["grid"]) + few_clips(p, shape),
           params=(Param("masks", 1000, "number of random masks", 10, 20000),
                   Param("grid", (4, 7, 7), "low-resolution mask grid T×H×W (memory grows with its cells)", 1, 32),

@@ -89,7 +89,7 @@ def test_overlay_frames_and_perturbed_strip(grad_cam):
     frames = analysis.overlay_frames(grad_cam)
     scale = analysis.VIDEO_SCALE
     assert frames.shape[0] == 16 and frames.shape[1] == 112 * scale + 16          # caption bar above
-    assert frames.shape[2] == 2 * 112 * scale + 4                                 # input | heatmap
+    assert frames.shape[2] == 2 * 112 * scale + 4 + 28                            # input | heatmap, colour bar
     alone = analysis.overlay_frames(grad_cam, side_by_side=False)
     assert alone.shape[2] == 112 * scale
     assert analysis.view([grad_cam] * 4).shape[2] == 3 * 112 * scale + 2 * 4      # grid, 3 wide

@@ -92,3 +92,14 @@ def test_curves_figure_has_one_trace_per_method_and_curve():
     assert [t.name for t in fig.data][:2] == ["grad_cam insertion (AUC 0.500)", "grad_cam deletion (AUC 0.500)"]
     assert fig.data[0].xaxis == "x" and fig.data[1].xaxis == "x2"
     assert [s.x0 for s in fig.layout.shapes] == [pytest.approx(0.25)] * 2
+
+
+def test_captions_per_frame_and_a_colour_bar_from_the_maximum_down_to_zero():
+    frames = np.zeros((2, 100, 40, 3), np.uint8)
+    captioned = render.caption(frames, ["frame 0", "frame 1"])
+    assert captioned.shape == (2, 116, 40, 3) and not np.array_equal(captioned[0, :16], captioned[1, :16])
+    barred = render.colour_bar(frames, "gray")
+    assert barred.shape == (2, 100, 68, 3) and np.array_equal(barred[:, :, :40], frames)
+    column = barred[0, 12:88, 40 + 8, 0]
+    assert column[0] == 255 and column[-1] == 0 and np.all(np.diff(column.astype(int)) <= 0)   # max on top
+    assert render.beside(frames, barred).shape == (2, 100, 40 + 4 + 68, 3)
