@@ -800,11 +800,14 @@ def gif_button(prefix: str) -> gr.Button:
     return gr.Button("Add the overlay as a GIF to the downloads", size="sm", elem_id=f"{prefix}-gif")
 
 
-def run_buttons(label: str, prefix: str) -> tuple[gr.Button, gr.Button]:
+def run_panel(label: str, prefix: str) -> tuple[gr.Button, gr.Button, tuple, gr.Button]:
+    """The run and Stop buttons, the summary right under them (where the progress shows), the result panel and
+    the GIF button of a tab that runs analyses."""
     with gr.Row():
         run = gr.Button(label, variant="primary", elem_id=f"{prefix}-button", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
-    return run, stop
+    out = result_panel(prefix, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40))
+    return run, stop, out, gif_button(prefix)
 
 
 def clip_column(examples: list[str]):
@@ -851,10 +854,7 @@ def build_demo() -> gr.Blocks:
                                           scale=1)
                     cost = gr.Markdown(cost_line(DEFAULT_MODEL, DEFAULT_METHOD, default_preset(DEFAULT_METHOD),
                                                  None), elem_id="explain-cost")
-                    run_explain, stop_explain = run_buttons("Explain", "explain")
-                    status = gr.Markdown(elem_id="explain-summary", min_height=40)
-                    out = result_panel("explain", status)
-                    make_gif = gif_button("explain")
+                    run_explain, stop_explain, out, make_gif = run_panel("Explain", "explain")
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()
                         structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
@@ -874,10 +874,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab("Compare"):
                     methods = gr.CheckboxGroup(method_choices(DEFAULT_MODEL), value=DEFAULT_COMPARE,
                                                label="Methods (each at its fast preset)")
-                    run_compare, stop_compare = run_buttons("Compare", "compare")
-                    c_status = gr.Markdown(elem_id="compare-summary", min_height=40)
-                    c_out = result_panel("compare", c_status)
-                    c_make_gif = gif_button("compare")
+                    run_compare, stop_compare, c_out, c_make_gif = run_panel("Compare", "compare")
                     with gr.Accordion("Display", open=False):
                         c_cmap, c_alpha, c_truth = display_controls()
                     compared = gr.State()
@@ -899,11 +896,11 @@ def build_demo() -> gr.Blocks:
         params.change(cost_line, [model, method, preset, params], cost, **UI)
         ev = run_explain.click(busy, None, run_explain, **UI).then(
             explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth, structure],
-            [*out, explained], api_name="explain", show_progress_on=status, **MODEL_WORK)
+            [*out, explained], api_name="explain", show_progress_on=out[4], **MODEL_WORK)
         ev.failure(idle, None, run_explain, **UI)
         ev.then(idle, None, run_explain, **UI).then(show_step, [explained, kind, step], [perturbed, out[2]],
                                                     api_name=False)
-        stop_explain.click(stopped, None, [run_explain, status], cancels=[ev], **UI)
+        stop_explain.click(stopped, None, [run_explain, out[4]], cancels=[ev], **UI)
         for control in (cmap, alpha, truth, structure):
             control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
         make_gif.click(gif_download, [explained, cmap, alpha, truth, structure], out[5], api_name=False)
@@ -912,10 +909,10 @@ def build_demo() -> gr.Blocks:
 
         ev = run_compare.click(busy, None, run_compare, **UI).then(
             compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth], [*c_out, compared],
-            api_name="compare", show_progress_on=c_status, **MODEL_WORK)
+            api_name="compare", show_progress_on=c_out[4], **MODEL_WORK)
         ev.failure(idle, None, run_compare, **UI)
         ev.then(idle, None, run_compare, **UI)
-        stop_compare.click(stopped, None, [run_compare, c_status], cancels=[ev], **UI)
+        stop_compare.click(stopped, None, [run_compare, c_out[4]], cancels=[ev], **UI)
         c_make_gif.click(gif_download, [compared, c_cmap, c_alpha, c_truth, gr.State(False)], c_out[5],
                          api_name=False)
         for control in (c_cmap, c_alpha, c_truth):
