@@ -24,9 +24,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -782,14 +783,18 @@ def display_controls():
     return cmap, alpha, truth
 
 
-def result_panel(prefix: str, status: gr.Markdown | None = None):
-    """The outputs of one analysis, the overlay first; ``status`` (the summary) when the caller placed it already."""
+def result_panel(prefix: str, status: gr.Markdown | None = None, under_curves: Callable[[], Any] | None = None):
+    """The outputs of one analysis, the overlay first; ``status`` (the summary) when the caller placed it already;
+    ``under_curves`` builds controls right under the insertion/deletion curves (what it returns is not returned)."""
     video = gr.Video(label="Where the model looked", show_label=False, autoplay=True, loop=True, height=300,
                      elem_id=f"{prefix}-overlay")
     summary = status or gr.Markdown(elem_id=f"{prefix}-summary")
     with gr.Row():
         importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance", min_width=320)
-        curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves", min_width=320)
+        with gr.Column(min_width=320):
+            curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves")
+            if under_curves is not None:
+                under_curves()
     table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
     files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4), results.json", file_count="multiple",
                     elem_id=f"{prefix}-files")
@@ -800,13 +805,14 @@ def gif_button(prefix: str) -> gr.Button:
     return gr.Button("Add the overlay as a GIF to the downloads", size="sm", elem_id=f"{prefix}-gif")
 
 
-def run_panel(label: str, prefix: str) -> tuple[gr.Button, gr.Button, tuple, gr.Button]:
+def run_panel(label: str, prefix: str, under_curves: Callable[[], Any] | None = None
+              ) -> tuple[gr.Button, gr.Button, tuple, gr.Button]:
     """The run and Stop buttons, the summary right under them (where the progress shows), the result panel and
     the GIF button of a tab that runs analyses."""
     with gr.Row():
         run = gr.Button(label, variant="primary", elem_id=f"{prefix}-button", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
-    out = result_panel(prefix, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40))
+    out = result_panel(prefix, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40), under_curves)
     return run, stop, out, gif_button(prefix)
 
 
@@ -854,14 +860,19 @@ def build_demo() -> gr.Blocks:
                                           scale=1)
                     cost = gr.Markdown(cost_line(DEFAULT_MODEL, DEFAULT_METHOD, default_preset(DEFAULT_METHOD),
                                                  None), elem_id="explain-cost")
-                    run_explain, stop_explain, out, make_gif = run_panel("Explain", "explain")
+                    stepper = []
+
+                    def step_controls() -> None:     # the perturbed clip at a step, beside the curves it marks
+                        with gr.Row():
+                            stepper.append(gr.Radio(["insertion", "deletion"], value="deletion",
+                                                    label="Show the clip of"))
+                            stepper.append(gr.Slider(0, 28, value=0, step=1, label="at step (of 28)"))
+                        stepper.append(gr.Image(label="Perturbed clip", type="numpy", elem_id="explain-perturbed"))
+                    run_explain, stop_explain, out, make_gif = run_panel("Explain", "explain", step_controls)
+                    kind, step, perturbed = stepper
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()
                         structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
-                    with gr.Row():
-                        kind = gr.Radio(["insertion", "deletion"], value="deletion", label="Show the clip of")
-                        step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
-                    perturbed = gr.Image(label="Perturbed clip", type="numpy")
                     with gr.Accordion("About this method", open=False):
                         about = gr.Markdown(method_markdown(DEFAULT_METHOD))
                     with gr.Accordion("Advanced settings", open=False):

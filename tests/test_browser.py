@@ -83,6 +83,7 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
         "v => ({error: v.error, width: v.videoWidth, height: v.videoHeight})")
     traces = page.locator("#explain-curves .js-plotly-plot .scatterlayer .trace").count()
     boxes = {s: _box(page, s) for s in ("#clip", "#model", "#method", "#explain-button", "#explain-overlay")}
+    curves, perturbed = _box(page, "#explain-curves"), _box(page, "#explain-perturbed")
     page.screenshot(path=str(ARTIFACTS / "2-explained.png"))
     page.screenshot(path=str(ARTIFACTS / "app-explain.png"), full_page=True)
     # the README's picture (docs/app.png is a copy): the first screen, where the visitor sees the answer
@@ -94,6 +95,7 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
     assert video["error"] is None and video["width"] > 400 and video["height"] > 200
     assert traces == 2                                            # insertion and deletion of Grad-CAM
     assert all(b["bottom"] <= LAPTOP["height"] for b in boxes.values()), boxes      # nothing needs a scroll
+    assert 0 <= perturbed["top"] - curves["bottom"] < 200 and perturbed["right"] == curves["right"]   # beside it
     assert hosts <= {"127.0.0.1"}, f"the page called {hosts - {'127.0.0.1'}}"
 
 
