@@ -195,11 +195,13 @@ def perturbed_strip(a: Analysis, kind: str, fraction: float, count: int = 8) -> 
 
 def view(analyses: list[Analysis], cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,
          show_structure: bool = True) -> np.ndarray:
-    """The frames to watch: one method next to the input, or several methods' overlays in a grid (3 wide)."""
+    """The frames to watch: one method next to the input, or the input and several methods' overlays in a grid
+    (3 wide)."""
     if len(analyses) == 1:
         return overlay_frames(analyses[0], cmap, alpha, show_truth, show_structure)
-    return render.tile([overlay_frames(a, cmap, alpha, show_truth, show_structure, side_by_side=False)
-                        for a in analyses], columns=min(3, len(analyses)))
+    seen = render.caption(marked_frames(analyses[0].clip, show_truth), "what the model sees")
+    return render.tile([seen, *[overlay_frames(a, cmap, alpha, show_truth, show_structure, side_by_side=False)
+                                for a in analyses]], columns=3)
 
 
 def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,

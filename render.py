@@ -186,7 +186,8 @@ def curves_figure(curves: dict[str, dict], step_fraction: float | None = None) -
         for col, kind in enumerate(("insertion", "deletion"), 1):
             c = pair[kind]
             fig.add_trace(go.Scatter(x=c.fractions, y=c.probs, mode="lines+markers", marker_size=4,
-                                     line_color=colour, name=f"{name} {kind} (AUC {c.auc:.3f})", legendgroup=name,
+                                     line=dict(color=colour, dash="solid" if kind == "insertion" else "dot"),
+                                     name=f"{name} {kind} (AUC {c.auc:.3f})", legendgroup=name,
                                      hovertemplate="%{x:.0%} of the clip: p = %{y:.3f}<extra>" + name + "</extra>"),
                           row=1, col=col)
     if step_fraction is not None:

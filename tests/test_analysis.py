@@ -92,7 +92,9 @@ def test_overlay_frames_and_perturbed_strip(grad_cam):
     assert frames.shape[2] == 2 * 112 * scale + 4 + 28                            # input | heatmap, colour bar
     alone = analysis.overlay_frames(grad_cam, side_by_side=False)
     assert alone.shape[2] == 112 * scale
-    assert analysis.view([grad_cam] * 4).shape[2] == 3 * 112 * scale + 2 * 4      # grid, 3 wide
+    grid = analysis.view([grad_cam] * 4)                                          # the input, then 4 maps
+    assert grid.shape[2] == 3 * 112 * scale + 2 * 4 and grid.shape[1] == 2 * (112 * scale + 16) + 4
+    assert np.array_equal(grid[:, 16:16 + 112 * scale, :112 * scale], analysis.marked_frames(grad_cam.clip))
     strip = analysis.perturbed_strip(grad_cam, "deletion", 1.0)
     assert strip.shape[0] == 224 and strip[:, :224].max() <= 2 * 255 * 0.5        # everything deleted: mean colour
 

@@ -91,6 +91,8 @@ def test_curves_figure_has_one_trace_per_method_and_curve():
     assert len(fig.data) == 4
     assert [t.name for t in fig.data][:2] == ["grad_cam insertion (AUC 0.500)", "grad_cam deletion (AUC 0.500)"]
     assert fig.data[0].xaxis == "x" and fig.data[1].xaxis == "x2"
+    assert [t.line.dash for t in fig.data] == ["solid", "dot"] * 2                  # insertion and deletion differ
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color   # one colour per method
     assert [s.x0 for s in fig.layout.shapes] == [pytest.approx(0.25)] * 2
 
 
