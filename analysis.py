@@ -24,9 +24,10 @@ from explainers import REGISTRY, Explanation, ProgressFn, explain
 from explainers.device import configure_cpu
 from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip
 from zoo import ASSETS
+from zoo.cards import InputSpec
 from zoo.models import ModelLoadError, VideoClassifier, load_model
 from zoo.synthetic import file_digest, ground_truth_for
-from zoo.video import PreparedClip, VideoError, destandardise, prepare_clip, write_mp4
+from zoo.video import PreparedClip, VideoError, destandardise, prepare_clip, seen_size, write_mp4
 
 EXAMPLES_DIR = ASSETS / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -160,6 +161,20 @@ def marked_frames(clip: ClipInput, show_truth: bool = True, scale: int = VIDEO_S
     if show_truth and clip.truth is not None:
         frames = render.draw_boxes(frames, clip.truth["bbox"] * scale, clip.truth["visible"], thickness=2)
     return frames
+
+
+def seen_strip(clip: ClipInput, spec: InputSpec, count: int = 8) -> np.ndarray:
+    """``count`` of the sampled frames side by side: as the model sees them, or, where the model (input ``spec``)
+    crops them, as decoded with the part it sees outlined in green."""
+    frames = clip.prepared.clip.frames
+    h, w = frames.shape[1:3]
+    seen_h, seen_w = seen_size((h, w), spec)
+    if (seen_h, seen_w) == (h, w):
+        return render.frame_strip(marked_frames(clip, scale=1), count=count)
+    top, left = (h - seen_h) // 2, (w - seen_w) // 2
+    box = np.tile([left, top, left + seen_w, top + seen_h], (len(frames), 1))
+    outlined = render.draw_boxes(frames, box, colour=render.SEEN_COLOUR, thickness=max(2, h // 60))
+    return render.frame_strip(outlined, count=count, height=spec.size[0])
 
 
 def overlay_frames(a: Analysis, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,

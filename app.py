@@ -415,7 +415,7 @@ def classify(video_path: str | None, card_id: str, start_s: float | None, end_s:
     """Top-5 predictions, the sampled frames as a strip, and notes (warnings, ground truth) for one clip."""
     clip = _load(video_path, card_id, start_s, end_s, progress)
     top = dict(jobs.top_k_on_gpu(clip, 5))
-    return top, render.frame_strip(analysis.marked_frames(clip, scale=1), count=8), clip_notes(clip)
+    return top, analysis.seen_strip(clip, load_card(card_id).input), clip_notes(clip)
 
 
 def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None):
@@ -826,7 +826,7 @@ def clip_column(examples: list[str]):
                 label="Real clips (no ground truth; see assets/examples/real/README.md)")
     label = gr.Label(num_top_classes=5, label="Top-5 predictions")
     notes = gr.Markdown(elem_id="clip-notes")
-    strip = gr.Image(label="Sampled frames (what the model sees)", type="numpy")
+    strip = gr.Image(label="Sampled frames (what the model sees; green: its crop)", type="numpy")
     with gr.Accordion("Segment, class to explain, seed", open=False):
         with gr.Row():
             start = number_input(label="Segment start (s)", value=0, minimum=0)

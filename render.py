@@ -22,6 +22,7 @@ COLOUR_MAPS = ("jet", "inferno", "viridis", "turbo", "magma", "gray")
 TRUTH_COLOUR = (255, 255, 0)
 TRACK_COLOUR = (0, 255, 255)
 OUTLINE_COLOUR = (255, 255, 255)
+SEEN_COLOUR = (0, 255, 0)          # the part of a frame a cropping model sees
 
 
 # ------------------------------------------------------------------------------------------- heatmaps

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import analysis
+import render
 import videoxai
 from zoo.cards import InputSpec
 from zoo.synthetic import ground_truth_for
@@ -125,3 +126,17 @@ def test_cli_refuses_a_bad_file_parameter_or_target_with_a_message(tmp_path, cap
         err = capsys.readouterr().err
         assert err.startswith("error: ") and says in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_strip_outlines_the_part_of_each_frame_a_cropping_model_sees(grad_cam):
+    own = analysis.get_model("synth-r2plus1d-small").input_spec                # no crop: the model's frames
+    assert np.array_equal(analysis.seen_strip(grad_cam.clip, own),
+                          render.frame_strip(analysis.marked_frames(grad_cam.clip, scale=1), count=8))
+    real = analysis.load_clip(next((analysis.EXAMPLES_DIR / "real").glob("*.mp4")), "synth-r2plus1d-small")
+    cropping = InputSpec(size=(112, 112), resize=(128,))                      # 320×180 → the centre 157×158
+    strip = analysis.seen_strip(real, cropping, count=1)
+    assert strip.shape == (112, 199, 3)                                       # the whole 320×180 frame, scaled
+    green = np.all(strip == render.SEEN_COLOUR, axis=-1)
+    columns = np.flatnonzero(green.any(axis=0))
+    left, right = (199 * (320 - 157) / 2 / 320, 199 * (320 + 157) / 2 / 320)
+    assert abs(columns[0] - left) <= 2 and abs(columns[-1] - right) <= 2
