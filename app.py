@@ -70,6 +70,20 @@ UI = {"queue": False, "api_name": False, "show_progress": "hidden"}   # page-onl
 # Uploads are checked while they stream in (nothing larger is kept). Each request in flight holds one of Gradio's
 # worker threads while its handler waits for a step (Gradio's default is 40 threads in all).
 LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb", "max_threads": 2 * MAX_QUEUE}
+# Linked views, in the page: clicking a frame in a per-frame importance plot shows that frame of the overlay (paused).
+LINK_FRAMES = f"""() => setInterval(() => {{
+  for (const tab of ["explain", "compare", "learn"]) {{
+    const plot = document.querySelector(`#${{tab}}-importance .js-plotly-plot`);
+    if (!plot || !plot.on || plot.dataset.linked) continue;
+    plot.dataset.linked = "yes";
+    plot.on("plotly_click", (event) => {{
+      const video = document.querySelector(`#${{tab}}-overlay video`);
+      if (!video) return;
+      video.pause();
+      video.currentTime = (event.points[0].x + 0.5) / {analysis.VIDEO_FPS};
+    }});
+  }}
+}}, 500)"""
 SWITCH_S = 0.0005   # Python's thread switch interval: the model's threads wait less for the lock between operations
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
@@ -930,6 +944,7 @@ def build_demo() -> gr.Blocks:
             control.change(redraw_compared, [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
 
         run_walk.click(walkthrough, None, list(w_out), api_name=False, **MODEL_WORK)
+        demo.load(None, js=LINK_FRAMES)
         demo.unload(forget_visitor)
     return demo
 

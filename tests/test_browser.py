@@ -88,12 +88,18 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
     page.screenshot(path=str(ARTIFACTS / "app-explain.png"), full_page=True)
     # the README's picture (docs/app.png is a copy): the first screen, where the visitor sees the answer
     page.screenshot(path=str(ARTIFACTS / "app-result.png"))
+    page.locator("#explain-importance").scroll_into_view_if_needed()
+    bar = page.locator("#explain-importance .barlayer .point path").nth(10).bounding_box()
+    page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)     # frame 10 of the plot
+    page.wait_for_function("() => document.querySelector('#explain-overlay video').paused", timeout=5_000)
+    shown = page.locator("#explain-overlay video").evaluate("v => v.currentTime") * app.analysis.VIDEO_FPS
     page.locator("#explain-gif").click()
     page.locator("#explain-files").get_by_text(".gif", exact=True).wait_for(timeout=30_000)
     assert all(re.search(r"· (under 1 s|about [\d,]+ (s|min)|too long here)$", o) for o in options), options
     assert len(options) == len(app.REGISTRY)
     assert video["error"] is None and video["width"] > 400 and video["height"] > 200
     assert traces == 2                                            # insertion and deletion of Grad-CAM
+    assert 10 <= shown < 11, shown                                # the overlay shows the frame clicked in the plot
     assert all(b["bottom"] <= LAPTOP["height"] for b in boxes.values()), boxes      # nothing needs a scroll
     assert 0 <= perturbed["top"] - curves["bottom"] < 200 and perturbed["right"] == curves["right"]   # beside it
     assert hosts <= {"127.0.0.1"}, f"the page called {hosts - {'127.0.0.1'}}"
