@@ -223,6 +223,17 @@ class Lane:
 QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1), Lane("scoring", 1)
 
 
+def wait_idle(timeout_s: float) -> bool:
+    """Wait until no request runs or waits in any lane (before a server is closed with requests finishing);
+    returns whether that happened within ``timeout_s``."""
+    until = time.perf_counter() + timeout_s
+    while any(lane.busy for lane in (QUICK, LONG, SCORING)):
+        if time.perf_counter() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 class TooMany(Exception):
     """The visitor already has ``PER_VISITOR`` analyses, or one from the same endpoint, running or waiting."""
 

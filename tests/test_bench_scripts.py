@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import jobs
 from benchmarks import estimates, extremal_blocks, first_minute, metric_speed, precision, speed
 
 pytestmark = pytest.mark.slow
@@ -67,6 +68,7 @@ def test_bench_first_minute_times_a_click_to_the_overlay_and_to_the_curves_in_th
     times = report["gradient"]
     assert times["handler overlay"] < times["handler whole"] and times["browser overlay"] < times["browser curves"]
     assert "answered from memory" in out and report["cached example, overlay"] > 0
+    assert jobs.wait_idle(0), "a request was left in a lane"
 
 
 def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):

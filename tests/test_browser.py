@@ -30,6 +30,7 @@ def url():
     demo.queue(default_concurrency_limit=1).launch(server_name="127.0.0.1", server_port=port,
                                                    prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
+    assert app.jobs.wait_idle(60), "a request was still in a lane a minute after the last test"
     demo.close()
 
 
