@@ -555,13 +555,13 @@ def _in_lane(lane: jobs.Lane, stage: str, seconds: float, progress: gr.Progress,
         work.close()
 
 
-def stopped(request: gr.Request = None) -> tuple:
-    """The Stop button's confirmation (the run itself is cancelled by the click): how far it got, and the Explain
-    or Compare button usable again."""
-    where = None
-    if request is not None:
-        where = next((WHERE.pop(k) for k in list(WHERE) if k[0] == request.session_hash), None)
-    return gr.update(interactive=True), f"**Stopped** {where or 'before it started'}. Nothing was changed."
+def stop_confirmation(endpoint: str) -> Callable:
+    """The Stop button's handler for the requests of ``endpoint`` (the run itself is cancelled by the click): how
+    far it got, and the run button usable again."""
+    def stopped(request: gr.Request = None) -> tuple:
+        where = WHERE.pop((request.session_hash, endpoint), None) if request is not None else None
+        return gr.update(interactive=True), f"**Stopped** {where or 'before it started'}. Nothing was changed."
+    return stopped
 
 
 def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()) -> None:
@@ -925,7 +925,7 @@ def build_demo() -> gr.Blocks:
         ev.failure(idle, None, run_explain, **UI)
         ev.then(idle, None, run_explain, **UI).then(show_step, [explained, kind, step], [perturbed, out[2]],
                                                     api_name=False)
-        stop_explain.click(stopped, None, [run_explain, out[4]], cancels=[ev], **UI)
+        stop_explain.click(stop_confirmation("/explain"), None, [run_explain, out[4]], cancels=[ev], **UI)
         for control in (cmap, alpha, truth, structure):
             control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
         make_gif.click(gif_download, [explained, cmap, alpha, truth, structure], out[5], api_name=False)
@@ -937,7 +937,7 @@ def build_demo() -> gr.Blocks:
             api_name="compare", show_progress_on=c_out[4], **MODEL_WORK)
         ev.failure(idle, None, run_compare, **UI)
         ev.then(idle, None, run_compare, **UI)
-        stop_compare.click(stopped, None, [run_compare, c_out[4]], cancels=[ev], **UI)
+        stop_compare.click(stop_confirmation("/compare"), None, [run_compare, c_out[4]], cancels=[ev], **UI)
         c_make_gif.click(gif_download, [compared, c_cmap, c_alpha, c_truth, gr.State(False)], c_out[5],
                          api_name=False)
         for control in (c_cmap, c_alpha, c_truth):

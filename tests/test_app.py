@@ -218,6 +218,17 @@ def test_waits_are_told_as_a_person_says_them_with_the_time_left_from_the_pace_o
     assert app.remaining(10, elapsed=4, fraction=0.5) == 4           # its own pace after
 
 
+def test_stop_says_how_far_the_run_of_its_own_tab_got():
+    app.WHERE[("visitor", "/explain")] = "explaining (occlusion, 40% done after 3 s)"
+    app.WHERE[("visitor", "/compare")] = "scoring (20% done after 1 s)"
+    button, text = app.stop_confirmation("/explain")(gr.Request(session_hash="visitor"))
+    assert button["interactive"] is True
+    assert text == "**Stopped** explaining (occlusion, 40% done after 3 s). Nothing was changed."
+    assert app.stop_confirmation("/explain")(gr.Request(session_hash="visitor"))[1].startswith(
+        "**Stopped** before it started")
+    assert "scoring" in app.stop_confirmation("/compare")(gr.Request(session_hash="visitor"))[1]
+
+
 def test_parameter_controls_are_labelled_by_name_with_their_help_below():
     spec = app.REGISTRY["ep3d_temporal_gauss"]
     with gr.Blocks() as demo:
