@@ -77,3 +77,4 @@ def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):
     for method in ("grad_cam", "occlusion"):
         assert re.search(rf"\| {method} \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \| [\d,]+ MB \|", out)
     assert "| `ep_unsync` |" in out                                        # the ZeroGPU windows of every method
+    assert jobs.ON_ZERO_GPU is False, "the benchmark left the process estimating as on ZeroGPU"
