@@ -797,9 +797,11 @@ def display_controls():
     return cmap, alpha, truth
 
 
-def result_panel(prefix: str, status: gr.Markdown | None = None, under_curves: Callable[[], Any] | None = None):
+def result_panel(prefix: str, status: gr.Markdown | None = None,
+                 under_curves: Callable[[], Any] | None = None) -> tuple[tuple, Any]:
     """The outputs of one analysis, the overlay first; ``status`` (the summary) when the caller placed it already;
-    ``under_curves`` builds controls right under the insertion/deletion curves (what it returns is not returned)."""
+    ``under_curves`` builds controls right under the insertion/deletion curves. Returns the outputs and what
+    ``under_curves`` returned (None without it)."""
     video = gr.Video(label="Where the model looked", show_label=False, autoplay=True, loop=True, height=300,
                      elem_id=f"{prefix}-overlay")
     summary = status or gr.Markdown(elem_id=f"{prefix}-summary")
@@ -807,12 +809,11 @@ def result_panel(prefix: str, status: gr.Markdown | None = None, under_curves: C
         importance = gr.Plot(label="Per-frame importance", elem_id=f"{prefix}-importance", min_width=320)
         with gr.Column(min_width=320):
             curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves")
-            if under_curves is not None:
-                under_curves()
+            beside = under_curves() if under_curves is not None else None
     table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
     files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4), results.json", file_count="multiple",
                     elem_id=f"{prefix}-files")
-    return video, importance, curves, table, summary, files
+    return (video, importance, curves, table, summary, files), beside
 
 
 def gif_button(prefix: str) -> gr.Button:
@@ -820,14 +821,14 @@ def gif_button(prefix: str) -> gr.Button:
 
 
 def run_panel(label: str, prefix: str, under_curves: Callable[[], Any] | None = None
-              ) -> tuple[gr.Button, gr.Button, tuple, gr.Button]:
+              ) -> tuple[gr.Button, gr.Button, tuple, gr.Button, Any]:
     """The run and Stop buttons, the summary right under them (where the progress shows), the result panel and
     the GIF button of a tab that runs analyses."""
     with gr.Row():
         run = gr.Button(label, variant="primary", elem_id=f"{prefix}-button", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
-    out = result_panel(prefix, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40), under_curves)
-    return run, stop, out, gif_button(prefix)
+    out, beside = result_panel(prefix, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40), under_curves)
+    return run, stop, out, gif_button(prefix), beside
 
 
 def clip_column(examples: list[str]):
@@ -874,16 +875,13 @@ def build_demo() -> gr.Blocks:
                                           scale=1)
                     cost = gr.Markdown(cost_line(DEFAULT_MODEL, DEFAULT_METHOD, default_preset(DEFAULT_METHOD),
                                                  None), elem_id="explain-cost")
-                    stepper = []
-
-                    def step_controls() -> None:     # the perturbed clip at a step, beside the curves it marks
+                    def step_controls() -> tuple:     # the perturbed clip at a step, beside the curves it marks
                         with gr.Row():
-                            stepper.append(gr.Radio(["insertion", "deletion"], value="deletion",
-                                                    label="Show the clip of"))
-                            stepper.append(gr.Slider(0, 28, value=0, step=1, label="at step (of 28)"))
-                        stepper.append(gr.Image(label="Perturbed clip", type="numpy", elem_id="explain-perturbed"))
-                    run_explain, stop_explain, out, make_gif = run_panel("Explain", "explain", step_controls)
-                    kind, step, perturbed = stepper
+                            kind = gr.Radio(["insertion", "deletion"], value="deletion", label="Show the clip of")
+                            step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
+                        return kind, step, gr.Image(label="Perturbed clip", type="numpy", elem_id="explain-perturbed")
+                    run_explain, stop_explain, out, make_gif, (kind, step, perturbed) = run_panel(
+                        "Explain", "explain", step_controls)
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()
                         structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
@@ -899,7 +897,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab("Compare"):
                     methods = gr.CheckboxGroup(method_choices(DEFAULT_MODEL), value=DEFAULT_COMPARE,
                                                label="Methods (each at its fast preset)")
-                    run_compare, stop_compare, c_out, c_make_gif = run_panel("Compare", "compare")
+                    run_compare, stop_compare, c_out, c_make_gif, _ = run_panel("Compare", "compare")
                     with gr.Accordion("Display", open=False):
                         c_cmap, c_alpha, c_truth = display_controls()
                     compared = gr.State()
@@ -907,7 +905,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab("Learn"):
                     gr.Markdown(LEARN)
                     run_walk = gr.Button("Run the walk-through", variant="primary")
-                    w_out = result_panel("learn")
+                    w_out, _ = result_panel("learn")
 
         inputs = [video, model, start, end]
         model.change(on_model, model, [card, target, method, methods], api_name=False)
