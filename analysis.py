@@ -138,8 +138,8 @@ def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str
 def metrics_table(analyses: list[Analysis]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a table a person reads down: one row per metric that any analysis has (its name, which
     way is better, each method's value, ★ on the best where there are several methods, what it measures), then the
-    time and passes. Columns are the methods (by name)."""
-    keys = [k for k in METRICS if any(k in a.metrics for a in analyses)]
+    time and passes. Columns are the methods (by name). Rates over many clips are left out: one clip's is 0 or 1."""
+    keys = [k for k in METRICS if not METRICS[k].over_clips and any(k in a.metrics for a in analyses)]
     header = ["metric", "better", *[REGISTRY[a.name].name for a in analyses], "what it measures"]
     rows = []
     for k in keys:

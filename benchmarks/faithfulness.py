@@ -6,7 +6,7 @@
 Every (model, clip, method) gives one JSON line in ``<out>/results.jsonl`` (metrics, time, passes, curves), so an
 interrupted run continues where it stopped. ``<out>/tables.md`` and ``<out>/results.csv`` are rewritten from all
 lines after every run: one table per model with rows = methods and columns = CI ↑, CD ↓, S50 ↓, S75 ↓, S-PT ↑,
-T-PT ↑, localisation error (Val / Mean / Energy) ↓, median seconds per map and passes, as in [S0]–[S4].
+T-PT ↑, localisation IoU ↑ and error ↓ (Val / Mean / Energy), median seconds per map and passes, as in [S0]–[S4].
 ``<out>/report.html`` shows the mean insertion and deletion curves of every method and a gallery of the maps of
 the first clip (plotly). ``--join DIR ...`` merges the rows of earlier runs (e.g. a slow method run on its own)
 into ``--out`` and writes the reports from them, computing nothing. ``--params '{"ends": "virtual"}'`` sets
@@ -39,8 +39,10 @@ from zoo.models import load_model
 from zoo.video import VideoError, prepare_clip, preprocess
 
 COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
-           ("temporal_pointing", "T-PT ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
+           ("temporal_pointing", "T-PT ↑"), ("loc_iou_val", "IoU Val ↑"), ("loc_iou_mean", "Mean ↑"),
+           ("loc_iou_energy", "Energy ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
            ("loc_error_energy", "Energy ↓"), ("seconds", "median s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
+PERCENT = ("loc_error", "pointing", "temporal")     # columns shown in %: shares of frames or clips
 QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backprop", "grad_cam", "saliency_tubes",
                                  "occlusion", "aosa_approx", "swag_v_ig"]}
 
@@ -219,7 +221,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
         for cell in methods.values():
             for key, _ in COLUMNS:
                 if key in cell:
-                    scale = 100 if key.startswith(("loc_", "pointing", "temporal")) else 1
+                    scale = 100 if key.startswith(PERCENT) else 1
                     average = np.median if key == "seconds" else np.mean
                     cell[key] = scale * float(average(cell[key]))
     return table
@@ -239,7 +241,7 @@ def markdown(table: dict, order: list[str]) -> str:
         for method in _in_order(methods, order):
             cell = methods[method]
             values = ["–" if k not in cell else f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
-                      f"{cell[k]:.1f}" if k.startswith(("loc_", "pointing", "temporal")) else
+                      f"{cell[k]:.1f}" if k.startswith(PERCENT) else
                       f"{cell[k]:.3f}" for k, _ in COLUMNS]
             name = method if cell["n"] == n else f"{method} ({cell['n']} clips)"    # fewer clips: say so
             lines.append(f"| {name} | " + " | ".join(values) + " |")

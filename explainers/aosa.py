@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from explainers.context import Context, MethodOutput
-from explainers.occlusion import PRECISION, kept_region_map, kept_region_weights
+from explainers.occlusion import FILL, PRECISION, fill_values, kept_region_map, kept_region_weights
 from explainers.registry import Param, register
 
 FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
@@ -120,14 +120,6 @@ def tube_holes(tracks: Tracks, anchors: torch.Tensor, size: tuple[int, int], occ
     return count.clamp_(max=1)
 
 
-def neighbourhood_mean(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Conditional-sampling fill: per frame and channel, the mean over a window×window neighbourhood."""
-    b, c, t, h, w = x.shape
-    f = x.transpose(1, 2).reshape(b * t, c, h, w)
-    mean = F.avg_pool2d(f, window, stride=1, padding=window // 2, count_include_pad=False)[..., :h, :w]
-    return mean.reshape(b, t, c, h, w).transpose(1, 2)
-
-
 def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbox: bool):
     size = ctx.shape[1:]
     ctx.report(0.0, "optical flow")
@@ -140,7 +132,7 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbo
     def holes_of(sl: slice | torch.Tensor) -> torch.Tensor:
         return tube_holes(tracks, groups[sl], size, occluder, device, ctx.x.dtype)
 
-    value = None if fill == "zero" else neighbourhood_mean(ctx.x, 36 * size[0] // 112 or 1)
+    value = fill_values(ctx.x, fill)
     extras = {"tracks": tracks.positions, "tracked": tracks.tracked, "groups": groups, "anchors": len(groups),
               "letterbox": bars}
     return holes_of, len(groups), value, extras
@@ -149,8 +141,7 @@ def _setup(ctx: Context, stride: int, k: int, occluder: int, fill: str, letterbo
 PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14×14 anchors at 112 px; 4: 28×28)", 2,
                 64),
           Param("occluder", 16, "occluder box size in pixels", 2, 112),
-          Param("fill", "zero", "what hidden voxels become: 0 (the mean colour) or the mean of their 36×36 "
-                                "neighbourhood (conditional sampling)", choices=("zero", "conditional")),
+          FILL,
           Param("letterbox", True, "treat dark bands at the top and bottom as letter-box bars: no anchors "
                                    "there, and a track that enters them leaves the frame"))
 

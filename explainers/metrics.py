@@ -17,7 +17,7 @@ from torch import nn
 
 from explainers.device import default_batch, forward
 from explainers.layers import eval_mode
-from explainers.maps import blur_frames, normalise
+from explainers.maps import blurred, normalise
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class MetricSpec:
     higher_is_better: bool
     needs: tuple[str, ...]           # "model", "boxes", "window"
     help: str
+    over_clips: bool = False         # a rate over many clips (one clip's value is only 0 or 100 %)
 
 
 METRICS = {m.id: m for m in (
@@ -41,12 +42,19 @@ METRICS = {m.id: m for m in (
                "share of frames whose saliency peak lies within 7 px (at 112 px) of the actor's box"),
     MetricSpec("temporal_pointing", "Temporal pointing game", True, ("window",),
                "1 if the frame with the most saliency lies inside the action window"),
+    MetricSpec("loc_iou_val", "Localisation IoU (Val)", True, ("boxes",),
+               "mean IoU of the actor's box with the box around the pixels ≥ 0.5 of each frame's map (scaled to "
+               "[0, 1] per frame)"),
+    MetricSpec("loc_iou_mean", "Localisation IoU (Mean)", True, ("boxes",),
+               "as IoU (Val) keeping the pixels ≥ the frame's mean"),
+    MetricSpec("loc_iou_energy", "Localisation IoU (Energy)", True, ("boxes",),
+               "as IoU (Val) keeping the top pixels that hold 50 % of the frame's saliency"),
     MetricSpec("loc_error_val", "Localisation error (Val)", False, ("boxes",),
-               "% of clips whose box from the map (map ≥ 0.5) has mean IoU ≤ 0.5 with the actor's boxes"),
+               "% of clips whose IoU (Val) is at most 0.5", over_clips=True),
     MetricSpec("loc_error_mean", "Localisation error (Mean)", False, ("boxes",),
-               "as Val with the threshold at 1.0 × the frame's mean saliency"),
+               "% of clips whose IoU (Mean) is at most 0.5", over_clips=True),
     MetricSpec("loc_error_energy", "Localisation error (Energy)", False, ("boxes",),
-               "as Val keeping the top voxels that hold 50 % of the frame's saliency"),
+               "% of clips whose IoU (Energy) is at most 0.5", over_clips=True),
 )}
 
 
@@ -92,12 +100,6 @@ def unit_ranks(saliency: torch.Tensor, mode: str, patch_grid: int = 16, seed: in
     rows = (torch.arange(h) * patch_grid // h)
     cols = (torch.arange(w) * patch_grid // w)
     return cells[:, rows][:, :, cols]
-
-
-def blurred(x: torch.Tensor) -> torch.Tensor:
-    """The insertion start: every frame blurred with σ = 5 px at 112 px (scaled), kernel 11 (as RISE)."""
-    scale = x.shape[-2] / 112
-    return blur_frames(x, sigma=5.0 * scale, radius=max(1, round(5 * scale)))
 
 
 def _probabilities(model: nn.Module, make, n: int, target: int, max_batch: int | None, precision: str = "fp32"
@@ -193,15 +195,30 @@ def pointing_game(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndarray
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def box_volume(shape: tuple[int, int, int], boxes: np.ndarray, visible: np.ndarray | None = None,
+               window: tuple[int, int] | None = None, outside: float = 0.8) -> torch.Tensor:
+    """The ground truth as a map: 1 inside the actor's box in the frames of the action ``window``, ``outside``
+    inside its box in the other frames where it is visible (where it stands before and after the action tells
+    the action apart too), 0 elsewhere. The oracle that every metric must rank above the baselines."""
+    t, h, w = shape
+    out = torch.zeros(shape)
+    for f, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64)[:t]):
+        if visible is not None and not visible[f]:
+            continue
+        value = 1.0 if window is None or window[0] <= f <= window[1] else outside
+        out[f, max(0, math.floor(y0)):min(h, math.ceil(y1)), max(0, math.floor(x0)):min(w, math.ceil(x1))] = value
+    return out
+
+
 def temporal_pointing_game(saliency: torch.Tensor, window: tuple[int, int]) -> float:
     """1.0 if the frame with the largest saliency mass lies in the inclusive action window, else 0.0."""
     return float(window[0] <= int(saliency.sum((1, 2)).argmax()) <= window[1])
 
 
 def threshold_mask(frame: torch.Tensor, rule: str, alpha: float) -> torch.Tensor:
-    """Pixels of one normalised map frame that survive the Val / Mean / Energy rule."""
+    """Pixels of one map frame, scaled to [0, 1] on its own, that survive the Val / Mean / Energy rule."""
     if rule == "val":
-        return frame >= alpha * frame.max()
+        return frame >= alpha
     if rule == "mean":
         return frame >= alpha * frame.mean()
     if rule == "energy":  # ties in random (seeded) order, so a flat region is kept evenly, not row by row
@@ -227,18 +244,18 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 def localisation_iou(saliency: torch.Tensor, boxes: np.ndarray, visible: np.ndarray | None = None,
                      rule: str = "val", alpha: float | None = None) -> float:
     """Mean IoU over frames (with a visible box) between the tightest box around the thresholded map and the
-    ground truth. Defaults α: Val 0.5, Mean 1.0, Energy 0.5 (docs/methods.md §20.8)."""
+    ground truth. Each frame is scaled to [0, 1] on its own first; a frame whose map is constant points nowhere
+    (IoU 0). Defaults α: Val 0.5, Mean 1.0, Energy 0.5 (docs/methods.md §15.5, §20.8)."""
     alpha = {"val": 0.5, "mean": 1.0, "energy": 0.5}[rule] if alpha is None else alpha
-    s = normalise(saliency)
     ious = []
     for t, gt in enumerate(np.asarray(boxes, np.float64)):
         if (visible is not None and not visible[t]) or gt[2] <= gt[0] or gt[3] <= gt[1]:
             continue
-        mask = threshold_mask(s[t], rule, alpha)
-        rows, cols = torch.nonzero(mask, as_tuple=True)
-        if len(rows) == 0:
+        frame = saliency[t].float()
+        if frame.max() <= frame.min():
             ious.append(0.0)
             continue
+        rows, cols = torch.nonzero(threshold_mask(normalise(frame), rule, alpha), as_tuple=True)
         pred = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float64)
         ious.append(box_iou(pred, gt))
     return float(np.mean(ious)) if ious else float("nan")
@@ -259,7 +276,8 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
     """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves.
 
     ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
-    action ``window`` (first, last frame, or None); localisation errors are 0/1 per clip (1: mean IoU ≤ 0.5).
+    action ``window`` (first, last frame, or None); localisation IoUs are means over the boxed frames, errors 0/1
+    per clip (1: that IoU ≤ 0.5).
     Cost: ``evaluation_forwards(steps)`` forwards, at ``precision``.
     """
     curves = insertion_deletion(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision)
@@ -271,8 +289,8 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
         if truth.get("window") is not None:
             values["temporal_pointing"] = temporal_pointing_game(saliency, truth["window"])
         for rule in ("val", "mean", "energy"):
-            values[f"loc_error_{rule}"] = float(localisation_iou(saliency, truth["bbox"], truth["visible"],
-                                                                 rule) <= 0.5)
+            iou = localisation_iou(saliency, truth["bbox"], truth["visible"], rule)
+            values[f"loc_iou_{rule}"], values[f"loc_error_{rule}"] = iou, float(iou <= 0.5)
     return values, curves
 
 

@@ -66,7 +66,8 @@ def grad_cam():
 
 def test_analysis_scores_every_applicable_metric(grad_cam):
     assert set(grad_cam.metrics) == {"insertion", "deletion", "s50", "s75", "pointing", "temporal_pointing",
-                                     "loc_error_val", "loc_error_mean", "loc_error_energy"}
+                                     *(f"loc_{kind}_{rule}" for kind in ("iou", "error")
+                                       for rule in ("val", "mean", "energy"))}
     assert len(grad_cam.curves["insertion"].probs) == 29
     header, rows = analysis.metrics_table([grad_cam, grad_cam])
     assert header == ["metric", "better", "Grad-CAM", "Grad-CAM", "what it measures"] and len(rows) == 9 + 2

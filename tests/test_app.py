@@ -155,7 +155,7 @@ def test_bad_settings_are_messages(tmp_path):
     ({"method": "rise", "params": {"grid": [291, 291, 291]}}, r"grid needs 3 integers in \[1, 32\]"),
     ({"method": "ep3d", "params": {"areas": [0.1] * 9}}, r"areas needs 1 to 8 numbers"),
     ({"method": "occlusion", "params": {"strides": [1, 1, 1]}},
-     r"needs about [\d,]+ s and [\d,]+ MB of memory at its peak \(200,765 forward"),
+     r"needs about [\d,]+ s and [\d,]+ MB of memory at its peak \(84,742 forward"),
 ])
 def test_what_a_visitor_can_send_gets_a_message_a_person_can_read(settings, message):
     """Requests the UI would never send but gradio_client can: each a one-line message, no Python internals."""
@@ -207,7 +207,7 @@ def test_every_method_in_the_picker_says_how_long_it_takes_on_this_model_here():
     assert all(timed.search(label) for label, _ in app.method_choices(app.DEFAULT_MODEL))
     assert not any(timed.search(label) for label, _ in app.method_choices(offline))
     line = app.cost_line(app.DEFAULT_MODEL, "occlusion", "fast", None)
-    assert line.startswith("About") and "257 forward and 0 backward passes" in line
+    assert line.startswith("About") and "208 forward and 0 backward passes" in line
     assert app.cost_line(app.DEFAULT_MODEL, "ep_unsync", "paper", None).startswith("⚠️ Needs about")
     assert "has no parameter" in app.cost_line(app.DEFAULT_MODEL, "grad_cam", "default", {"steps": 3})
 

@@ -38,9 +38,8 @@ class Cuboid(nn.Module):
 
 
 def _inside(saliency: torch.Tensor, box) -> bool:
-    t, h, w = divmod(int(saliency.argmax()), saliency.shape[1] * saliency.shape[2])[0], *divmod(
-        int(saliency.argmax()) % (saliency.shape[1] * saliency.shape[2]), saliency.shape[2])
-    return box[0].start <= t < box[0].stop and box[1].start <= h < box[1].stop and box[2].start <= w < box[2].stop
+    """The map's maximum is reached inside the box (occlusion ties the border frames never hidden without it)."""
+    return bool(saliency[box].max() == saliency.max())
 
 
 # The papers' methods and the baselines: a method may be added without touching this, never removed unnoticed.
@@ -112,6 +111,51 @@ def test_perturbation_maximum_inside_the_cuboid(method, params):
     inside = e.saliency[Cuboid.box].mean()
     assert inside > 2 * e.saliency.mean()
 
+
+
+class Uniform(nn.Module):
+    """Every voxel matters equally: class 0's logit is the mean of x² over the whole clip."""
+
+    def forward(self, x):
+        energy = x.pow(2).mean((1, 2, 3, 4))
+        return torch.stack([energy, torch.zeros_like(energy)], 1)
+
+
+@pytest.mark.parametrize("preset", ["fast", "paper"])
+def test_occlusion_hides_every_voxel_equally_at_every_preset(preset):
+    """On a model where every voxel matters equally, every voxel gets the same score: windows reach the last rows,
+    columns and frames (`fast` once left rows and columns 104–111 at 0) and no border is counted twice."""
+    e = explain(Uniform(), torch.ones(1, 3, 16, 112, 112), "occlusion", target=0, preset=preset, max_batch=64)
+    assert e.raw.min() > 0 and (e.raw.max() - e.raw.min()) / e.raw.max() < 1e-5
+    window, strides = e.params["window"], e.params["strides"]
+    assert e.forward_passes == REGISTRY["occlusion"].passes(e.params, (16, 112, 112))[0]
+    assert e.extras["positions"] == {"fast": 3 * 7 * 7, "paper": 5 * 13 * 13}[preset], (window, strides)
+
+
+def test_occlusion_equals_captum():
+    """The mean probability drop over the windows hiding a voxel, as Captum's Occlusion computes it."""
+    captum = pytest.importorskip("captum.attr")
+    model, x = Linear(), torch.randn(*SHAPE)
+    for fill in ("zero", "clip_mean"):
+        ours = explain(model, x, "occlusion", target=1, window=(2, 4, 4), strides=(1, 2, 2), fill=fill)
+        base = 0.0 if fill == "zero" else x.mean((2, 3, 4), keepdim=True)
+        ref = captum.Occlusion(lambda v: model(v).softmax(-1)).attribute(
+            x, sliding_window_shapes=(3, 2, 4, 4), strides=(3, 1, 2, 2), baselines=base, target=1)
+        assert torch.allclose(ours.raw, ref[0, 0], atol=1e-6) and torch.allclose(ref[0, 0], ref[0, 2])
+
+
+def test_occlusion_strides_past_the_window_still_hide_every_voxel():
+    e = explain(Uniform(), torch.ones(1, 3, 8, 32, 32), "occlusion", target=0, window=(2, 8, 8), strides=(5, 20, 20))
+    assert e.raw.min() > 0 and e.extras["positions"] == 4 * 4 * 4
+
+
+@pytest.mark.parametrize("method", ["occlusion", "aosa"])
+@pytest.mark.parametrize("fill", ["zero", "clip_mean", "blur", "time_median", "conditional"])
+def test_every_fill_hides_the_cuboid(method, fill):
+    x = torch.randn(1, 3, 16, 64, 64)
+    params = {"strides": (2, 8, 8)} if method == "occlusion" else {"stride": 8}
+    e = explain(Cuboid(), x, method, target=0, fill=fill, **params)
+    assert e.params["fill"] == fill and e.saliency[Cuboid.box].mean() > 2 * e.saliency.mean()
 
 
 @pytest.mark.parametrize("method, params", [("occlusion", {"strides": (2, 8, 8)}), ("rise", {"masks": 400})])
@@ -187,6 +231,27 @@ def test_cam_lights_the_cells_of_the_evidence(method):
     assert cam.shape == (4, 8, 8)
     assert int(cam.argmax()) == 1 * 64 + 2 * 8 + 5
     assert cam[3, 6, 0] <= cam.max() * 1e-6, "the green blob is not evidence for class 0"
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_grad_cam_pp_follows_the_paper_at_any_gradient_scale(scale):
+    """a = g² / (2g² + ΣA·g³) with ε only where the denominator is 0 (docs/methods.md §20.3): layer gradients of
+    1e-5 (g² ≪ ε = 1e-6) keep the paper's weights; an ε in every denominator would weight channels by g³."""
+    model = RedDetector()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[1.0, 0.5], [0.0, 1.0]]) * scale)
+    x = torch.zeros(1, 3, 8, 32, 32)
+    x[:, 0, 2:4, 8:12, 20:24] = 5.0
+    x[:, 1, 6:8, 24:28, 0:4] = 5.0
+    e = explain(model, x, "grad_cam_pp", target=0, upsample="nearest")
+    with torch.no_grad():
+        a = model.features(x)[0].double()                                 # 2×4×8×8
+        g = (model.fc.weight[0].double() / a[0].numel())[:, None, None, None].expand_as(a)
+        alpha = g ** 2 / (2 * g ** 2 + a.sum((1, 2, 3), keepdim=True) * g ** 3)
+        weights = (alpha * g.clamp(min=0)).sum((1, 2, 3), keepdim=True)
+        expected = torch.relu((weights * a).sum(0))
+    assert torch.allclose(e.raw.double() / e.raw.max(), expected / expected.max(), atol=1e-6)
+    assert expected[3, 6, 0] / expected.max() == pytest.approx(0.5, abs=0.01)   # green blob: half weight, not 1/8
 
 
 def test_guided_backprop_differs_from_gradient_exactly_where_gates_close():
@@ -329,6 +394,6 @@ def test_default_batch_follows_the_device():
 
 def test_progress_is_reported_and_monotone():
     seen = []
-    explain(RedDetector(), torch.rand(1, 3, 8, 32, 32), "occlusion", max_batch=8,
+    explain(RedDetector(), torch.rand(1, 3, 8, 32, 32), "occlusion", max_batch=8, window=(4, 16, 16),
             progress=lambda f, m: seen.append(f))
     assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 3

@@ -68,6 +68,19 @@ def test_localisation_of_a_box_shaped_map():
     assert localisation_iou(torch.roll(s, 50, dims=1), gt) == 0.0  # the box moved 50 rows down: no overlap
 
 
+def test_localisation_scales_each_frame_on_its_own():
+    """1.0 in the box over a 0.6 floor, one frame on a 0 floor: every frame's box is the actor's (scaling the
+    volume once and thresholding at α·frame max gave IoU 0.077)."""
+    s = torch.full((4, 112, 112), 0.6)
+    s[3] = 0.0
+    s[:, 20:40, 60:90] = 1.0
+    gt = np.array([[60, 20, 90, 40]] * 4)
+    for rule in ("val", "mean"):
+        assert localisation_iou(s, gt, rule=rule) == pytest.approx(1.0)
+    assert localisation_iou(s, gt, rule="energy") > 0.8
+    assert localisation_iou(torch.ones(4, 112, 112), gt) == 0.0      # a constant map points nowhere
+
+
 def test_unit_ranks_modes():
     s = torch.zeros(2, 32, 32)
     s[1, 0, 0] = 1.0
