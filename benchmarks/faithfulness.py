@@ -47,10 +47,11 @@ QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backpro
                                  "occlusion", "aosa_approx", "swag_v_ig"]}
 
 
-def clips(count: int, folder: Path | None):
-    """(clip id, loader(spec) -> (x, ground truth or None)): the first ``count`` test clips, then the folder's.
-    Nothing is rendered or decoded until a loader is called."""
-    for seed in synthetic.split_seeds("test", count):
+def clips(count: int, folder: Path | None, split: str = "test"):
+    """(clip id, loader(spec) -> (x, ground truth or None)): the first ``count`` clips of ``split`` (``val`` for
+    choosing settings, ``test`` for reporting), then the folder's. Nothing is rendered or decoded until a loader is
+    called."""
+    for seed in synthetic.split_seeds(split, count):
         yield f"synth-{seed}", lambda spec, seed=seed: _synthetic(seed, spec)
     for path in sorted(folder.iterdir()) if folder else ():
         if path.is_file() and not path.name.startswith(".") and path.suffix.lower() != ".json":
@@ -100,7 +101,8 @@ def method_label(method: str, params: dict | None) -> str:
 
 
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
-        folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None) -> list[dict]:
+        folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None,
+        split: str = "test") -> list[dict]:
     """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations). ``params`` go to every method; the
@@ -109,13 +111,13 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
     labels = {k: method_label(k, params) for k in methods}
-    todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder) for k in methods
+    todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder, split) for k in methods
             if (m, c, labels[k]) not in done]
     log(f"{len(done)} rows found in {results_file(out)}, {len(todo)} to compute")
     start, count = time.time(), 0
     for model_id in models:
         model = load_model(model_id, device)
-        for index, (clip_id, load) in enumerate(clips(n_clips, folder)):
+        for index, (clip_id, load) in enumerate(clips(n_clips, folder, split)):
             loaded = None
             for method in methods:
                 if (model_id, clip_id, labels[method]) in done:
@@ -357,7 +359,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--methods", nargs="+", choices=list(REGISTRY), default=None,
                         help="default: every method except ep_unsync (T times the cost of EP-3D)")
     parser.add_argument("--clips", type=int, default=None,
-                        help="test clips per model (default 100; --quick: 3); with --join, the first this many only")
+                        help="clips per model (default 100; --quick: 3); with --join, the first this many test clips")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="SynthActions-10 clips to explain: test (report) or val (choose settings)")
     parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
     parser.add_argument("--preset", default="fast", help="parameter preset where a method has it")
     parser.add_argument("--seed", type=int, default=0)
@@ -385,7 +389,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             parser.error(f"--params: {error}")
     started = time.time()
     rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device,
-               params=args.params)
+               params=args.params, split=args.split)
     print(write_reports(rows, args.out, args.against))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
     return 0

@@ -1,4 +1,4 @@
-"""The speed benchmarks run end to end on a small selection (their timings are not checked here)."""
+"""The speed and metric benchmarks run end to end on a small selection (their numbers are not checked here)."""
 from __future__ import annotations
 
 import platform
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import jobs
-from benchmarks import estimates, extremal_blocks, first_minute, metric_speed, precision, speed
+from benchmarks import estimates, extremal_blocks, first_minute, metric_speed, precision, separation, speed
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +78,12 @@ def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):
         assert re.search(rf"\| {method} \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \| [\d,]+ MB \|", out)
     assert "| `ep_unsync` |" in out                                        # the ZeroGPU windows of every method
     assert jobs.ON_ZERO_GPU is False, "the benchmark left the process estimating as on ZeroGPU"
+
+
+def test_bench_separation_writes_a_row_per_metric_with_margins_and_a_verdict(tmp_path):
+    out = tmp_path / "separation.md"
+    text = separation.main(["--models", "synth-cnn-lstm", "--clips", "3", "--threads", "1", "--out", str(out)])
+    assert out.read_text() == text and text.startswith("### synth-cnn-lstm — 3 clips")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
+    assert len(rows) == len(separation.M.METRICS)
+    assert all(re.search(r"\| (yes|\*\*no\*\*) \|$", row) for row in rows)

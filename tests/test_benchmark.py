@@ -166,3 +166,13 @@ def test_params_reach_the_method_and_label_its_rows(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(args + ["--methods", "random", "--params", '{"masks": 10}'])
     assert "--params: random has no parameter(s) ['masks']" in capsys.readouterr().err
+
+
+def test_validation_clips_for_choosing_settings(tmp_path, capsys):
+    """``--split val`` explains the validation clips (seeds from 900,000), never the test clips it reports on."""
+    benchmark.main(["--models", "synth-cnn-lstm", "--methods", "occlusion", "--clips", "1", "--split", "val",
+                    "--params", '{"fill": "time_median", "window": [16, 56, 56], "strides": [16, 56, 56]}',
+                    "--out", str(tmp_path)])
+    (row,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert row["clip"] == "synth-900000" and row["params"]["fill"] == "time_median" and row["forwards"] == 5
+    assert "loc_iou_val" in row and 0 <= row["loc_iou_val"] <= 1
