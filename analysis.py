@@ -22,7 +22,7 @@ import torch
 import render
 from explainers import REGISTRY, Explanation, ProgressFn, explain
 from explainers.device import configure_cpu
-from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip
+from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip, sanity_checks
 from zoo import ASSETS
 from zoo.cards import InputSpec
 from zoo.models import ModelLoadError, VideoClassifier, load_model
@@ -126,6 +126,15 @@ def score(a: Analysis, max_batch: int | None = None) -> Analysis:
     metrics, curves = evaluate_map(get_model(a.clip.model_id), a.clip.x.to(DEVICE), e.saliency, e.target,
                                    a.clip.truth, max_batch=max_batch)
     return Analysis(a.clip, e, metrics, curves, time.perf_counter() - start)
+
+
+def check_sanity(a: Analysis) -> Analysis:
+    """The analysis with the two sanity values of ``explainers.metrics.sanity_checks`` among its metrics: the
+    method's maps with the model re-initialised and with the frames reversed (two more maps)."""
+    e = a.explanation
+    values = sanity_checks(get_model(a.clip.model_id), a.clip.x.to(DEVICE), e.method, e.saliency, e.target,
+                           seed=e.seed, **e.params)
+    return Analysis(a.clip, e, {**a.metrics, **values}, a.curves, a.scoring_s)
 
 
 def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",

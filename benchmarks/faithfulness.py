@@ -41,7 +41,8 @@ from zoo.video import VideoError, prepare_clip, preprocess
 COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
            ("temporal_pointing", "T-PT ↑"), ("loc_iou_val", "IoU Val ↑"), ("loc_iou_mean", "Mean ↑"),
            ("loc_iou_energy", "Energy ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
-           ("loc_error_energy", "Energy ↓"), ("seconds", "median s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
+           ("loc_error_energy", "Energy ↓"), ("sanity_model", "ρ random model ↓"), ("sanity_reversed", "ρ reversed ↓"),
+           ("seconds", "median s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
 PERCENT = ("loc_error", "pointing", "temporal")     # columns shown in %: shares of frames or clips
 QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backprop", "grad_cam", "saliency_tubes",
                                  "occlusion", "aosa_approx", "swag_v_ig"]}
@@ -74,13 +75,16 @@ GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip
 
 
 def benchmark_row(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
-             gallery: bool = False, params: dict | None = None) -> dict:
+                  gallery: bool = False, params: dict | None = None, sanity: bool = False) -> dict:
     """One explanation (with ``params`` overriding the preset) and every metric that applies to it; with
-    ``gallery``, also four frames of the map at 28×28 (and the actor's boxes on them) for the report."""
+    ``gallery``, also four frames of the map at 28×28 (and the actor's boxes on them) for the report; with
+    ``sanity``, the two sanity checks (two more maps)."""
     target = truth["label"] if truth else None      # None: the model's top-1 class
-    e = explain(model, x, method, target=target, preset=preset if preset in REGISTRY[method].presets else None,
-                seed=seed, **(params or {}))
+    settings = {"preset": preset if preset in REGISTRY[method].presets else None, "seed": seed, **(params or {})}
+    e = explain(model, x, method, target=target, **settings)
     row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth)
+    if sanity:
+        row.update(M.sanity_checks(model, x, method, e.saliency, e.target, **settings))
     row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
                insertion_curve=curves["insertion"].probs.round(4).tolist(),
                deletion_curve=curves["deletion"].probs.round(4).tolist())
@@ -102,7 +106,7 @@ def method_label(method: str, params: dict | None) -> str:
 
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
         folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None,
-        split: str = "test") -> list[dict]:
+        split: str = "test", sanity: bool = False) -> list[dict]:
     """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations). ``params`` go to every method; the
@@ -126,7 +130,8 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
                     if loaded is None:
                         x, truth = loaded = load(model.input_spec)
                         x = x.to(device)
-                    row = benchmark_row(model, x, method, truth, preset, seed, gallery=index == 0, params=params)
+                    row = benchmark_row(model, x, method, truth, preset, seed, gallery=index == 0, params=params,
+                                        sanity=sanity)
                 except VideoError as error:      # a folder file that is not a usable clip
                     row = {"error": str(error)}
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
@@ -362,6 +367,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                         help="clips per model (default 100; --quick: 3); with --join, the first this many test clips")
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="SynthActions-10 clips to explain: test (report) or val (choose settings)")
+    parser.add_argument("--sanity", action="store_true",
+                        help="also each map's sanity checks (two more maps: with the model re-initialised and with "
+                             "the frames reversed); rows already in --out are not recomputed")
     parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
     parser.add_argument("--preset", default="fast", help="parameter preset where a method has it")
     parser.add_argument("--seed", type=int, default=0)
@@ -389,7 +397,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             parser.error(f"--params: {error}")
     started = time.time()
     rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device,
-               params=args.params, split=args.split)
+               params=args.params, split=args.split, sanity=args.sanity)
     print(write_reports(rows, args.out, args.against))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
     return 0

@@ -1,5 +1,6 @@
-"""How good is a saliency volume? Faithfulness (insertion/deletion, saliency metric) and localisation against
-ground truth (spatial and temporal pointing games, weak localisation). Spec: docs/methods.md §15, §20.6–§20.8.
+"""How good is a saliency volume? Faithfulness (insertion/deletion, saliency metric), localisation against
+ground truth (spatial and temporal pointing games, weak localisation) and sanity (does the map change when the
+model is destroyed or the frames reversed?). Spec: docs/methods.md §15, §20.6–§20.8.
 
 Metrics that need the model evaluate every perturbed clip of one curve in as few batched forwards as the batch
 cap allows (29 clips for 28 steps, not 28 calls), under ``torch.inference_mode``, with the softmax probability of
@@ -7,6 +8,7 @@ the target. ``METRICS`` states each metric's direction and what it needs, for re
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -25,7 +27,7 @@ class MetricSpec:
     id: str
     name: str
     higher_is_better: bool
-    needs: tuple[str, ...]           # "model", "boxes", "window"
+    needs: tuple[str, ...]           # "model", "boxes", "window", "method" (runs the explainer again)
     help: str
     over_clips: bool = False         # a rate over many clips (one clip's value is only 0 or 100 %)
 
@@ -55,6 +57,12 @@ METRICS = {m.id: m for m in (
                "% of clips whose IoU (Mean) is at most 0.5", over_clips=True),
     MetricSpec("loc_error_energy", "Localisation error (Energy)", False, ("boxes",),
                "% of clips whose IoU (Energy) is at most 0.5", over_clips=True),
+    MetricSpec("sanity_model", "Sanity: ρ with a random model", False, ("method",),
+               "Spearman ρ of the map with the method's map of the same model re-initialised: near 1, the map does "
+               "not depend on what the model learnt (Adebayo et al. 2018)"),
+    MetricSpec("sanity_reversed", "Sanity: ρ with the frames reversed", False, ("method",),
+               "Spearman ρ of the map with the method's map of the clip played backwards, frames put back in "
+               "order: near 1, the map ignores the order of the frames that tells moving left from right"),
 )}
 
 
@@ -319,6 +327,16 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
 
 
+RESEED = 7_919      # offset of the re-initialisation seed: a toy model made right after manual_seed(0) would
+                    # otherwise be re-initialised to its own weights
+
+
+def _parametrised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules with parameters of their own that can re-initialise them, from the input to the output."""
+    return [(name, m) for name, m in model.named_modules()
+            if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))]
+
+
 def cascading_randomisation(model: nn.Module, x: torch.Tensor, method: str, target: int | None = None,
                             seed: int = 0, **params) -> list[tuple[str, float]]:
     """Adebayo et al.'s model-parameter randomisation test ([S0] ref. 1), cascading from the output.
@@ -327,19 +345,34 @@ def cascading_randomisation(model: nn.Module, x: torch.Tensor, method: str, targ
     (layer name, Spearman correlation between the original and the new map). A method that depends on the
     model decorrelates; one that does not (edge detection, ``centre``) stays near 1.
     """
-    import copy
-
     from explainers import explain
 
     original = explain(model, x, method, target=target, seed=seed, **params)
     clone = copy.deepcopy(model)
-    layers = [(name, m) for name, m in clone.named_modules()
-              if hasattr(m, "reset_parameters") and any(True for _ in m.parameters(recurse=False))]
-    torch.manual_seed(seed)
     out = []
-    for name, module in reversed(layers):
-        with torch.no_grad():
-            module.reset_parameters()
-        e = explain(clone, x, method, target=original.target, seed=seed, **params)
-        out.append((name, spearman(original.saliency, e.saliency)))
+    with torch.random.fork_rng():           # seeded re-initialisation, the caller's random state untouched
+        torch.manual_seed(RESEED + seed)
+        for name, module in reversed(_parametrised_layers(clone)):
+            with torch.no_grad():
+                module.reset_parameters()
+            e = explain(clone, x, method, target=original.target, seed=seed, **params)
+            out.append((name, spearman(original.saliency, e.saliency)))
     return out
+
+
+def sanity_checks(model: nn.Module, x: torch.Tensor, method: str, saliency: torch.Tensor, target: int,
+                  seed: int = 0, **params) -> dict[str, float]:
+    """The two sanity values of ``METRICS`` for one map of ``method`` (two more maps, nothing else):
+    ``sanity_model``, its Spearman ρ with the map of a copy of the model with every layer re-initialised (the end
+    of the cascade), and ``sanity_reversed``, its ρ with the map of the clip played backwards (put back in the
+    clip's frame order). Near 1: the map does not depend on the model, or on the order of the frames."""
+    from explainers import explain
+
+    clone = copy.deepcopy(model)
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(RESEED + seed)
+        for _, module in _parametrised_layers(clone):
+            module.reset_parameters()
+    destroyed = explain(clone, x, method, target=target, seed=seed, **params).saliency
+    backwards = explain(model, x.flip(2), method, target=target, seed=seed, **params).saliency.flip(0)
+    return {"sanity_model": spearman(saliency, destroyed), "sanity_reversed": spearman(saliency, backwards)}

@@ -176,3 +176,12 @@ def test_validation_clips_for_choosing_settings(tmp_path, capsys):
     (row,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert row["clip"] == "synth-900000" and row["params"]["fill"] == "time_median" and row["forwards"] == 5
     assert "loc_iou_val" in row and 0 <= row["loc_iou_val"] <= 1
+
+
+def test_sanity_adds_both_checks_to_every_row(tmp_path, capsys):
+    benchmark.main(["--models", "synth-cnn-lstm", "--methods", "centre", "gradient", "--clips", "1", "--sanity",
+                    "--out", str(tmp_path)])
+    rows = {r["method"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+    assert rows["centre"]["sanity_model"] == pytest.approx(1.0) == rows["centre"]["sanity_reversed"]
+    assert rows["gradient"]["sanity_model"] < 0.5 and rows["gradient"]["sanity_reversed"] < 0.9
+    assert "ρ random model ↓" in capsys.readouterr().out

@@ -168,6 +168,22 @@ def test_cascading_randomisation_separates_model_dependent_methods():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "randomised a copy only"
 
 
+def test_sanity_checks_tell_a_model_dependent_method_from_a_fixed_pattern():
+    from explainers import explain
+    from explainers.metrics import METRICS, sanity_checks
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    x = torch.randn(1, 3, 4, 16, 16)
+    state = torch.random.get_rng_state()
+    values = {m: sanity_checks(model, x, m, explain(model, x, m, target=1).saliency, 1) for m in ("centre", "gradient")}
+    assert torch.equal(state, torch.random.get_rng_state()), "the caller's random state is left alone"
+    assert values["centre"] == {"sanity_model": pytest.approx(1.0), "sanity_reversed": pytest.approx(1.0)}
+    assert values["gradient"]["sanity_model"] < 0.5 and values["gradient"]["sanity_reversed"] < 0.9
+    assert not METRICS["sanity_model"].higher_is_better and "method" in METRICS["sanity_reversed"].needs
+
+
 def test_perturbed_clip_endpoints(clip_and_oracle):
     from explainers.metrics import blurred, perturbed_clip
 
