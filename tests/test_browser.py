@@ -109,7 +109,8 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
 def test_a_long_run_shows_its_wait_at_the_button_which_waits_and_stop_says_how_far_it_got(browser, url):
     page = _open(browser, url, LAPTOP, set())
     _pick(page, "3-D occlusion")
-    page.wait_for_function("() => document.querySelector('#explain-cost').innerText.includes('257 forward')")
+    page.get_by_label("paper", exact=True).check()                 # 846 windows: long enough to stop
+    page.wait_for_function("() => document.querySelector('#explain-cost').innerText.includes('906 forward')")
     page.locator("#explain-button").click()
     page.locator("#explain-summary").get_by_text(re.compile(r"Explaining: .*left")).wait_for(timeout=5_000)
     assert page.locator("#explain-button").is_disabled()
