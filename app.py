@@ -318,14 +318,13 @@ def parse_params(params) -> dict:
 
 
 def domain_notice(clip: ClipInput) -> str | None:
-    """A notice when the clip is plainly outside what the model was trained on: a model of the synthetic
-    SynthActions-10 clips shown a clip that is not one (not a bundled example, not at the dataset's frame size)."""
+    """A notice when the clip is plainly outside what the model was trained on: a model whose card names a narrow
+    ``domain`` shown a clip that is not a bundled example and not at the model's frame size."""
     card = load_card(clip.model_id)
     size = tuple(clip.prepared.clip.info.display_size)
-    if not card.dataset.startswith("SynthActions") or clip.truth is not None or size == card.input.size[::-1]:
+    if not card.domain or clip.truth is not None or size == card.input.size[::-1]:
         return None
-    return (f"⚠️ **Outside what this model knows.** {card.name} was trained only on SynthActions-10: synthetic "
-            f"clips of coloured shapes moving over smooth noise, {card.input.size[1]}×{card.input.size[0]}. This "
+    return (f"⚠️ **Outside what this model knows.** {card.name} was trained only on {card.domain}. This "
             f"{size[0]}×{size[1]} clip is not one, so the predictions say what the model does with it, not what "
             f"happens in it.")
 

@@ -87,6 +87,7 @@ def test_real_example_clip_is_explained_without_ground_truth():
     top, strip, notes = app.classify(real, app.DEFAULT_MODEL, 1.0, 3.0)
     assert len(top) == 5 and "Ground truth" not in notes and "320×180, 25.00 fps, 132 frames" in notes
     assert notes.startswith("⚠️ **Outside what this model knows.**") and "This 320×180 clip is not one" in notes
+    assert "trained only on SynthActions-10: synthetic clips of coloured shapes" in notes     # the card's domain
     assert "each whole frame resized to 112×112 (squeezed" in notes
     _, _, example_notes = app.classify(_example(), app.DEFAULT_MODEL, None, None)
     assert "Outside" not in example_notes and "each whole frame at its own size" in example_notes

@@ -61,6 +61,7 @@ class ModelCard:
     target_layers: tuple[str, ...]
     dataset: str = ""
     description: str = ""
+    domain: str = ""                 # what every training clip looks like, when that is narrow (the app warns)
     token_grid: TokenGrid | None = None
     training: dict = field(default_factory=dict)      # the training run, as it measured itself
     held_out: dict = field(default_factory=dict)      # accuracy on the current test split (zoo.training.train.held_out)
@@ -89,7 +90,7 @@ def card_from_dict(raw: dict) -> ModelCard:
             mean=tuple(spec.get("mean", KINETICS_MEAN)), std=tuple(spec.get("std", KINETICS_STD))),
         labels=_labels(raw), license=raw.get("license", "unknown"),
         target_layers=tuple(raw.get("target_layers", ())), dataset=raw.get("dataset", ""),
-        description=raw.get("description", ""),
+        description=raw.get("description", ""), domain=raw.get("domain", ""),
         token_grid=TokenGrid(tuple(raw["token_grid"]["grid"]), raw["token_grid"].get("prefix", 0),
                              raw["token_grid"].get("order", "thw")) if raw.get("token_grid") else None,
         training=raw.get("training", {}), held_out=raw.get("held_out", {}),
