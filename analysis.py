@@ -22,7 +22,7 @@ import torch
 import render
 from explainers import REGISTRY, Explanation, ProgressFn, explain
 from explainers.device import configure_cpu
-from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip, sanity_checks
+from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip, road, sanity_checks
 from zoo import ASSETS
 from zoo.cards import InputSpec
 from zoo.models import ModelLoadError, VideoClassifier, load_model
@@ -128,13 +128,14 @@ def score(a: Analysis, max_batch: int | None = None) -> Analysis:
     return Analysis(a.clip, e, metrics, curves, time.perf_counter() - start)
 
 
-def check_sanity(a: Analysis) -> Analysis:
-    """The analysis with the two sanity values of ``explainers.metrics.sanity_checks`` among its metrics: the
-    method's maps with the model re-initialised and with the frames reversed (two more maps)."""
-    e = a.explanation
-    values = sanity_checks(get_model(a.clip.model_id), a.clip.x.to(DEVICE), e.method, e.saliency, e.target,
-                           seed=e.seed, **e.params)
-    return Analysis(a.clip, e, {**a.metrics, **values}, a.curves, a.scoring_s)
+def check_more(a: Analysis) -> Analysis:
+    """The analysis with the metrics the app runs only when asked: the two sanity values of
+    ``explainers.metrics.sanity_checks`` (two more maps) and ROAD's two curves (``explainers.metrics.road``)."""
+    e, model, x = a.explanation, get_model(a.clip.model_id), a.clip.x.to(DEVICE)
+    values = sanity_checks(model, x, e.method, e.saliency, e.target, seed=e.seed, **e.params)
+    curves = road(model, x, e.saliency, e.target)
+    values.update({k: c.auc for k, c in curves.items()})
+    return Analysis(a.clip, e, {**a.metrics, **values}, {**a.curves, **curves}, a.scoring_s)
 
 
 def analyse(clip: ClipInput, method: str, target: int | None = None, preset: str | None = "fast",

@@ -714,38 +714,43 @@ def gif_download(key: str | None, cmap: str, alpha: float, show_truth: bool, sho
 SANE_RHO, ORDER_RHO = 0.5, 0.9     # ρ below which a map depends on the weights; above which it ignores the order
 
 
-def sanity_check(key: str | None, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Generator:
-    """The sanity checks of the explained map (``analysis.check_sanity``), in its lane like any model work: a table
-    of the two Spearman ρ and what each says."""
+def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Generator:
+    """The checks run only when asked (``analysis.check_more``), in a lane like any model work: the sanity checks'
+    two Spearman ρ and ROAD's two AUCs, in a table that says what each means."""
     results = KEPT.get(key)
     if not results:
-        raise refuse("Explain a clip first; the sanity checks test that explanation.")
+        raise refuse("Explain a clip first; these checks test that explanation.")
     a = results[0]
-    cost = jobs.sanity_estimate(a)
+    cost = jobs.more_estimate(a)
     if not cost.fits:
-        raise refuse(f"The sanity checks of this map need {cost.describe()}: {cost.over(HARDWARE)}. Try them on "
-                     f"a cheaper preset or method.")
+        raise refuse(f"These checks of this map need {cost.describe()}: {cost.over(HARDWARE)}. Try them on a "
+                     f"cheaper preset or method.")
     visitor = request.session_hash if request else None
-    where = (visitor, "/sanity")
+    where = (visitor, "/checks")
     try:
-        with jobs.visitor_slot(visitor, "/sanity"):
-            (checked,) = yield from _in_lane(cost.lane, "Sanity checks", cost.explaining, progress, where,
-                                             lambda: jobs.sanity_on_gpu([a], jobs.time_limit(cost.explaining,
-                                                                                            cost.budget)))
+        with jobs.visitor_slot(visitor, "/checks"):
+            (checked,) = yield from _in_lane(cost.lane, "Checking", cost.seconds, progress, where,
+                                             lambda: jobs.more_on_gpu([a], jobs.time_limit(cost.seconds,
+                                                                                          cost.budget)))
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:
         WHERE.pop(where, None)
-    model, order = checked.metrics["sanity_model"], checked.metrics["sanity_reversed"]
+    m = checked.metrics
+    model, order = m["sanity_model"], m["sanity_reversed"]
     yield "\n".join([
-        f"**Sanity checks of {REGISTRY[a.name].name}** (Spearman ρ of its map with the map of …; near 1 means no "
-        "change)", "", "| … | ρ | what it says |", "|---|---|---|",
-        f"| the same model with every layer re-initialised | {model:.2f} | "
+        f"**Checks of {REGISTRY[a.name].name}**", "", "| check | value | what it says |", "|---|---|---|",
+        f"| ρ with the map of the same model, every layer re-initialised | {model:.2f} | "
         + ("the map depends on what the model learnt |" if model < SANE_RHO else
            "**the map barely changes when the model is destroyed: it does not explain this model** |"),
-        f"| the clip played backwards (frames put back in order) | {order:.2f} | "
+        f"| ρ with the map of the clip played backwards (frames put back in order) | {order:.2f} | "
         + ("the map ignores the order of the frames, which tells moving left from moving right |"
-           if order >= ORDER_RHO else "the map changes with the order of the frames, as the action does |")])
+           if order >= ORDER_RHO else "the map changes with the order of the frames, as the action does |"),
+        f"| ROAD, most relevant first (lower is better) | {m['road_morf']:.3f} | "
+        f"{METRICS['road_morf'].help} |",
+        f"| ROAD, least relevant first (higher is better) | {m['road_lerf']:.3f} | "
+        + ("the map ranks what the model needs above what it does not |" if m["road_lerf"] > m["road_morf"] else
+           "**removing the least salient voxels first hurts as much: the ranking is not the model's** |")])
 
 
 def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
@@ -918,11 +923,11 @@ def build_demo() -> gr.Blocks:
                         return kind, step, gr.Image(label="Perturbed clip", type="numpy", elem_id="explain-perturbed")
                     run_explain, stop_explain, out, make_gif, (kind, step, perturbed) = run_panel(
                         "Explain", "explain", step_controls)
-                    with gr.Accordion("Sanity check: does the map depend on the model and the frames' order?",
-                                      open=False):
-                        run_sanity = gr.Button("Run the sanity checks (two more maps)", size="sm",
-                                               elem_id="sanity-button")
-                        sanity_out = gr.Markdown(elem_id="sanity-result")
+                    with gr.Accordion("More checks: sanity (does the map depend on the model and the frames' "
+                                      "order?) and ROAD", open=False):
+                        run_checks = gr.Button("Run the checks (two more maps and ROAD's passes)", size="sm",
+                                               elem_id="checks-button")
+                        checks_out = gr.Markdown(elem_id="checks-result")
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()
                         structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
@@ -968,7 +973,7 @@ def build_demo() -> gr.Blocks:
         for control in (cmap, alpha, truth, structure):
             control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
         make_gif.click(gif_download, [explained, cmap, alpha, truth, structure], out[5], api_name=False)
-        run_sanity.click(sanity_check, explained, sanity_out, api_name=False, show_progress_on=sanity_out,
+        run_checks.click(more_checks, explained, checks_out, api_name=False, show_progress_on=checks_out,
                          **MODEL_WORK)
         for control in (kind, step):
             control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)

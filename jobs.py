@@ -497,23 +497,23 @@ def score_on_gpu(analyses: list[Analysis], limit_s: float | None = None
     yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.score(a), limit_s)
 
 
-def _sanity_window(analyses: list[Analysis], limit_s: float | None = None) -> int:
-    return window(sanity_estimate(analyses[0]).explaining)
+def _more_window(analyses: list[Analysis], limit_s: float | None = None) -> int:
+    return window(more_estimate(analyses[0]).seconds)
 
 
-def sanity_estimate(a: Analysis) -> Estimate:
-    """What the sanity checks of ``a`` cost: the method's two more maps of the clip, as two such jobs (the metrics
-    part of the estimate is not run)."""
+def more_estimate(a: Analysis) -> Estimate:
+    """What ``analysis.check_more`` of ``a`` costs, as two such jobs with their metrics: the two maps of the sanity
+    checks, and ROAD's passes (as many as the metrics' insertion and deletion) within the metrics' share."""
     job = Job(a.explanation.method, None, a.explanation.params)
     return estimate(a.clip.model_id, [job, job])
 
 
-@spaces.GPU(duration=_sanity_window)
-def sanity_on_gpu(analyses: list[Analysis], limit_s: float | None = None
-                  ) -> Generator[Progress | Failed | list[Analysis], None, None]:
-    """``analysis.check_sanity`` of each analysis; yields ``Progress``, then the analyses with their sanity values
-    (or ``Failed``)."""
-    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.check_sanity(a), limit_s)
+@spaces.GPU(duration=_more_window)
+def more_on_gpu(analyses: list[Analysis], limit_s: float | None = None
+                ) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """``analysis.check_more`` of each analysis; yields ``Progress``, then the analyses with the sanity and ROAD
+    values (or ``Failed``)."""
+    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.check_more(a), limit_s)
 
 
 def analyse(clip: ClipInput, jobs: list[Job], target: int | None, seed: int

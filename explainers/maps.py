@@ -51,3 +51,21 @@ def blurred(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     docs/methods.md §20.6)."""
     s = sigma * x.shape[-2] / 112
     return blur_frames(x, sigma=s, radius=max(1, round(3 * s)))
+
+
+def impute(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """B×C×T×H×W clips with the voxels where ``kept`` (B×1×T×H×W, 1 = kept) is 0 filled in linearly from their
+    kept neighbours in T×H×W: pull-push over a 2×2×2 pyramid (Gortler et al. 1996), each level's weighted mean of
+    what it holds, the coarser level's value where it holds less. Kept voxels are returned unchanged. Hand-written:
+    ROAD's exact fill solves a sparse Laplace system, about 50× slower on a 16×112×112 clip (docs/methods.md §15.8)."""
+    num, den = [x * kept], [kept.to(x.dtype)]
+    while max(num[-1].shape[2:]) > 1:
+        size = [max(1, n // 2) for n in num[-1].shape[2:]]
+        num.append(F.adaptive_avg_pool3d(num[-1], size))
+        den.append(F.adaptive_avg_pool3d(den[-1], size))
+    value = num[-1] / den[-1].clamp(min=1e-12)                   # the coarsest level: the mean of everything kept
+    for n, d in zip(reversed(num[:-1]), reversed(den[:-1])):
+        coarse = F.interpolate(value, size=n.shape[2:], mode="trilinear", align_corners=False)
+        gap = (1 - d).clamp(min=0)
+        value = (n + gap * coarse) / (d + gap).clamp(min=1e-12)
+    return torch.where(kept.bool(), x, value)

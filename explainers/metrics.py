@@ -19,7 +19,7 @@ from torch import nn
 
 from explainers.device import default_batch, forward
 from explainers.layers import eval_mode
-from explainers.maps import blurred, normalise
+from explainers.maps import blurred, impute, normalise
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class MetricSpec:
     id: str
     name: str
     higher_is_better: bool
-    needs: tuple[str, ...]           # "model", "boxes", "window", "method" (runs the explainer again)
+    needs: tuple[str, ...]           # "model", "boxes", "window", "method" (runs the explainer again),
+                                     # "road" (asked for: as many forwards again as insertion/deletion)
     help: str
     over_clips: bool = False         # a rate over many clips (one clip's value is only 0 or 100 %)
 
@@ -37,6 +38,11 @@ METRICS = {m.id: m for m in (
                "probability as the most salient voxels are restored into a blurred clip; area under the curve"),
     MetricSpec("deletion", "Deletion AUC (CD)", False, ("model",),
                "probability as the most salient voxels are replaced by the mean colour; area under the curve"),
+    MetricSpec("road_morf", "ROAD, most relevant first", False, ("model", "road"),
+               "probability as the most salient voxels are removed and filled in from their neighbours (so the "
+               "removed shape gives nothing away); area under the curve"),
+    MetricSpec("road_lerf", "ROAD, least relevant first", True, ("model", "road"),
+               "as ROAD (MoRF) removing the least salient voxels first: a faithful map keeps the class"),
     MetricSpec("s50", "Saliency metric S50", False, ("model",),
                "log(max(area, 0.05)) − log(p) keeping the voxels with saliency ≥ 0.5, the rest blurred"),
     MetricSpec("s75", "Saliency metric S75", False, ("model",), "as S50 with threshold 0.75"),
@@ -151,6 +157,38 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
     fractions = (counts.float() / n_units).numpy()
     ins, dele = probs[:steps + 1], probs[steps + 1:]
     return {"insertion": Curve(fractions, ins, auc(ins)), "deletion": Curve(fractions, dele, auc(dele))}
+
+
+ROAD_NOISE = 0.01      # σ of the noise on imputed voxels, in normalised units (ROAD's NoisyLinearImputer)
+
+
+def road(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, steps: int = 28,
+         noise: float = ROAD_NOISE, max_batch: int | None = None, seed: int = 0, precision: str = "fp32"
+         ) -> dict[str, Curve]:
+    """ROAD (Rong et al. 2022, remove and debias) on a clip: the probability as the most (MoRF) or least (LeRF)
+    salient voxels are removed and filled in from their kept neighbours in T×H×W (``maps.impute``, plus Gaussian
+    noise of σ = ``noise``, seeded), so that the shape of what was removed tells the model nothing. Ranks, steps
+    and batches as ``insertion_deletion``: 2 × (steps + 1) forwards. Returns {"road_morf": Curve,
+    "road_lerf": Curve}."""
+    rank = unit_ranks(saliency, "voxel", seed=seed).to(x.device)
+    n_units = rank.numel()
+    counts = torch.round(torch.linspace(0, n_units, steps + 1)).long()
+    gen = torch.Generator().manual_seed(seed)
+    jitter = (noise * torch.randn(x.shape, generator=gen)).to(x)
+
+    def make(idx: range) -> torch.Tensor:
+        kept = []
+        for i in idx:
+            order, k = divmod(i, steps + 1)
+            removed = rank < counts[k] if order == 0 else rank >= n_units - counts[k]
+            kept.append((~removed).to(x.dtype)[None, None])
+        kept = torch.cat(kept)
+        return torch.where(kept.bool(), x, impute(x.expand(len(kept), -1, -1, -1, -1), kept) + jitter)
+
+    probs = _probabilities(model, make, 2 * (steps + 1), target, max_batch, precision)
+    fractions = (counts.float() / n_units).numpy()
+    morf, lerf = probs[:steps + 1], probs[steps + 1:]
+    return {"road_morf": Curve(fractions, morf, auc(morf)), "road_lerf": Curve(fractions, lerf, auc(lerf))}
 
 
 def perturbed_clip(x: torch.Tensor, saliency: torch.Tensor, fraction: float, kind: str, mode: str = "voxel",
@@ -279,9 +317,10 @@ def evaluation_forwards(steps: int = 28) -> int:
 
 
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
-                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32"
+                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32", with_road: bool = False
                  ) -> tuple[dict[str, float], dict[str, Curve]]:
-    """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves.
+    """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves
+    (and the ROAD curves ``with_road``: as many forwards again).
 
     ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
     action ``window`` (first, last frame, or None); localisation IoUs are means over the boxed frames, errors 0/1
@@ -292,6 +331,9 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
     sm = saliency_metric(model, x, saliency, target, precision=precision)
     values = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
               "s75": sm[0.75]}
+    if with_road:
+        curves.update(road(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision))
+        values.update({k: curves[k].auc for k in ("road_morf", "road_lerf")})
     if truth is not None:
         values["pointing"] = pointing_game(saliency, truth["bbox"], truth["visible"])
         if truth.get("window") is not None:

@@ -565,16 +565,17 @@ def test_server_on_localhost_with_gradio_client():
         demo.close()
 
 
-def test_the_sanity_checks_run_on_the_explained_map_and_say_what_they_mean():
+def test_more_checks_run_on_the_explained_map_and_say_what_they_mean():
     def checked(method: str) -> str:
         *_, key = _explain(method)
-        shown = [item for item in app.sanity_check(key, progress=lambda *a, **k: None) if item is not app.SKIP]
+        shown = [item for item in app.more_checks(key, progress=lambda *a, **k: None) if item is not app.SKIP]
         return shown[-1]
 
     grad_cam = checked("grad_cam")
-    assert "**Sanity checks of Grad-CAM**" in grad_cam and "the map depends on what the model learnt" in grad_cam
+    assert "**Checks of Grad-CAM**" in grad_cam and "the map depends on what the model learnt" in grad_cam
+    assert re.search(r"\| ROAD, most relevant first \(lower is better\) \| 0\.\d{3} \|", grad_cam)
     centre = checked("centre")                                   # a fixed pattern: the same map for any model
     assert "| 1.00 | **the map barely changes when the model is destroyed" in centre
     assert "| 1.00 | the map ignores the order of the frames" in centre
     with pytest.raises(gr.Error, match="Explain a clip first"):
-        next(app.sanity_check(None, progress=lambda *a, **k: None))
+        next(app.more_checks(None, progress=lambda *a, **k: None))

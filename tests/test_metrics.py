@@ -131,6 +131,33 @@ def test_insertion_deletion_oracle_beats_inverted_and_is_batched(clip_and_oracle
         assert curves["insertion"].auc >= insertion_deletion(model, x, 1 - oracle, 0, 8, mode)["insertion"].auc
 
 
+def test_road_removes_the_evidence_first_for_the_oracle_last_for_its_inverse(clip_and_oracle):
+    from explainers.metrics import road
+
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    good = road(model, x, oracle, target=0, steps=28, max_batch=64)
+    assert model.seen == [58], "29 MoRF + 29 LeRF clips in one batch, as insertion/deletion"
+    bad = road(model, x, 1 - oracle, target=0, steps=28)
+    assert good["road_morf"].auc < bad["road_morf"].auc and good["road_lerf"].auc > bad["road_lerf"].auc
+    assert good["road_morf"].probs[0] == pytest.approx(good["road_lerf"].probs[0])     # both start at the clip
+    assert np.array_equal(road(model, x, oracle, 0)["road_morf"].probs, good["road_morf"].probs)  # seeded noise
+
+
+def test_imputation_keeps_what_is_kept_and_fills_from_the_neighbours():
+    from explainers.maps import impute
+
+    t, h, w = torch.meshgrid(torch.arange(8.0), torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    ramp = (0.1 * h + 0.05 * w + 0.2 * t)[None, None].expand(2, 3, -1, -1, -1)
+    kept = (torch.rand(2, 1, 8, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    out = impute(ramp, kept)
+    assert torch.equal(out[kept.bool().expand_as(out)], ramp[kept.bool().expand_as(ramp)])
+    holes = ~kept.bool().expand_as(out)
+    assert (out - ramp)[holes].abs().mean() < 0.25 < (ramp.mean() - ramp)[holes].abs().mean()  # a mean fill: 1.4
+    assert torch.allclose(impute(torch.full((1, 3, 8, 32, 32), 0.7), kept[:1]), torch.tensor(0.7))
+    assert torch.equal(impute(ramp[:1], torch.zeros(1, 1, 8, 32, 32)), torch.zeros(1, 3, 8, 32, 32))
+
+
 def test_saliency_metric_prefers_a_small_sufficient_region(clip_and_oracle):
     x, oracle = clip_and_oracle
     model = CountingCuboid()
