@@ -57,7 +57,7 @@ def impute(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """B×C×T×H×W clips with the voxels where ``kept`` (B×1×T×H×W, 1 = kept) is 0 filled in linearly from their
     kept neighbours in T×H×W: pull-push over a 2×2×2 pyramid (Gortler et al. 1996), each level's weighted mean of
     what it holds, the coarser level's value where it holds less. Kept voxels are returned unchanged. Hand-written:
-    ROAD's exact fill solves a sparse Laplace system, about 50× slower on a 16×112×112 clip (docs/methods.md §15.8)."""
+    ROAD's exact fill solves a sparse Laplace system per step, several times slower (docs/methods.md §15.8)."""
     num, den = [x * kept], [kept.to(x.dtype)]
     while max(num[-1].shape[2:]) > 1:
         size = [max(1, n // 2) for n in num[-1].shape[2:]]
