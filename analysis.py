@@ -22,7 +22,7 @@ import torch
 import render
 from explainers import REGISTRY, Explanation, ProgressFn, explain
 from explainers.device import configure_cpu
-from explainers.metrics import METRICS, Curve, evaluate_map, perturbed_clip, road, sanity_checks
+from explainers.metrics import METRICS, Curve, evaluate_map, infidelity, perturbed_clip, road, sanity_checks
 from zoo import ASSETS
 from zoo.cards import InputSpec
 from zoo.models import ModelLoadError, VideoClassifier, load_model
@@ -130,11 +130,12 @@ def score(a: Analysis, max_batch: int | None = None) -> Analysis:
 
 def check_more(a: Analysis) -> Analysis:
     """The analysis with the metrics the app runs only when asked: the two sanity values of
-    ``explainers.metrics.sanity_checks`` (two more maps) and ROAD's two curves (``explainers.metrics.road``)."""
+    ``explainers.metrics.sanity_checks`` (two more maps), ROAD's two curves and infidelity (``evaluate_map``'s
+    ``extra`` metrics)."""
     e, model, x = a.explanation, get_model(a.clip.model_id), a.clip.x.to(DEVICE)
     values = sanity_checks(model, x, e.method, e.saliency, e.target, seed=e.seed, **e.params)
     curves = road(model, x, e.saliency, e.target)
-    values.update({k: c.auc for k, c in curves.items()})
+    values.update({k: c.auc for k, c in curves.items()}, infidelity=infidelity(model, x, e.saliency, e.target))
     return Analysis(a.clip, e, {**a.metrics, **values}, {**a.curves, **curves}, a.scoring_s)
 
 

@@ -716,7 +716,7 @@ SANE_RHO, ORDER_RHO = 0.5, 0.9     # ρ below which a map depends on the weights
 
 def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Generator:
     """The checks run only when asked (``analysis.check_more``), in a lane like any model work: the sanity checks'
-    two Spearman ρ and ROAD's two AUCs, in a table that says what each means."""
+    two Spearman ρ, ROAD's two AUCs and infidelity, in a table that says what each means."""
     results = KEPT.get(key)
     if not results:
         raise refuse("Explain a clip first; these checks test that explanation.")
@@ -750,7 +750,8 @@ def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request:
         f"{METRICS['road_morf'].help} |",
         f"| ROAD, least relevant first (higher is better) | {m['road_lerf']:.3f} | "
         + ("the map ranks what the model needs above what it does not |" if m["road_lerf"] > m["road_morf"] else
-           "**removing the least salient voxels first hurts as much: the ranking is not the model's** |")])
+           "**removing the least salient voxels first hurts as much: the ranking is not the model's** |"),
+        f"| Infidelity (lower is better) | {m['infidelity']:.2e} | {METRICS['infidelity'].help} |"])
 
 
 def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
@@ -924,8 +925,8 @@ def build_demo() -> gr.Blocks:
                     run_explain, stop_explain, out, make_gif, (kind, step, perturbed) = run_panel(
                         "Explain", "explain", step_controls)
                     with gr.Accordion("More checks: sanity (does the map depend on the model and the frames' "
-                                      "order?) and ROAD", open=False):
-                        run_checks = gr.Button("Run the checks (two more maps and ROAD's passes)", size="sm",
+                                      "order?), ROAD and infidelity", open=False):
+                        run_checks = gr.Button("Run the checks (two more maps, 123 more forward passes)", size="sm",
                                                elem_id="checks-button")
                         checks_out = gr.Markdown(elem_id="checks-result")
                     with gr.Accordion("Display", open=False):

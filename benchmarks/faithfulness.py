@@ -39,6 +39,7 @@ from zoo.models import load_model
 from zoo.video import VideoError, prepare_clip, preprocess
 
 COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("road_morf", "ROAD MoRF ↓"), ("road_lerf", "LeRF ↑"),
+           ("infidelity", "INFD ↓"),
            ("s50", "S50 ↓"), ("s75", "S75 ↓"), ("pointing", "S-PT ↑"),
            ("temporal_pointing", "T-PT ↑"), ("loc_iou_val", "IoU Val ↑"), ("loc_iou_mean", "Mean ↑"),
            ("loc_iou_energy", "Energy ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
@@ -77,14 +78,14 @@ GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip
 
 def benchmark_row(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
                   gallery: bool = False, params: dict | None = None, sanity: bool = False,
-                  with_road: bool = False) -> dict:
+                  extra: bool = False) -> dict:
     """One explanation (with ``params`` overriding the preset) and every metric that applies to it; with
     ``gallery``, also four frames of the map at 28×28 (and the actor's boxes on them) for the report; with
-    ``sanity``, the two sanity checks (two more maps); ``with_road``, ROAD's curves."""
+    ``sanity``, the two sanity checks (two more maps); ``extra``, ROAD's curves and infidelity."""
     target = truth["label"] if truth else None      # None: the model's top-1 class
     settings = {"preset": preset if preset in REGISTRY[method].presets else None, "seed": seed, **(params or {})}
     e = explain(model, x, method, target=target, **settings)
-    row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth, with_road=with_road)
+    row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth, extra=extra)
     if sanity:
         row.update(M.sanity_checks(model, x, method, e.saliency, e.target, **settings))
     row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
@@ -108,7 +109,7 @@ def method_label(method: str, params: dict | None) -> str:
 
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
         folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None,
-        split: str = "test", sanity: bool = False, with_road: bool = False) -> list[dict]:
+        split: str = "test", sanity: bool = False, extra: bool = False) -> list[dict]:
     """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations). ``params`` go to every method; the
@@ -133,7 +134,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
                         x, truth = loaded = load(model.input_spec)
                         x = x.to(device)
                     row = benchmark_row(model, x, method, truth, preset, seed, gallery=index == 0, params=params,
-                                        sanity=sanity, with_road=with_road)
+                                        sanity=sanity, extra=extra)
                 except VideoError as error:      # a folder file that is not a usable clip
                     row = {"error": str(error)}
                 except ValueError as error:      # the method does not apply to this model, or a bad truth file
@@ -372,8 +373,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--sanity", action="store_true",
                         help="also each map's sanity checks (two more maps: with the model re-initialised and with "
                              "the frames reversed); rows already in --out are not recomputed")
-    parser.add_argument("--road", action="store_true",
-                        help="also ROAD (MoRF and LeRF: as many forwards again as insertion and deletion)")
+    parser.add_argument("--extra-metrics", action="store_true",
+                        help="also ROAD (MoRF, LeRF) and infidelity: 123 more forwards per map")
     parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
     parser.add_argument("--preset", default="fast", help="parameter preset where a method has it")
     parser.add_argument("--seed", type=int, default=0)
@@ -401,7 +402,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             parser.error(f"--params: {error}")
     started = time.time()
     rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device,
-               params=args.params, split=args.split, sanity=args.sanity, with_road=args.road)
+               params=args.params, split=args.split, sanity=args.sanity, extra=args.extra_metrics)
     print(write_reports(rows, args.out, args.against))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
     return 0

@@ -28,7 +28,7 @@ class MetricSpec:
     name: str
     higher_is_better: bool
     needs: tuple[str, ...]           # "model", "boxes", "window", "method" (runs the explainer again),
-                                     # "road" (asked for: as many forwards again as insertion/deletion)
+                                     # "extra" (computed when asked for: ``evaluate_map(extra=True)``)
     help: str
     over_clips: bool = False         # a rate over many clips (one clip's value is only 0 or 100 %)
 
@@ -38,11 +38,14 @@ METRICS = {m.id: m for m in (
                "probability as the most salient voxels are restored into a blurred clip; area under the curve"),
     MetricSpec("deletion", "Deletion AUC (CD)", False, ("model",),
                "probability as the most salient voxels are replaced by the mean colour; area under the curve"),
-    MetricSpec("road_morf", "ROAD, most relevant first", False, ("model", "road"),
+    MetricSpec("road_morf", "ROAD, most relevant first", False, ("model", "extra"),
                "probability as the most salient voxels are removed and filled in from their neighbours (so the "
                "removed shape gives nothing away); area under the curve"),
-    MetricSpec("road_lerf", "ROAD, least relevant first", True, ("model", "road"),
+    MetricSpec("road_lerf", "ROAD, least relevant first", True, ("model", "extra"),
                "as ROAD (MoRF) removing the least salient voxels first: a faithful map keeps the class"),
+    MetricSpec("infidelity", "Infidelity", False, ("model", "extra"),
+               "how badly the map, best scaled, predicts the probability drop of 64 random removals (squared error; "
+               "Yeh et al. 2019)"),
     MetricSpec("s50", "Saliency metric S50", False, ("model",),
                "log(max(area, 0.05)) − log(p) keeping the voxels with saliency ≥ 0.5, the rest blurred"),
     MetricSpec("s75", "Saliency metric S75", False, ("model",), "as S50 with threshold 0.75"),
@@ -191,6 +194,27 @@ def road(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int,
     return {"road_morf": Curve(fractions, morf, auc(morf)), "road_lerf": Curve(fractions, lerf, auc(lerf))}
 
 
+def infidelity(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, samples: int = 64,
+               grid: tuple[int, int, int] = (4, 7, 7), share: float = 0.1, seed: int = 0,
+               max_batch: int | None = None, precision: str = "fp32") -> float:
+    """Infidelity (Yeh et al. 2019), normalised, with removal perturbations: ``samples`` random removals R (each
+    cell of a T×H×W ``grid`` hidden with probability ``share``, set to 0: the mean colour; seeded); the map, scaled
+    by the β that fits best, should predict how much each lowers the probability: E[(β·Σ_R S − (p(x) − p_R))²].
+    Lower is better; 0 when the drops are proportional to the map's sums. Hand-written, equal to Captum's
+    ``infidelity`` with the same perturbations (a test), which would bring matplotlib into the app. ``samples`` + 1
+    forwards."""
+    gen = torch.Generator().manual_seed(seed)
+    cells = (torch.rand(samples, 1, *grid, generator=gen) < share).float()
+    masks = F.interpolate(cells, size=tuple(x.shape[2:]), mode="nearest").to(x)            # N×1×T×H×W, 1 = hidden
+    probs = _probabilities(model, lambda idx: x * (1 - masks[idx.start:idx.stop]), samples, target, max_batch,
+                           precision)
+    p0 = _probabilities(model, lambda idx: x, 1, target, 1, precision)[0]
+    a = (masks[:, 0].cpu().double() * saliency.double()).flatten(1).sum(1)
+    drop = p0 - torch.as_tensor(probs, dtype=torch.float64)
+    beta = (a * drop).mean() / (a * a).mean().clamp(min=1e-24)
+    return float(((beta * a - drop) ** 2).mean())
+
+
 def perturbed_clip(x: torch.Tensor, saliency: torch.Tensor, fraction: float, kind: str, mode: str = "voxel",
                    seed: int = 0) -> torch.Tensor:
     """The insertion or deletion clip after ``fraction`` of the units, for display."""
@@ -316,11 +340,16 @@ def evaluation_forwards(steps: int = 28) -> int:
     return 2 * (steps + 1) + 2
 
 
+def extra_forwards(steps: int = 28, samples: int = 64) -> int:
+    """Clip forwards of ``evaluate_map``'s ``extra`` metrics: ROAD's two curves, then infidelity's removals."""
+    return 2 * (steps + 1) + samples + 1
+
+
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
-                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32", with_road: bool = False
+                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32", extra: bool = False
                  ) -> tuple[dict[str, float], dict[str, Curve]]:
     """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves
-    (and the ROAD curves ``with_road``: as many forwards again).
+    (with ``extra``, also ROAD's curves and infidelity: ``extra_forwards(steps)`` more forwards).
 
     ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
     action ``window`` (first, last frame, or None); localisation IoUs are means over the boxed frames, errors 0/1
@@ -331,9 +360,10 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
     sm = saliency_metric(model, x, saliency, target, precision=precision)
     values = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
               "s75": sm[0.75]}
-    if with_road:
+    if extra:
         curves.update(road(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision))
         values.update({k: curves[k].auc for k in ("road_morf", "road_lerf")})
+        values["infidelity"] = infidelity(model, x, saliency, target, max_batch=max_batch, precision=precision)
     if truth is not None:
         values["pointing"] = pointing_game(saliency, truth["bbox"], truth["visible"])
         if truth.get("window") is not None:

@@ -574,6 +574,7 @@ def test_more_checks_run_on_the_explained_map_and_say_what_they_mean():
     grad_cam = checked("grad_cam")
     assert "**Checks of Grad-CAM**" in grad_cam and "the map depends on what the model learnt" in grad_cam
     assert re.search(r"\| ROAD, most relevant first \(lower is better\) \| 0\.\d{3} \|", grad_cam)
+    assert re.search(r"\| Infidelity \(lower is better\) \| \d\.\d\de-\d\d \|", grad_cam)
     centre = checked("centre")                                   # a fixed pattern: the same map for any model
     assert "| 1.00 | **the map barely changes when the model is destroyed" in centre
     assert "| 1.00 | the map ignores the order of the frames" in centre

@@ -178,11 +178,11 @@ def test_validation_clips_for_choosing_settings(tmp_path, capsys):
     assert "loc_iou_val" in row and 0 <= row["loc_iou_val"] <= 1
 
 
-def test_sanity_and_road_add_their_values_to_every_row(tmp_path, capsys):
+def test_sanity_and_extra_metrics_add_their_values_to_every_row(tmp_path, capsys):
     benchmark.main(["--models", "synth-cnn-lstm", "--methods", "centre", "gradient", "--clips", "1", "--sanity",
-                    "--road", "--out", str(tmp_path)])
+                    "--extra-metrics", "--out", str(tmp_path)])
     rows = {r["method"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
     assert rows["centre"]["sanity_model"] == pytest.approx(1.0) == rows["centre"]["sanity_reversed"]
     assert rows["gradient"]["sanity_model"] < 0.5 and rows["gradient"]["sanity_reversed"] < 0.9
-    assert all(0 <= r["road_morf"] <= 1 and 0 <= r["road_lerf"] <= 1 for r in rows.values())
+    assert all(0 <= r["road_morf"] <= 1 and 0 <= r["road_lerf"] <= 1 and r["infidelity"] >= 0 for r in rows.values())
     assert "ρ random model ↓" in (printed := capsys.readouterr().out) and "ROAD MoRF ↓" in printed

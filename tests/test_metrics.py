@@ -144,6 +144,26 @@ def test_road_removes_the_evidence_first_for_the_oracle_last_for_its_inverse(cli
     assert np.array_equal(road(model, x, oracle, 0)["road_morf"].probs, good["road_morf"].probs)  # seeded noise
 
 
+def test_infidelity_equals_captum_with_the_same_removals_and_prefers_the_oracle(clip_and_oracle):
+    captum = pytest.importorskip("captum.metrics")
+    from explainers.metrics import infidelity
+
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    ours = infidelity(model, x, oracle, 0, samples=16, grid=(4, 8, 8), share=0.2, seed=3)
+    gen = torch.Generator().manual_seed(3)
+
+    def removals(inputs):
+        cells = (torch.rand(len(inputs), 1, 4, 8, 8, generator=gen) < 0.2).float()
+        masks = torch.nn.functional.interpolate(cells, size=inputs.shape[2:], mode="nearest")
+        return masks.expand_as(inputs), inputs * (1 - masks)
+
+    reference = captum.infidelity(lambda v: model(v).softmax(-1), removals, x, (oracle / 3).expand_as(x), target=0,
+                                  n_perturb_samples=16, normalize=True)
+    assert ours == pytest.approx(float(reference), rel=1e-3)
+    assert ours < infidelity(model, x, torch.rand(oracle.shape, generator=gen), 0, samples=16, share=0.2, seed=3)
+
+
 def test_imputation_keeps_what_is_kept_and_fills_from_the_neighbours():
     from explainers.maps import impute
 
