@@ -246,13 +246,14 @@ def markdown(table: dict, order: list[str]) -> str:
     lines = []
     for model, methods in table.items():
         n = max(c["n"] for c in methods.values())
-        lines += [f"### {model} — {n} clips", "", "| method | " + " | ".join(h for _, h in COLUMNS) + " |",
-                  "|---|" + "---|" * len(COLUMNS)]
+        columns = [(k, h) for k, h in COLUMNS if any(k in c for c in methods.values())]     # what was measured
+        lines += [f"### {model} — {n} clips", "", "| method | " + " | ".join(h for _, h in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
         for method in _in_order(methods, order):
             cell = methods[method]
             values = ["–" if k not in cell else f"{cell[k]:.0f}" if k in ("forwards", "backwards") else
-                      f"{cell[k]:.1f}" if k.startswith(PERCENT) else
-                      f"{cell[k]:.3f}" for k, _ in COLUMNS]
+                      f"{cell[k]:.1f}" if k.startswith(PERCENT) else f"{cell[k]:.2e}" if k == "infidelity" else
+                      f"{cell[k]:.3f}" for k, _ in columns]
             name = method if cell["n"] == n else f"{method} ({cell['n']} clips)"    # fewer clips: say so
             lines.append(f"| {name} | " + " | ".join(values) + " |")
         lines.append("")

@@ -108,7 +108,7 @@ def test_join_merges_runs_into_one_table(tmp_path, capsys):
     assert [(r["clip"], r["method"], r["insertion"]) for r in rows] == [
         ("c0", "random", 0.5), ("c0", "ep3d", 0.2), ("c1", "ep3d", 0.4), ("c0", "step", 0.6)]
     printed = capsys.readouterr().out
-    assert "| ep3d | 0.300 | 0.100 | – |" in printed      # columns without values (no ground truth) show "–"
+    assert "| method | CI ↑ | CD ↓ |\n" in printed and "| ep3d | 0.300 | 0.100 |\n" in printed   # measured columns only
     assert "| step (1 clips) | 0.600 |" in printed and "| random (1 clips) | 0.500 |" in printed   # fewer clips
     benchmark.main(["--join", str(tmp_path / "a"), "--out", str(out), "--against", "ep3d"])   # adds nothing
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
