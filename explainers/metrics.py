@@ -45,7 +45,7 @@ METRICS = {m.id: m for m in (
                "as ROAD (MoRF) removing the least salient voxels first: a faithful map keeps the class"),
     MetricSpec("infidelity", "Infidelity", False, ("model", "extra"),
                "how badly the map, best scaled, predicts the probability drop of 64 random removals (squared error; "
-               "Yeh et al. 2019)"),
+               "Yeh et al. 2019); on SynthActions-10 it ranks the ground truth below random: read with care"),
     MetricSpec("s50", "Saliency metric S50", False, ("model",),
                "log(max(area, 0.05)) − log(p) keeping the voxels with saliency ≥ 0.5, the rest blurred"),
     MetricSpec("s75", "Saliency metric S75", False, ("model",), "as S50 with threshold 0.75"),
