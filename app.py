@@ -237,7 +237,8 @@ def model_choices() -> list[tuple[str, str]]:
 def method_markdown(method: str) -> str:
     spec = REGISTRY[method]
     needs = {"nothing": "nothing from the model", "forward": "only forward passes",
-             "gradients": "gradients", "target_layer": "a target layer and its gradients"}[spec.needs]
+             "gradients": "gradients", "target_layer": "a target layer and its gradients",
+             "attention": "a transformer's attention"}[spec.needs]
     return (f"**{spec.name}** · {FAMILIES[spec.family]} · {spec.paper}\n\n{spec.description}\n\n"
             f"Needs {needs}. Cost: {spec.cost}.")
 
@@ -250,10 +251,11 @@ def duration(seconds: float) -> str:
 
 
 def method_choices(card_id: str) -> list[tuple[str, str]]:
-    """Every method by family, each with how long its fast preset (or its defaults) takes on ``card_id`` here,
-    metrics included (``jobs.estimate``); no time where the model cannot load."""
+    """The methods that can explain ``card_id`` by family, each with how long its fast preset (or its defaults)
+    takes here, metrics included (``jobs.estimate``); every method, without times, where the model cannot load."""
     try:
         jobs.pass_seconds(card_id)
+        model = analysis.get_model(card_id)
         known = True
     except ModelLoadError:
         known = False
@@ -264,7 +266,8 @@ def method_choices(card_id: str) -> list[tuple[str, str]]:
         estimate = jobs.estimate(card_id, [jobs.Job(spec.id, spec.preset_or_none("fast"), {})])
         return f" · {duration(estimate.seconds) if estimate.fits else 'too long here'}"
     return [(f"{FAMILIES[family]} · {spec.name}{cost(spec)}", spec.id)
-            for family, specs in methods_by_family().items() for spec in specs]
+            for family, specs in methods_by_family().items() for spec in specs
+            if not known or spec.not_applicable(model) is None]
 
 
 def preset_choices(method: str | None = None) -> list[str]:
@@ -801,11 +804,14 @@ def on_method(method: str):
             resolved_params(method, preset))
 
 
-def on_model(card_id: str):
-    """The card, classes and method estimates of a newly picked model (or of the default, at page load)."""
+def on_model(card_id: str, method: str, methods: list[str]):
+    """The card, classes and method estimates of a newly picked model (or of the default, at page load); a chosen
+    method that cannot explain it gives way to Grad-CAM."""
     choices = method_choices(card_id)
+    offered = [m for _, m in choices]
     return (card_markdown(card_id), gr.update(choices=target_choices(card_id), value=TOP1),
-            gr.update(choices=choices), gr.update(choices=choices))
+            gr.update(choices=choices, value=method if method in offered else DEFAULT_METHOD),
+            gr.update(choices=choices, value=[m for m in methods or [] if m in offered]))
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -955,8 +961,8 @@ def build_demo() -> gr.Blocks:
                     w_out, _ = result_panel("learn")
 
         inputs = [video, model, start, end]
-        model.change(on_model, model, [card, target, method, methods], api_name=False)
-        demo.load(on_model, model, [card, target, method, methods], api_name=False)
+        model.change(on_model, [model, method, methods], [card, target, method, methods], api_name=False)
+        demo.load(on_model, [model, method, methods], [card, target, method, methods], api_name=False)
         run_classify.click(classify, inputs, [label, strip, notes], api_name="classify", **CHEAP)
         for trigger in (video.change, model.change):
             trigger(preview, inputs, [label, strip, notes], api_name=False, **CHEAP)

@@ -27,7 +27,7 @@ from explainers.maps import normalise
 from explainers.registry import FAMILIES, REGISTRY, MethodSpec, Param, get_method, methods_by_family, register
 
 # Importing a method module registers its methods; this order is the order of menus and tables.
-METHOD_MODULES = ("baselines", "gradients", "cam", "occlusion", "aosa", "swag", "extremal")
+METHOD_MODULES = ("baselines", "gradients", "cam", "occlusion", "aosa", "swag", "extremal", "attention")
 for _module in METHOD_MODULES:
     importlib.import_module(f"explainers.{_module}")
 
@@ -91,6 +91,9 @@ def explain(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target:
     spec = get_method(method)
     values = spec.resolve(preset, params)
     _check_clip(x)
+    reason = spec.not_applicable(model)
+    if reason is not None:
+        raise ValueError(f"{spec.name} cannot explain this model: {reason}")
     if score not in (None, "logit", "prob"):
         raise ValueError(f"score must be 'logit' or 'prob', got {score!r}")
     device = next((p.device for p in model.parameters()), x.device)

@@ -56,15 +56,18 @@ def grad_cam_pp(ctx: Context, layer: str | None, upsample: str) -> MethodOutput:
     return _finish(ctx, torch.relu((weights * a).sum(0)), upsample)
 
 
-def _classifier_row(model: nn.Module, target: int, channels: int) -> torch.Tensor:
-    """The class weights of the final linear head (``nn.Linear`` or 1×1×1 ``nn.Conv3d``) reading the layer.
-
-    Saliency Tubes is defined for 3-D CNNs that end in global pooling and one linear layer ([S0], [S4]).
-    """
+def not_a_3d_cnn(model: nn.Module) -> str | None:
+    """Saliency Tubes is defined for 3-D CNNs that end in global pooling and one linear layer ([S0], [S4]); a
+    model whose card names another family is refused up front."""
     card = getattr(model, "card", None)
     if card is not None and card.family != "3d_cnn":
-        raise ValueError(f"Saliency Tubes is defined for 3-D CNNs ending in pooling and one linear layer; "
-                         f"{card.name} is a {card.family.replace('_', ' ')} (use Grad-CAM instead)")
+        return (f"it is defined for 3-D CNNs ending in pooling and one linear layer, and {card.name} is a "
+                f"{card.family.replace('_', ' ')} (use Grad-CAM instead)")
+    return None
+
+
+def _classifier_row(model: nn.Module, target: int, channels: int) -> torch.Tensor:
+    """The class weights of the final linear head (``nn.Linear`` or 1×1×1 ``nn.Conv3d``) reading the layer."""
     heads = [m for m in model.modules()
              if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv3d) and m.kernel_size == (1, 1, 1))]
     weight = heads[-1].weight.flatten(1) if heads else None
@@ -76,6 +79,7 @@ def _classifier_row(model: nn.Module, target: int, channels: int) -> torch.Tenso
 
 @register("saliency_tubes", name="Saliency Tubes", family="cam", paper="Stergiou et al. 2019; [S0] baseline",
           needs="target_layer", cost="1 forward", passes=one_forward, params=(LAYER, UPSAMPLE),
+          not_applicable=not_a_3d_cnn,
           description="The last block's feature maps weighted by the classifier's weights for the class (CAM "
                       "for 3-D CNNs). Needs no gradient, only a network that ends in pooling and one linear layer.")
 def saliency_tubes(ctx: Context, layer: str | None, upsample: str) -> MethodOutput:

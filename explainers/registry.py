@@ -1,9 +1,10 @@
 """What each explainer is, described once: the app, the command line, the benchmark and the docs read this.
 
-A ``MethodSpec`` names the method, its family and paper, what it needs (gradients, a target layer, or only
-forward passes), its cost formula (as text and as ``passes``, a function of the parameters and the clip's
+A ``MethodSpec`` names the method, its family and paper, what it needs (gradients, a target layer, attention, or
+only forward passes), its cost formula (as text and as ``passes``, a function of the parameters and the clip's
 shape), the memory it holds besides its batched passes (``held``, also such a function), its default score,
-whether it is stochastic, a plain-language paragraph, and its parameters with defaults, ranges and one-line help.
+which models it cannot explain and why (``not_applicable``), whether it is stochastic, a plain-language
+paragraph, and its parameters with defaults, ranges and one-line help.
 ``@register`` attaches a spec to the function that computes the map.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ FAMILIES = {
     "gradient": "Gradient methods",
     "cam": "Class activation maps",
     "perturbation": "Perturbation methods",
+    "attention": "Attention (transformers)",
 }
 
 
@@ -93,6 +95,10 @@ def few_clips(params: dict, shape: tuple[int, int, int]) -> int:
     return CLIP_BUFFERS * 3 * math.prod(shape)
 
 
+def any_model(model: Any) -> str | None:
+    return None
+
+
 def one_forward(params: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
     return 1, 0
 
@@ -107,7 +113,7 @@ class MethodSpec:
     name: str
     family: str
     paper: str
-    needs: str                       # "nothing" | "forward" | "gradients" | "target_layer"
+    needs: str                       # "nothing" | "forward" | "gradients" | "target_layer" | "attention"
     cost: str                        # passes, as a formula of the parameters
     description: str
     fn: Callable
@@ -119,6 +125,7 @@ class MethodSpec:
     score: str = "logit"             # default score (docs/methods.md §20.1)
     stochastic: bool = False
     presets: dict[str, dict] = field(default_factory=dict)
+    not_applicable: Callable[[Any], str | None] = any_model   # why the method cannot explain a model, or None
 
     def resolve(self, preset: str | None, overrides: dict) -> dict:
         """Defaults, then the preset, then explicit overrides; every value checked against its Param."""

@@ -16,11 +16,12 @@ def publish(cache: Path, repo_id: str, folder: Path, revision: str = REVISION) -
     return revision
 
 
-def tiny_transformer(kind: str):
-    """A two-block transformers video classifier of ``kind`` (videomae, timesformer, vivit) and its frame count."""
+def tiny_transformer(kind: str, blocks: int = 2):
+    """A transformers video classifier of ``kind`` (videomae, timesformer, vivit) with ``blocks`` blocks, and its
+    frame count."""
     import transformers as tf
 
-    common = dict(image_size=112, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+    common = dict(image_size=112, hidden_size=64, num_hidden_layers=blocks, num_attention_heads=2,
                   intermediate_size=128, num_labels=3, id2label={0: "x", 1: "y", 2: "z"},
                   label2id={"x": 0, "y": 1, "z": 2})
     if kind == "videomae":

@@ -195,10 +195,19 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
     assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
 
 
+def test_the_picker_offers_only_the_methods_that_apply_to_the_model():
+    _, _, method, methods = app.on_model("synth-cnn-lstm", "saliency_tubes", ["random", "saliency_tubes"])
+    offered = {m for _, m in method["choices"]}
+    assert "saliency_tubes" not in offered and "grad_cam" in offered and not offered & {"attention", "chefer"}
+    assert method["value"] == app.DEFAULT_METHOD and methods["value"] == ["random"]
+    _, _, method, _ = app.on_model(app.DEFAULT_MODEL, "saliency_tubes", [])
+    assert method["value"] == "saliency_tubes"
+
+
 def test_every_method_in_the_picker_says_how_long_it_takes_on_this_model_here(monkeypatch):
     monkeypatch.setattr(app.jobs, "MAX_SECONDS", 1200.0)   # EP-3D fast fits however slow this machine is today
     choices = dict((v, label) for label, v in app.method_choices(app.DEFAULT_MODEL))
-    assert sorted(choices) == sorted(app.REGISTRY)
+    assert sorted(choices) == sorted(m for m, spec in app.REGISTRY.items() if spec.family != "attention")
     grad_cam = app.jobs.estimate(app.DEFAULT_MODEL, [app.jobs.Job("grad_cam", None, {})])
     assert choices["grad_cam"].endswith(f"· {app.duration(grad_cam.seconds)}")
     ep3d = app.jobs.estimate(app.DEFAULT_MODEL, [app.jobs.Job("ep3d", "fast", {})])

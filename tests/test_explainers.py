@@ -45,7 +45,8 @@ def _inside(saliency: torch.Tensor, box) -> bool:
 # The papers' methods and the baselines: a method may be added without touching this, never removed unnoticed.
 REQUIRED = {"random", "centre", "gradient", "input_x_gradient", "guided_backprop", "integrated_gradients", "smoothgrad",
             "grad_cam", "grad_cam_pp", "saliency_tubes", "occlusion", "rise", "aosa", "aosa_approx", "swag_v_i",
-            "swag_v_g", "swag_v_ig", "ep3d", "ep3d_evenly", "ep_unsync", "ep3d_temporal_gauss", "step"}
+            "swag_v_g", "swag_v_ig", "ep3d", "ep3d_evenly", "ep_unsync", "ep3d_temporal_gauss", "step",
+            "attention", "attention_rollout", "grad_rollout", "chefer"}
 
 
 def test_registry_holds_the_papers_methods_grouped_by_family_with_complete_specs():
@@ -53,11 +54,11 @@ def test_registry_holds_the_papers_methods_grouped_by_family_with_complete_specs
     assert {spec.family for spec in REGISTRY.values()} <= set(FAMILIES)
     for spec in REGISTRY.values():
         assert spec.name and spec.paper and spec.cost and len(spec.description) > 40
-        assert spec.needs in ("nothing", "forward", "gradients", "target_layer")
+        assert spec.needs in ("nothing", "forward", "gradients", "target_layer", "attention")
         assert spec.score == ("prob" if spec.family == "perturbation" else "logit")
         for p in spec.params:
             assert p.help
-    assert set(methods_by_family()) == {"baseline", "gradient", "cam", "perturbation"}
+    assert set(methods_by_family()) == {"baseline", "gradient", "cam", "perturbation", "attention"}
     with pytest.raises(TypeError, match="no parameter"):
         get_method("rise").resolve(None, {"stepz": 3})
     with pytest.raises(ValueError, match="outside"):
@@ -288,12 +289,16 @@ def test_hooks_removed_and_model_restored_after_cancel(method):
     explain(model, x, method)  # still usable
 
 
+# every method but the attention family (tests/test_attention.py runs these checks on transformers)
+ON_CNNS = [m for m, spec in REGISTRY.items() if spec.family != "attention"]
+
+
 def test_model_parameters_and_mode_unchanged_by_every_method():
     model = RedDetector()
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(1, 3, 8, 32, 32)
-    for method in REGISTRY:
+    for method in ON_CNNS:
         explain(model, x, method, **TINY.get(method, {}))
         assert model.training and all(m.training for m in model.modules())
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -314,7 +319,7 @@ def test_target_defaults_to_top1_and_is_checked():
         explain(model, x, "nope")
 
 
-@pytest.mark.parametrize("method", list(REGISTRY))
+@pytest.mark.parametrize("method", ON_CNNS)
 def test_every_method_reports_the_clean_clips_top1_and_checks_the_target(method):
     """The target and its score come from the clean clip's fp32 logits, whether the method's own first pass
     (a gradient pass of the clip) supplied them or a separate forward did."""
@@ -333,7 +338,7 @@ def test_every_method_reports_the_clean_clips_top1_and_checks_the_target(method)
 ADAPTIVE = {"aosa", "aosa_approx"}     # their counts are upper bounds: letter-box rows, re-expansions
 
 
-@pytest.mark.parametrize("method", list(REGISTRY))
+@pytest.mark.parametrize("method", ON_CNNS)
 def test_pass_counts_are_known_before_the_run(method):
     model = RedDetector()
     x = torch.rand(1, 3, 8, 32, 32)

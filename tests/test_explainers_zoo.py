@@ -13,6 +13,8 @@ from zoo.models import VideoClassifier, load_model, wrap_transformer
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
 
+ATTENTION = {m for m, spec in REGISTRY.items() if spec.family == "attention"}
+
 
 def _run_all(model: VideoClassifier, x: torch.Tensor) -> dict[str, object]:
     results = {}
@@ -40,10 +42,11 @@ def test_every_method_on_the_embedded_models(card_id):
     x, _ = preprocess(make_clip(1_000_004).video, model.input_spec)  # a real clip (grow), not noise
     results = _run_all(model, x)
     if card_id == "synth-cnn-lstm":  # as in [S0], Saliency Tubes is for 3-D CNNs only
-        assert _not_applicable(results) == {"saliency_tubes"}
+        assert _not_applicable(results) == {"saliency_tubes", *ATTENTION}
         assert "3-D CNNs" in str(results["saliency_tubes"])
     else:
-        assert not _not_applicable(results)
+        assert _not_applicable(results) == ATTENTION
+    assert "no attention layers" in str(results["chefer"])
     assert results["grad_cam"].saliency.max() > 0
 
 
@@ -56,8 +59,9 @@ def _tv_model(card_id: str, size: int) -> VideoClassifier:
 
 @pytest.mark.architectures
 @pytest.mark.parametrize("card_id, size, inapplicable", [
-    ("tv-r2plus1d-18", 112, set()), ("tv-r3d-18", 112, set()), ("tv-mc3-18", 112, set()), ("tv-s3d", 224, set()),
-    ("tv-mvit-v2-s", 224, {"saliency_tubes"}), ("tv-swin3d-t", 112, {"saliency_tubes"})])
+    ("tv-r2plus1d-18", 112, ATTENTION), ("tv-r3d-18", 112, ATTENTION), ("tv-mc3-18", 112, ATTENTION),
+    ("tv-s3d", 224, ATTENTION), ("tv-mvit-v2-s", 224, {"saliency_tubes", *ATTENTION}),
+    ("tv-swin3d-t", 112, {"saliency_tubes", *ATTENTION})])
 def test_every_method_on_torchvision_architectures(card_id, size, inapplicable):
     model = _tv_model(card_id, size)
     results = _run_all(model, torch.randn(1, 3, 16, size, size))

@@ -1,0 +1,176 @@
+"""The attention family on known answers: uniform attention has closed forms, rollout and the gradient-weighted
+rules equal dense N×N products of the attention that transformers itself returns, TimeSformer's divided
+space-time steps equal their dense matrices, and models without attention are refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from explainers import REGISTRY, explain
+from explainers.attention import capture_attention
+from tests.hubfiles import tiny_transformer
+from zoo.cards import card_from_dict
+from zoo.models import VideoClassifier, wrap_transformer
+
+METHODS = ("attention", "attention_rollout", "grad_rollout", "chefer")
+
+
+def _wrapped(kind: str, blocks: int = 2) -> tuple[VideoClassifier, torch.Tensor]:
+    torch.manual_seed(0)
+    net, frames = tiny_transformer(kind, blocks)
+    card = card_from_dict({"id": f"tiny-{kind}", "family": "video_transformer", "license": "test",
+                           "source": {"kind": "transformers", "repo": "none", "revision": "none"},
+                           "input": {"frames": frames, "size": [112, 112]}, "target_layers": []})
+    return wrap_transformer(net.eval(), card), torch.randn(1, 3, frames, 112, 112)
+
+
+def _uniform_attention(model: VideoClassifier) -> None:
+    """Zero queries and keys: every attention row is uniform."""
+    for name, p in model.named_parameters():
+        if any(k in name for k in ("query", "key", "q_proj", "k_proj", "q_bias")):
+            p.data.zero_()
+        if name.endswith("qkv.weight") or name.endswith("qkv.bias"):
+            p.data[: 2 * p.shape[0] // 3] = 0
+
+
+@pytest.mark.parametrize("kind", ["videomae", "vivit", "timesformer"])
+def test_uniform_attention_gives_the_closed_form_rollout(kind):
+    model, x = _wrapped(kind, blocks=1)
+    _uniform_attention(model)
+    t, h, w = model.token_grid.grid
+    n = t * h * w
+    # the readout's row of the one block's attention, and rollout's ½ of it with ½ on the CLS token itself
+    last_row = {"videomae": 1 / n, "vivit": 1 / (n + 1), "timesformer": 1 / (t * (1 + h * w))}[kind]
+    rollout = last_row if kind == "videomae" else last_row / 2          # mean readout: a uniform row stays
+    for method, expected in (("attention", last_row), ("attention_rollout", rollout)):
+        raw = explain(model, x, method).raw
+        assert raw.shape == (t, h, w)
+        assert torch.allclose(raw, torch.full_like(raw, expected), rtol=1e-5), method
+
+
+def _dense_reference(model: VideoClassifier, x: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
+    """The definitions as N×N products, over the attentions transformers returns (output_attentions=True)."""
+    net = model.net
+    net.config._attn_implementation = "eager"
+    try:
+        with torch.enable_grad():
+            out = net(pixel_values=x.transpose(1, 2).requires_grad_(True), output_attentions=True)
+            for a in out.attentions:
+                a.retain_grad()
+            out.logits[0, target].backward()
+    finally:
+        net.config._attn_implementation = "sdpa"
+    probs = [a[0].detach().mean(0) for a in out.attentions]
+    weighted = [torch.relu(a.grad[0] * a[0].detach()).mean(0) for a in out.attentions]
+    n = probs[0].shape[0]
+    eye = torch.eye(n)
+    readout = eye[0] if model.token_grid.prefix else torch.full((n,), 1 / n)
+    rollout, grad_rollout, chefer = eye, eye, eye
+    for a, g in zip(probs, weighted):
+        rollout = (0.5 * a + 0.5 * eye) @ rollout
+        grad_rollout = ((g + eye) / (g + eye).sum(-1, keepdim=True)) @ grad_rollout
+        chefer = chefer + g @ chefer
+    rows = {"attention": readout @ probs[-1], "attention_rollout": readout @ rollout,
+            "grad_rollout": readout @ grad_rollout, "chefer": readout @ chefer}
+    return {k: v[model.token_grid.prefix:].view(model.token_grid.grid) for k, v in rows.items()}
+
+
+@pytest.mark.parametrize("kind", ["videomae", "vivit"])
+def test_every_attention_method_equals_its_dense_definition(kind):
+    model, x = _wrapped(kind, blocks=3)
+    for p in model.parameters():                  # larger weights: attention far from uniform
+        p.data.mul_(3)
+    target = int(model(x).argmax())
+    reference = _dense_reference(model, x, target)
+    for method in METHODS:
+        e = explain(model, x, method, target=target)
+        assert torch.allclose(e.raw, reference[method], rtol=1e-4, atol=1e-7), method
+        assert e.raw.std() > 1e-3 * e.raw.mean(), method              # not a flat map by accident
+        assert (e.forward_passes, e.backward_passes) == ((1, 0) if "grad" not in method and method != "chefer"
+                                                         else (1, 1))
+
+
+def _dense_divided(records: list[dict], key: str, grid: tuple[int, int, int]) -> list[torch.Tensor]:
+    """TimeSformer's steps as N×N matrices, written out entry by entry from the block's definition."""
+    t, h, w = grid
+    n = 1 + t * h * w
+    token = lambda s, f: 1 + s * t + f                             # noqa: E731  "hwt" order after the CLS
+    mats = []
+    for r in records:
+        a, m = r[key], torch.zeros(n, n)
+        if r["kind"] == "time":
+            m[0, 0] = 0.0 if key != "probs" else 1.0
+            for s in range(h * w):
+                for f in range(t):
+                    for g in range(t):
+                        m[token(s, f), token(s, g)] = a[s, f, g]
+        else:
+            share = 1 / t if key == "probs" else 1.0
+            for f in range(t):
+                idx = [0] + [token(s, f) for s in range(h * w)]
+                for i, row in enumerate(idx):
+                    for j, col in enumerate(idx):
+                        m[row, col] += a[f, i, j] * (share if row == 0 else 1.0)
+        mats.append(m)
+    return mats
+
+
+def test_divided_space_time_steps_equal_their_dense_matrices():
+    model, x = _wrapped("timesformer", blocks=2)
+    for p in model.parameters():
+        p.data.mul_(3)
+    grid = model.token_grid.grid
+    with capture_attention(model, gradients=True) as records:
+        with torch.enable_grad():
+            model(x.requires_grad_(True))[0, 1].backward()
+    assert [r["kind"] for r in records] == ["time", "space", "time", "space"]          # forward order
+    n = 1 + grid[0] * grid[1] * grid[2]
+    eye = torch.eye(n)
+    probs, weighted = _dense_divided(records, "probs", grid), _dense_divided(records, "relevance", grid)
+    rollout, chefer = eye, eye
+    for a, g in zip(probs, weighted):
+        rollout = (0.5 * a + 0.5 * eye) @ rollout
+        chefer = chefer + g @ chefer
+    for method, dense in (("attention_rollout", rollout), ("chefer", chefer), ("attention", probs[-1])):
+        e = explain(model, x.detach(), method, target=1)
+        assert torch.allclose(e.raw, dense[0, 1:].view(grid[1], grid[2], grid[0]).permute(2, 0, 1), rtol=1e-4,
+                              atol=1e-8), method
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_leaves_the_model_as_it_was_counts_its_passes_and_repeats(method):
+    model, x = _wrapped("videomae")
+    model.net.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    maps = [explain(model, x, method) for _ in range(2)]
+    assert torch.equal(maps[0].saliency, maps[1].saliency)
+    assert (maps[0].forward_passes, maps[0].backward_passes) == REGISTRY[method].count(maps[0].params, (16, 112, 112))
+    assert model.net.config._attn_implementation == "sdpa" and model.net.training
+    assert not any(m._forward_hooks for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="target class 7 does not exist"):
+        explain(model, x, method, target=7)
+
+
+def test_models_without_attention_or_a_token_grid_are_refused_with_the_reason():
+    cnn = nn.Sequential(nn.Conv3d(3, 4, 3), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+    transformer, x = _wrapped("videomae")
+    bare = transformer.net
+    for method in METHODS:
+        with pytest.raises(ValueError, match="cannot explain this model: it has no attention layers"):
+            explain(cnn, x, method)
+        with pytest.raises(ValueError, match="declares no token grid"):
+            explain(_plain(bare), x, method)
+
+
+def _plain(net: nn.Module) -> nn.Module:
+    """A transformers classifier behind a plain module: attention layers, but no card and so no token grid."""
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(pixel_values=x.transpose(1, 2)).logits
+    return Plain()
