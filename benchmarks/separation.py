@@ -37,14 +37,16 @@ def maps_of(model, x: torch.Tensor, truth: dict, seed: int) -> dict[str, torch.T
     return out
 
 
-def scores(model_id: str, n_clips: int, split: str = "test", seed: int = 0, log=print) -> dict[str, list[dict]]:
-    """Every metric of every map on the first ``n_clips`` clips of ``split``: {map: [metrics per clip]}."""
+def scores(model_id: str, n_clips: int, split: str = "test", seed: int = 0, log=print,
+           extra: tuple[str, ...] = M.EXTRA) -> dict[str, list[dict]]:
+    """Every metric of every map on the first ``n_clips`` clips of ``split`` (of the extra ones, the groups in
+    ``extra``): {map: [metrics per clip]}."""
     model = load_model(model_id)
     out: dict[str, list[dict]] = {name: [] for name in MAPS}
     for i, clip_seed in enumerate(synthetic.split_seeds(split, n_clips)):
         x, truth = _synthetic(clip_seed, model.input_spec)
         for name, saliency in maps_of(model, x, truth, seed).items():
-            out[name].append(M.evaluate_map(model, x, saliency, truth["label"], truth, extra=True)[0])
+            out[name].append(M.evaluate_map(model, x, saliency, truth["label"], truth, extra=extra)[0])
         log(f"{model_id}: clip {i + 1}/{n_clips}")
     return out
 

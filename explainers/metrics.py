@@ -340,16 +340,20 @@ def evaluation_forwards(steps: int = 28) -> int:
     return 2 * (steps + 1) + 2
 
 
+EXTRA = ("road", "infidelity")     # the groups of extra metrics ``evaluate_map`` computes when asked
+
+
 def extra_forwards(steps: int = 28, samples: int = 64) -> int:
     """Clip forwards of ``evaluate_map``'s ``extra`` metrics: ROAD's two curves, then infidelity's removals."""
     return 2 * (steps + 1) + samples + 1
 
 
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
-                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32", extra: bool = False
-                 ) -> tuple[dict[str, float], dict[str, Curve]]:
+                 steps: int = 28, max_batch: int | None = None, precision: str = "fp32",
+                 extra: bool | tuple[str, ...] = False) -> tuple[dict[str, float], dict[str, Curve]]:
     """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves
-    (with ``extra``, also ROAD's curves and infidelity: ``extra_forwards(steps)`` more forwards).
+    (with ``extra`` True, also ROAD's curves and infidelity: ``extra_forwards(steps)`` more forwards; or only
+    the groups of ``EXTRA`` it names).
 
     ``truth`` (optional) holds the actor's per-frame ``bbox`` (x0, y0, x1, y1 in map pixels), ``visible`` and the
     action ``window`` (first, last frame, or None); localisation IoUs are means over the boxed frames, errors 0/1
@@ -360,9 +364,11 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
     sm = saliency_metric(model, x, saliency, target, precision=precision)
     values = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
               "s75": sm[0.75]}
-    if extra:
+    groups = EXTRA if extra is True else extra or ()
+    if "road" in groups:
         curves.update(road(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision))
         values.update({k: curves[k].auc for k in ("road_morf", "road_lerf")})
+    if "infidelity" in groups:
         values["infidelity"] = infidelity(model, x, saliency, target, max_batch=max_batch, precision=precision)
     if truth is not None:
         values["pointing"] = pointing_game(saliency, truth["bbox"], truth["visible"])

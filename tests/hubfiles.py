@@ -29,3 +29,20 @@ def tiny_transformer(kind: str, blocks: int = 2):
     if kind == "timesformer":
         return tf.TimesformerForVideoClassification(tf.TimesformerConfig(num_frames=8, **common)), 8
     return tf.VivitForVideoClassification(tf.VivitConfig(num_frames=16, tubelet_size=[2, 16, 16], **common)), 16
+
+
+TARGET_LAYERS = {"videomae": "videomae.encoder.layer.-1", "timesformer": "timesformer.encoder.layer.-2",
+                 "vivit": "vivit.layers.-2"}
+
+
+def tiny_classifier(kind: str, blocks: int = 2):
+    """``tiny_transformer`` wrapped as the zoo wraps a Hub transformer (its card names the CAM layer), and its
+    frame count."""
+    from zoo.cards import card_from_dict
+    from zoo.models import wrap_transformer
+
+    net, frames = tiny_transformer(kind, blocks)
+    card = card_from_dict({"id": f"tiny-{kind}", "family": "video_transformer", "license": "test",
+                           "source": {"kind": "transformers", "repo": "none", "revision": "none"},
+                           "input": {"frames": frames, "size": [112, 112]}, "target_layers": [TARGET_LAYERS[kind]]})
+    return wrap_transformer(net.eval(), card), frames

@@ -9,20 +9,16 @@ from torch import nn
 
 from explainers import REGISTRY, explain
 from explainers.attention import capture_attention
-from tests.hubfiles import tiny_transformer
-from zoo.cards import card_from_dict
-from zoo.models import VideoClassifier, wrap_transformer
+from tests.hubfiles import tiny_classifier
+from zoo.models import VideoClassifier
 
 METHODS = ("attention", "attention_rollout", "grad_rollout", "chefer")
 
 
 def _wrapped(kind: str, blocks: int = 2) -> tuple[VideoClassifier, torch.Tensor]:
     torch.manual_seed(0)
-    net, frames = tiny_transformer(kind, blocks)
-    card = card_from_dict({"id": f"tiny-{kind}", "family": "video_transformer", "license": "test",
-                           "source": {"kind": "transformers", "repo": "none", "revision": "none"},
-                           "input": {"frames": frames, "size": [112, 112]}, "target_layers": []})
-    return wrap_transformer(net.eval(), card), torch.randn(1, 3, frames, 112, 112)
+    model, frames = tiny_classifier(kind, blocks)
+    return model, torch.randn(1, 3, frames, 112, 112)
 
 
 def _uniform_attention(model: VideoClassifier) -> None:

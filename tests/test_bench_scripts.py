@@ -8,9 +8,16 @@ from pathlib import Path
 import pytest
 
 import jobs
-from benchmarks import estimates, extremal_blocks, first_minute, metric_speed, precision, separation, speed
+from benchmarks import attention, estimates, extremal_blocks, first_minute, metric_speed, precision, separation, speed
+from tests.hubfiles import tiny_classifier
 
 pytestmark = pytest.mark.slow
+
+
+def test_bench_attention_times_every_attention_method_beside_a_pass_and_grad_cam():
+    seconds = attention.costs(tiny_classifier("timesformer")[0], repeats=1)
+    assert set(seconds) == {"forward", "forward + backward", *attention.METHODS}
+    assert all(s > 0 for s in seconds.values())
 
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):
@@ -84,8 +91,8 @@ def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):
 
 def test_bench_separation_writes_a_row_per_metric_with_margins_and_a_verdict(tmp_path):
     out = tmp_path / "separation.md"
-    text = separation.main(["--models", "synth-cnn-lstm", "--clips", "3", "--threads", "1", "--out", str(out)])
-    assert out.read_text() == text and text.startswith("### synth-cnn-lstm — 3 clips")
+    text = separation.main(["--models", "synth-r2plus1d-small", "--clips", "2", "--threads", "1", "--out", str(out)])
+    assert out.read_text() == text and text.startswith("### synth-r2plus1d-small — 2 clips")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
     assert len(rows) == sum("method" not in spec.needs for spec in separation.M.METRICS.values())   # of a map
     assert all(re.search(r"\| (yes|\*\*no\*\*) \|$", row) for row in rows)

@@ -97,7 +97,7 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
     page.locator("#explain-gif").click()
     page.locator("#explain-files").get_by_text(".gif", exact=True).wait_for(timeout=30_000)
     assert all(re.search(r"· (under 1 s|about [\d,]+ (s|min)|too long here)$", o) for o in options), options
-    assert len(options) == len(app.REGISTRY)
+    assert len(options) == len(app.method_choices(app.DEFAULT_MODEL))     # those that apply to the 3-D CNN
     assert video["error"] is None and video["width"] > 400 and video["height"] > 200
     assert traces == 2                                            # insertion and deletion of Grad-CAM
     assert 10 <= shown < 11, shown                                # the overlay shows the frame clicked in the plot

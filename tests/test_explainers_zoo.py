@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from explainers import REGISTRY, explain
+from tests.hubfiles import tiny_classifier
 from tests.tiny import TINY
 from zoo.cards import CARDS_DIR, card_from_dict
-from zoo.models import VideoClassifier, load_model, wrap_transformer
+from zoo.models import VideoClassifier, load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
 
@@ -69,27 +70,10 @@ def test_every_method_on_torchvision_architectures(card_id, size, inapplicable):
     assert results["grad_cam"].raw.abs().sum() > 0 or results["grad_cam_pp"].raw.abs().sum() > 0
 
 
-def _tiny_hf(kind: str) -> tuple[VideoClassifier, int]:
-    import transformers as tf
-
-    common = dict(image_size=112, hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128,
-                  num_labels=4)
-    if kind == "videomae":
-        net, frames, layer = tf.VideoMAEForVideoClassification(tf.VideoMAEConfig(num_frames=16, **common)), 16, \
-            "videomae.encoder.layer.-1"
-    else:
-        net, frames, layer = tf.TimesformerForVideoClassification(tf.TimesformerConfig(num_frames=8, **common)), 8, \
-            "timesformer.encoder.layer.-2"
-    card = card_from_dict({"id": f"tiny-{kind}", "family": "video_transformer", "license": "test",
-                           "source": {"kind": "transformers", "repo": "none", "revision": "none"},
-                           "input": {"frames": frames, "size": [112, 112]}, "target_layers": [layer]})
-    return wrap_transformer(net.eval(), card), frames
-
-
 @pytest.mark.parametrize("kind", ["videomae", "timesformer"])
 def test_every_method_on_tiny_video_transformers(kind):
     torch.manual_seed(0)
-    model, frames = _tiny_hf(kind)
+    model, frames = tiny_classifier(kind, blocks=3)
     results = _run_all(model, torch.randn(1, 3, frames, 112, 112))
     assert _not_applicable(results) == {"saliency_tubes"}
     cam_gradient = results["grad_cam_pp"].raw
@@ -107,7 +91,7 @@ def test_bf16_forwards_on_every_model_family(kind):
         model = load_model(kind)
         x, _ = preprocess(make_clip(1_000_004).video, model.input_spec)
     else:
-        model, frames = _tiny_hf(kind)
+        model, frames = tiny_classifier(kind, blocks=3)
         x = torch.randn(1, 3, frames, 112, 112)
     fp32, bf16 = (explain(model, x, "rise", masks=24, precision=p) for p in ("fp32", "bf16"))
     assert (fp32.extras["scores"] - bf16.extras["scores"]).abs().max() < 0.02

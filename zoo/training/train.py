@@ -35,8 +35,7 @@ from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
 from zoo.models import VideoClassifier, load_model, read_embedded_weights, save_embedded_weights
 
-EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm",
-                  "videomae_small": "synth-videomae-small"}
+EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
 POOL_OFFSETS = {"hard": 0, "medium": 200_000, "easy": 400_000, "trivial": 600_000}
 # Curriculum: (fraction of training done, mixing weights over trivial/easy/medium/hard).
 CURRICULUM = ((0.04, (1, 0, 0, 0)), (0.10, (0.2, 0.4, 0.4, 0)), (0.20, (0, 0.2, 0.3, 0.5)), (1.0, (0, 0.1, 0.2, 0.7)))
