@@ -32,7 +32,8 @@ PROJECTIONS = ("key", "k_proj", "qkv")
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules that compute attention probabilities, in forward order: those holding a key projection."""
+    """The modules that compute attention probabilities (those holding a key projection), in registration order,
+    which is not always the order they run in (``capture_attention`` records calls)."""
     return [(name, m) for name, m in model.named_modules()
             if any(isinstance(getattr(m, p, None), nn.Linear) for p in PROJECTIONS)]
 
