@@ -22,12 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from explainers.cam import UPSAMPLE, layer_map
 from explainers.context import Context, MethodOutput
 from explainers.layers import to_volume
-from explainers.maps import upsample
-from explainers.registry import Param, one_forward, one_pair, register
+from explainers.registry import one_forward, one_pair, register
 
-UPSAMPLE = Param("upsample", "trilinear", "how the token grid's map grows to T×H×W", choices=("trilinear", "nearest"))
 PROJECTIONS = ("key", "k_proj", "qkv")
 
 
@@ -167,7 +166,7 @@ def capture_attention(model: nn.Module, gradients: bool) -> Iterator[list[dict]]
             h.remove()
 
 
-def _steps(ctx: Context, records: list[dict], key: str) -> list[Step]:
+def _steps(records: list[dict], key: str) -> list[Step]:
     missing = [r["kind"] for r in records if key not in r]
     if missing:
         raise RuntimeError(f"{len(missing)} attention layer(s) gave no {key}: is every block on the path to the "
@@ -182,11 +181,10 @@ def _readout(ctx: Context) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.tensor(0), n).float() if tg.prefix else torch.full((n,), 1 / n)
 
 
-def _finish(ctx: Context, row: torch.Tensor, mode: str, **extras) -> MethodOutput:
+def _finish(ctx: Context, row: torch.Tensor, mode: str) -> MethodOutput:
+    """The readout's row over the tokens, laid out on the token grid (prefix dropped) and upsampled like a CAM."""
     tg = ctx.model.token_grid
-    volume = to_volume(row[None, :, None], tg.grid, tg.prefix, tg.order)[0, 0]
-    return MethodOutput(upsample(volume, ctx.shape, mode), raw=volume, extras={"layer_shape": tuple(volume.shape),
-                                                                                **extras})
+    return layer_map(ctx, to_volume(row[None, :, None], tg.grid, tg.prefix, tg.order)[0, 0], mode)
 
 
 def _run(ctx: Context, gradients: bool) -> list[dict]:
@@ -226,7 +224,7 @@ PAIR = dict(cost="1 forward + 1 backward", passes=one_pair)
                       "each token in the last block, averaged over heads. Not class-specific, and blind to "
                       "everything the earlier blocks mixed into a token.")
 def attention(ctx: Context, upsample: str) -> MethodOutput:
-    steps = _steps(ctx, _run(ctx, gradients=False), "probs")
+    steps = _steps(_run(ctx, gradients=False), "probs")
     return _finish(ctx, steps[-1].right(_readout(ctx), ctx.model.token_grid.grid), upsample)
 
 
@@ -235,7 +233,7 @@ def attention(ctx: Context, upsample: str) -> MethodOutput:
                       "residual connection as an equal share of identity, multiplied from the readout down to "
                       "the input tokens. Not class-specific.")
 def attention_rollout(ctx: Context, upsample: str) -> MethodOutput:
-    return _finish(ctx, _propagate(ctx, _steps(ctx, _run(ctx, gradients=False), "probs"), "half"), upsample)
+    return _finish(ctx, _propagate(ctx, _steps(_run(ctx, gradients=False), "probs"), "half"), upsample)
 
 
 @register("grad_rollout", name="Gradient-weighted rollout",
@@ -244,7 +242,7 @@ def attention_rollout(ctx: Context, upsample: str) -> MethodOutput:
           description="Rollout over attention weighted by the class score's gradient, negative parts removed, "
                       "identity added and rows normalised: class-specific attention flow.")
 def grad_rollout(ctx: Context, upsample: str) -> MethodOutput:
-    return _finish(ctx, _propagate(ctx, _steps(ctx, _run(ctx, gradients=True), "relevance"), "normalised"),
+    return _finish(ctx, _propagate(ctx, _steps(_run(ctx, gradients=True), "relevance"), "normalised"),
                    upsample)
 
 
@@ -254,4 +252,4 @@ def grad_rollout(ctx: Context, upsample: str) -> MethodOutput:
                       "attention)·R, and read from the readout's row: class-specific, and the tokens the readout "
                       "cannot reach get none.")
 def chefer(ctx: Context, upsample: str) -> MethodOutput:
-    return _finish(ctx, _propagate(ctx, _steps(ctx, _run(ctx, gradients=True), "relevance"), "add"), upsample)
+    return _finish(ctx, _propagate(ctx, _steps(_run(ctx, gradients=True), "relevance"), "add"), upsample)

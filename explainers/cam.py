@@ -26,7 +26,9 @@ def _layer_and_gradient(ctx: Context, layer: str | None) -> tuple[torch.Tensor, 
     return layer_volume(ctx, store, "act")[0].detach(), layer_volume(ctx, store, "grad")[0]
 
 
-def _finish(ctx: Context, cam: torch.Tensor, mode: str, **extras) -> MethodOutput:
+def layer_map(ctx: Context, cam: torch.Tensor, mode: str, **extras) -> MethodOutput:
+    """A map at a layer's resolution (T'×H'×W') as a method's output: upsampled to the clip by ``mode``, itself
+    kept as ``raw``."""
     return MethodOutput(upsample(cam, ctx.shape, mode), raw=cam, extras={"layer_shape": tuple(cam.shape), **extras})
 
 
@@ -40,7 +42,7 @@ def grad_cam(ctx: Context, layer: str | None, per_time_slice: bool, upsample: st
     a, g = _layer_and_gradient(ctx, layer)                       # K×T'×H'×W'
     weights = g.mean((2, 3), keepdim=True) if per_time_slice else g.mean((1, 2, 3), keepdim=True)
     cam = torch.relu((weights * a).sum(0))
-    return _finish(ctx, cam, upsample)
+    return layer_map(ctx, cam, upsample)
 
 
 @register("grad_cam_pp", name="Grad-CAM++", family="cam", paper="Chattopadhay et al. 2018; [S4] baseline",
@@ -53,7 +55,7 @@ def grad_cam_pp(ctx: Context, layer: str | None, upsample: str) -> MethodOutput:
     denom = 2 * g2 + a.sum((1, 2, 3), keepdim=True) * g3
     alpha = torch.where(g != 0, g2 / (denom + 1e-6 * (denom == 0)), torch.zeros_like(g))
     weights = (alpha * torch.relu(g)).sum((1, 2, 3), keepdim=True)
-    return _finish(ctx, torch.relu((weights * a).sum(0)), upsample)
+    return layer_map(ctx, torch.relu((weights * a).sum(0)), upsample)
 
 
 def not_a_3d_cnn(model: nn.Module) -> str | None:
@@ -87,4 +89,4 @@ def saliency_tubes(ctx: Context, layer: str | None, upsample: str) -> MethodOutp
         ctx.scores(lambda sl: ctx.x, 1, message="forward")
     a = layer_volume(ctx, store, "act")[0].float()
     w = _classifier_row(ctx.model, ctx.target, a.shape[0])
-    return _finish(ctx, torch.einsum("k,kthw->thw", w, a), upsample)
+    return layer_map(ctx, torch.einsum("k,kthw->thw", w, a), upsample)
