@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 python=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 reqs=(-r requirements.txt)
-[ "${1:-}" = "test" ] && reqs+=(-r requirements-test.txt)
+[ "${1:-}" = "test" ] && reqs+=(-r requirements-test.txt -r requirements-ray.txt)
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "${reqs[@]}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .   # the packages + videoxai
 if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null; then   # for the browser test; skipped without it

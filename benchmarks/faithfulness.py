@@ -18,14 +18,17 @@ The explained class is the clip's ground-truth label (the papers' protocol). A f
 (``--folder``, any format the zoo decodes) is explained for the label of the clip's ``<name>.json`` ground truth,
 else the model's top-1 class. With that file's actor boxes (and action window) a clip also gets the pointing games
 and localisation errors; its format is ``zoo.synthetic.ground_truth_for``'s. A file that cannot be decoded gets
-rows that say why.
+rows that say why. ``--manifest`` lists clips and their ground-truth files in a CSV or JSON (``read_manifest``).
+``--engine ray`` computes the same rows on a Ray cluster (``benchmarks.ray_engine``, docs/cluster.md).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,27 +53,64 @@ QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backpro
                                  "occlusion", "aosa_approx", "swag_v_ig"]}
 
 
-def clips(count: int, folder: Path | None, split: str = "test"):
-    """(clip id, loader(spec) -> (x, ground truth or None)): the first ``count`` clips of ``split`` (``val`` for
-    choosing settings, ``test`` for reporting), then the folder's. Nothing is rendered or decoded until a loader is
-    called."""
-    for seed in synthetic.split_seeds(split, count):
-        yield f"synth-{seed}", lambda spec, seed=seed: _synthetic(seed, spec)
-    for path in sorted(folder.iterdir()) if folder else ():
-        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() != ".json":
-            yield f"file-{path.name}", lambda spec, p=path: _from_file(p, spec)
+@dataclass(frozen=True)
+class Clip:
+    """A clip of a run, described by value so that a worker on another machine can load it: a synthetic clip's
+    seed, or a file with (optionally) its ground-truth file; without one, a ``<name>.json`` beside the file."""
+    id: str
+    seed: int | None = None
+    path: str | None = None
+    truth: str | None = None
+
+    def load(self, spec) -> tuple[torch.Tensor, dict | None]:
+        """(x, ground truth or None), decoded or rendered now."""
+        if self.seed is not None:
+            return _synthetic(self.seed, spec)
+        prepared = prepare_clip(Path(self.path), spec)
+        info = prepared.clip.info
+        return prepared.x, synthetic.ground_truth_for(self.path, prepared.clip.indices, info.display_size[::-1],
+                                                      spec, truth_file=self.truth)
+
+
+def clips(count: int, folder: Path | None = None, split: str = "test", manifest: Path | None = None) -> list[Clip]:
+    """The first ``count`` clips of ``split`` (``val`` for choosing settings, ``test`` for reporting), then the
+    folder's files, then the manifest's."""
+    listed = [Clip(f"synth-{seed}", seed=seed) for seed in synthetic.split_seeds(split, count)]
+    files = sorted(folder.iterdir()) if folder else []
+    listed += [Clip(f"file-{f.name}", path=str(f)) for f in files
+               if f.is_file() and not f.name.startswith(".") and f.suffix.lower() != ".json"]
+    return listed + (read_manifest(manifest) if manifest else [])
+
+
+def read_manifest(path: Path) -> list[Clip]:
+    """The clips a manifest lists: a CSV with a ``path`` column and optionally a ``truth`` column (a ground-truth
+    file, ``zoo.synthetic.ground_truth_for``'s format), or a JSON list of paths or of such objects. Relative paths
+    are taken from the manifest's folder; a clip's id is ``file-`` and its path as written. Nothing is decoded
+    here: a path that is missing or not a video gets rows that say so."""
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="") as f:
+                entries = list(csv.DictReader(f))
+        elif isinstance(data := json.loads(path.read_text()), list):
+            entries = [e if isinstance(e, dict) else {"path": e} for e in data]
+        else:
+            raise TypeError(f"a JSON {type(data).__name__}, not a list")
+        listed = [(str(e["path"]).strip(), str(e.get("truth") or "").strip() or None) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a manifest ({error!r}); expected a CSV with a 'path' column (and optionally "
+                         f"'truth'), or a JSON list of paths or of {{\"path\": ..., \"truth\": ...}}") from None
+    ids = [f"file-{clip}" for clip, _ in listed]
+    if len(set(ids)) < len(ids) or "" in (clip for clip, _ in listed):
+        raise ValueError(f"{path}: every clip must be listed once, with a path")
+    here = path.parent
+    return [Clip(i, path=str(here / clip), truth=str(here / truth) if truth else None)
+            for i, (clip, truth) in zip(ids, listed)]
 
 
 def _synthetic(seed: int, spec) -> tuple[torch.Tensor, dict]:
     clip = synthetic.make_clip(seed, "hard")
     truth = {"label": clip.label, "bbox": clip.bbox, "visible": clip.visible, "window": clip.window}
     return preprocess(clip.video, spec)[0], truth
-
-
-def _from_file(path: Path, spec) -> tuple[torch.Tensor, dict | None]:
-    prepared = prepare_clip(path, spec)
-    info = prepared.clip.info
-    return prepared.x, synthetic.ground_truth_for(path, prepared.clip.indices, info.display_size[::-1], spec)
 
 
 GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip kept for the report's gallery
@@ -107,49 +147,89 @@ def method_label(method: str, params: dict | None) -> str:
     return " ".join([method, *(f"{k}={v}" for k, v in sorted((params or {}).items()))])
 
 
+@dataclass(frozen=True)
+class Job:
+    """One row to compute: ``method`` on ``clip`` for ``model``, its rows labelled ``label``; ``gallery`` on the
+    first clip of a run."""
+    model: str
+    clip: Clip
+    method: str
+    label: str
+    gallery: bool
+
+
+def pending(models: list[str], methods: list[str], listed: list[Clip], out: Path,
+            params: dict | None = None) -> tuple[list[dict], list[Job]]:
+    """The rows already in ``out`` and the jobs still to do, model by model, clip by clip."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _same_dataset(read_rows(out), out)
+    done = {_key(r) for r in rows}
+    todo = [Job(m, clip, k, method_label(k, params), index == 0) for m in models
+            for index, clip in enumerate(listed) for k in methods
+            if (m, clip.id, method_label(k, params)) not in done]
+    return rows, todo
+
+
+def loader(spec, device: str = "cpu"):
+    """clip → (x on ``device``, ground truth), the last clip kept: the rows of one clip decode it once."""
+    @functools.lru_cache(maxsize=1)
+    def load(clip: Clip) -> tuple[torch.Tensor, dict | None]:
+        x, truth = clip.load(spec)
+        return x.to(device), truth
+    return load
+
+
+def compute_row(model, job: Job, load, preset: str = "fast", seed: int = 0, params: dict | None = None,
+                sanity: bool = False, extra: bool = False) -> dict:
+    """``job``'s row, with ``load`` (``loader``) giving its clip: the metrics, or the reason there are none (a
+    clip that cannot be decoded, a method that does not apply to the model, a bad ground-truth file)."""
+    try:
+        x, truth = load(job.clip)
+        row = benchmark_row(model, x, job.method, truth, preset, seed, gallery=job.gallery, params=params,
+                            sanity=sanity, extra=extra)
+    except VideoError as error:
+        row = {"error": str(error)}
+    except ValueError as error:
+        row = {"error": str(error).split(";")[0]}
+    row.update(model=job.model, clip=job.clip.id, method=job.label, preset=preset, seed=seed)
+    if params:
+        row["params"] = params
+    if job.clip.seed is not None:
+        row["dataset"] = synthetic.DATASET
+    return row
+
+
+def progress(total: int, log=print):
+    """A function to call with each finished row: logs it with the count and the time left."""
+    start, count = time.time(), 0
+
+    def report(row: dict) -> None:
+        nonlocal count
+        count += 1
+        eta = (time.time() - start) / count * (total - count)
+        log(f"[{count}/{total}] {row['model']} {row['clip']} {row['method']}: {row.get('seconds', 0):.1f} s "
+            f"(about {eta / 60:.0f} min left)")
+    return report
+
+
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
         folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None,
-        split: str = "test", sanity: bool = False, extra: bool = False) -> list[dict]:
+        split: str = "test", sanity: bool = False, extra: bool = False, manifest: Path | None = None) -> list[dict]:
     """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations). ``params`` go to every method; the
     rows' method is then ``method_label(method, params)``."""
-    out.mkdir(parents=True, exist_ok=True)
-    rows = _same_dataset(read_rows(out), out)
-    done = {_key(r) for r in rows}
-    labels = {k: method_label(k, params) for k in methods}
-    todo = [(m, c, k) for m in models for c, _ in clips(n_clips, folder, split) for k in methods
-            if (m, c, labels[k]) not in done]
-    log(f"{len(done)} rows found in {results_file(out)}, {len(todo)} to compute")
-    start, count = time.time(), 0
-    for model_id in models:
+    rows, todo = pending(models, methods, clips(n_clips, folder, split, manifest), out, params)
+    log(f"{len(rows)} rows found in {results_file(out)}, {len(todo)} to compute")
+    report = progress(len(todo), log)
+    for model_id in dict.fromkeys(job.model for job in todo):
         model = load_model(model_id, device)
-        for index, (clip_id, load) in enumerate(clips(n_clips, folder, split)):
-            loaded = None
-            for method in methods:
-                if (model_id, clip_id, labels[method]) in done:
-                    continue
-                try:
-                    if loaded is None:
-                        x, truth = loaded = load(model.input_spec)
-                        x = x.to(device)
-                    row = benchmark_row(model, x, method, truth, preset, seed, gallery=index == 0, params=params,
-                                        sanity=sanity, extra=extra)
-                except VideoError as error:      # a folder file that is not a usable clip
-                    row = {"error": str(error)}
-                except ValueError as error:      # the method does not apply to this model, or a bad truth file
-                    row = {"error": str(error).split(";")[0]}
-                row.update(model=model_id, clip=clip_id, method=labels[method], preset=preset, seed=seed)
-                if params:
-                    row["params"] = params
-                if clip_id.startswith("synth-"):
-                    row["dataset"] = synthetic.DATASET
-                append_rows(out, [row])
-                rows.append(row)
-                count += 1
-                eta = (time.time() - start) / count * (len(todo) - count)
-                log(f"[{count}/{len(todo)}] {model_id} {clip_id} {method}: {row.get('seconds', 0):.1f} s "
-                    f"(about {eta / 60:.0f} min left)")
+        load = loader(model.input_spec, device)
+        for job in (j for j in todo if j.model == model_id):
+            row = compute_row(model, job, load, preset, seed, params, sanity, extra)
+            append_rows(out, [row])
+            rows.append(row)
+            report(row)
     return rows
 
 
@@ -377,12 +457,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--extra-metrics", action="store_true",
                         help="also ROAD (MoRF, LeRF) and infidelity: 123 more forwards per map")
     parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
+    parser.add_argument("--manifest", type=Path,
+                        help="also explain the clips this CSV ('path' and optionally 'truth' columns) or JSON list "
+                             "names; relative paths are taken from its folder")
+    parser.add_argument("--engine", choices=("serial", "ray"), default="serial",
+                        help="ray: the rows on a Ray cluster, one actor per worker (pip install -r "
+                             "requirements-ray.txt)")
+    parser.add_argument("--address", help="--engine ray: the cluster to join (auto: the one `ray start` made "
+                                          "here); default a local one")
+    parser.add_argument("--workers", type=int, help="--engine ray: actors per model (default: one per GPU, else "
+                                                    "one per --threads cores)")
     parser.add_argument("--preset", default="fast", help="parameter preset where a method has it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['clips']} clips, methods {QUICK['methods']}")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
-    parser.add_argument("--device", default="cpu", help="torch device for the models, e.g. cuda")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device for the models, e.g. cuda (--engine ray: each worker's GPU, if any)")
     parser.add_argument("--params", type=json.loads, default={},
                         help="JSON object of parameters for every method given, e.g. '{\"ends\": \"virtual\"}'")
     parser.add_argument("--join", nargs="+", type=Path, metavar="RUN",
@@ -393,7 +484,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     if args.join:
         print(write_reports(join(args.join, args.out, args.clips), args.out, args.against))
         return 0
-    configure_cpu(args.threads)
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
     n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
     for method in methods:
@@ -401,9 +491,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             REGISTRY[method].resolve(None, args.params)
         except (TypeError, ValueError) as error:
             parser.error(f"--params: {error}")
+    try:
+        read_manifest(args.manifest) if args.manifest else None
+    except ValueError as error:
+        parser.error(f"--manifest: {error}")
+    options = dict(preset=args.preset, seed=args.seed, folder=args.folder, params=args.params, split=args.split,
+                   sanity=args.sanity, extra=args.extra_metrics, manifest=args.manifest)
     started = time.time()
-    rows = run(args.models, methods, n_clips, args.out, args.preset, args.seed, args.folder, device=args.device,
-               params=args.params, split=args.split, sanity=args.sanity, extra=args.extra_metrics)
+    if args.engine == "ray":
+        try:
+            from benchmarks import ray_engine
+        except ImportError:
+            parser.error("--engine ray needs Ray: pip install -r requirements-ray.txt")
+        rows = ray_engine.run(args.models, methods, n_clips, args.out, address=args.address, workers=args.workers,
+                              threads=args.threads or 1, **options)
+    else:
+        configure_cpu(args.threads)
+        rows = run(args.models, methods, n_clips, args.out, device=args.device, **options)
     print(write_reports(rows, args.out, args.against))
     print(f"finished in {(time.time() - started) / 60:.1f} min; results in {args.out}")
     return 0

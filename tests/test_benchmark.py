@@ -186,3 +186,18 @@ def test_sanity_and_extra_metrics_add_their_values_to_every_row(tmp_path, capsys
     assert rows["gradient"]["sanity_model"] < 0.5 and rows["gradient"]["sanity_reversed"] < 0.9
     assert all(0 <= r["road_morf"] <= 1 and 0 <= r["road_lerf"] <= 1 and r["infidelity"] >= 0 for r in rows.values())
     assert "ρ random model ↓" in (printed := capsys.readouterr().out) and "ROAD MoRF ↓" in printed
+
+
+def test_the_serial_benchmark_runs_without_ray_and_the_ray_engine_says_what_it_needs(tmp_path):
+    """Ray is optional: with it unimportable the serial benchmark runs, and ``--engine ray`` says how to get it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['ray'] = None; from benchmarks import faithfulness; "
+            "sys.exit(faithfulness.main(sys.argv[1:]))")
+    args = ["--models", "synth-r2plus1d-small", "--methods", "random", "--clips", "1", "--out", str(tmp_path)]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "| random |" in done.stdout, done.stderr
+    refused = subprocess.run([sys.executable, "-c", code, *args, "--engine", "ray"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "pip install -r requirements-ray.txt" in refused.stderr

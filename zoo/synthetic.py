@@ -387,9 +387,9 @@ def _truth_index(folder: Path) -> dict[str, Path]:
 
 
 def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tuple[int, int], spec,
-                     search: tuple[Path, ...] = ()) -> dict | None:
-    """The ground truth of a clip (``<name>.json`` beside it, or that of the clip in one of ``search`` with the same
-    content, whatever the file is called: SHA-256 of the bytes), mapped onto
+                     search: tuple[Path, ...] = (), truth_file: str | Path | None = None) -> dict | None:
+    """The ground truth of a clip (``truth_file`` if given, else ``<name>.json`` beside it, or that of the clip in
+    one of ``search`` with the same content, whatever the file is called: SHA-256 of the bytes), mapped onto
     the model's sampled frames: ``bbox`` per sampled frame in model pixels, ``visible``, ``window`` as the
     first/last sampled frame inside the action (None if no sampled frame is, or none is given), and ``label`` /
     ``class_name`` (None if not given). None for clips without one.
@@ -402,7 +402,8 @@ def ground_truth_for(video_path: str | Path, indices: np.ndarray, source_hw: tup
     from zoo.video import map_boxes
 
     path = Path(video_path)
-    found = [path.with_suffix(".json")] if path.with_suffix(".json").exists() else []
+    beside = path.with_suffix(".json")
+    found = [Path(truth_file)] if truth_file else [beside] if beside.exists() else []
     if not found and search:
         digest = file_digest(path)
         found = [index[digest] for index in map(_truth_index, search) if digest in index][:1]
