@@ -22,7 +22,16 @@ import torch
 import render
 from explainers import REGISTRY, Explanation, ProgressFn, explain
 from explainers.device import configure_cpu
-from explainers.metrics import METRICS, Curve, evaluate_map, infidelity, perturbed_clip, road, sanity_checks
+from explainers.metrics import (
+    METRICS,
+    Curve,
+    evaluate_map,
+    infidelity,
+    max_sensitivity,
+    perturbed_clip,
+    road,
+    sanity_checks,
+)
 from zoo import ASSETS
 from zoo.cards import InputSpec
 from zoo.models import ModelLoadError, VideoClassifier, load_model
@@ -128,12 +137,15 @@ def score(a: Analysis, max_batch: int | None = None) -> Analysis:
     return Analysis(a.clip, e, metrics, curves, time.perf_counter() - start)
 
 
-def check_more(a: Analysis) -> Analysis:
+def check_more(a: Analysis, sensitivity: bool = False) -> Analysis:
     """The analysis with the metrics the app runs only when asked: the two sanity values of
     ``explainers.metrics.sanity_checks`` (two more maps), ROAD's two curves and infidelity (``evaluate_map``'s
-    ``extra`` metrics)."""
+    ``extra`` metrics); with ``sensitivity``, max-sensitivity (``SENSITIVITY_SAMPLES`` more maps)."""
     e, model, x = a.explanation, get_model(a.clip.model_id), a.clip.x.to(DEVICE)
     values = sanity_checks(model, x, e.method, e.saliency, e.target, seed=e.seed, **e.params)
+    if sensitivity:
+        values["max_sensitivity"] = max_sensitivity(model, x, e.method, e.saliency, e.target, seed=e.seed,
+                                                    **e.params)
     curves = road(model, x, e.saliency, e.target)
     values.update({k: c.auc for k, c in curves.items()}, infidelity=infidelity(model, x, e.saliency, e.target))
     return Analysis(a.clip, e, {**a.metrics, **values}, {**a.curves, **curves}, a.scoring_s)

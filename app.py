@@ -39,7 +39,7 @@ import render
 from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
 from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu
-from explainers.metrics import METRICS
+from explainers.metrics import METRICS, SENSITIVITY_SAMPLES
 from zoo import ASSETS
 from zoo.cards import load_card
 from zoo.hub import describe_revision
@@ -719,12 +719,15 @@ SANE_RHO, ORDER_RHO = 0.5, 0.9     # ρ below which a map depends on the weights
 
 def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Generator:
     """The checks run only when asked (``analysis.check_more``), in a lane like any model work: the sanity checks'
-    two Spearman ρ, ROAD's two AUCs and infidelity, in a table that says what each means."""
+    two Spearman ρ, ROAD's two AUCs, infidelity and max-sensitivity (left out, saying why, where its maps would not
+    fit the budget), in a table that says what each means."""
     results = KEPT.get(key)
     if not results:
         raise refuse("Explain a clip first; these checks test that explanation.")
     a = results[0]
-    cost = jobs.more_estimate(a)
+    with_sensitivity = jobs.more_estimate(a, sensitivity=True)
+    sensitivity = with_sensitivity.fits
+    cost = with_sensitivity if sensitivity else jobs.more_estimate(a)
     if not cost.fits:
         raise refuse(f"These checks of this map need {cost.describe()}: {cost.over(HARDWARE)}. Try them on a "
                      f"cheaper preset or method.")
@@ -734,7 +737,7 @@ def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request:
         with jobs.visitor_slot(visitor, "/checks"):
             (checked,) = yield from _in_lane(cost.lane, "Checking", cost.seconds, progress, where,
                                              lambda: jobs.more_on_gpu([a], jobs.time_limit(cost.seconds,
-                                                                                          cost.budget)))
+                                                                                          cost.budget), sensitivity))
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:
@@ -754,7 +757,10 @@ def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request:
         f"| ROAD, least relevant first (higher is better) | {m['road_lerf']:.3f} | "
         + ("the map ranks what the model needs above what it does not |" if m["road_lerf"] > m["road_morf"] else
            "**removing the least salient voxels first hurts as much: the ranking is not the model's** |"),
-        f"| Infidelity (lower is better) | {m['infidelity']:.2e} | {METRICS['infidelity'].help} |"])
+        f"| Infidelity (lower is better) | {m['infidelity']:.2e} | {METRICS['infidelity'].help} |",
+        f"| Max-sensitivity (lower is better) | {m['max_sensitivity']:.3f} | {METRICS['max_sensitivity'].help} |"
+        if sensitivity else f"| Max-sensitivity | – | not run: its {SENSITIVITY_SAMPLES} more maps would need "
+                            f"{with_sensitivity.describe()}: {with_sensitivity.over(HARDWARE)} |"])
 
 
 def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
@@ -931,9 +937,9 @@ def build_demo() -> gr.Blocks:
                     run_explain, stop_explain, out, make_gif, (kind, step, perturbed) = run_panel(
                         "Explain", "explain", step_controls)
                     with gr.Accordion("More checks: sanity (does the map depend on the model and the frames' "
-                                      "order?), ROAD and infidelity", open=False):
-                        run_checks = gr.Button("Run the checks (two more maps, 123 more forward passes)", size="sm",
-                                               elem_id="checks-button")
+                                      "order?), ROAD, infidelity and max-sensitivity", open=False):
+                        run_checks = gr.Button(f"Run the checks ({2 + SENSITIVITY_SAMPLES} more maps, 123 more "
+                                               f"forward passes)", size="sm", elem_id="checks-button")
                         checks_out = gr.Markdown(elem_id="checks-result")
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()

@@ -32,7 +32,7 @@ import analysis
 from analysis import Analysis, ClipInput
 from explainers import REGISTRY, Cancelled, ProgressFn
 from explainers.device import default_batch, release_freed_memory
-from explainers.metrics import EVALUATION_OVERHEAD, evaluation_forwards
+from explainers.metrics import EVALUATION_OVERHEAD, SENSITIVITY_SAMPLES, evaluation_forwards
 from zoo.cards import list_cards, load_card
 from zoo.models import ModelLoadError
 
@@ -497,23 +497,24 @@ def score_on_gpu(analyses: list[Analysis], limit_s: float | None = None
     yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.score(a), limit_s)
 
 
-def _more_window(analyses: list[Analysis], limit_s: float | None = None) -> int:
-    return window(more_estimate(analyses[0]).seconds)
+def _more_window(analyses: list[Analysis], limit_s: float | None = None, sensitivity: bool = False) -> int:
+    return window(more_estimate(analyses[0], sensitivity).seconds)
 
 
-def more_estimate(a: Analysis) -> Estimate:
-    """What ``analysis.check_more`` of ``a`` costs, as two such jobs with their metrics: the two maps of the sanity
-    checks, and ROAD's passes (as many as the metrics' insertion and deletion) within the metrics' share."""
+def more_estimate(a: Analysis, sensitivity: bool = False) -> Estimate:
+    """What ``analysis.check_more`` of ``a`` costs, as that many jobs with their metrics: the two maps of the sanity
+    checks (with ``sensitivity``, also max-sensitivity's ``SENSITIVITY_SAMPLES``), and ROAD's passes (as many as the
+    metrics' insertion and deletion) within the metrics' share."""
     job = Job(a.explanation.method, None, a.explanation.params)
-    return estimate(a.clip.model_id, [job, job])
+    return estimate(a.clip.model_id, [job] * (2 + SENSITIVITY_SAMPLES * sensitivity))
 
 
 @spaces.GPU(duration=_more_window)
-def more_on_gpu(analyses: list[Analysis], limit_s: float | None = None
+def more_on_gpu(analyses: list[Analysis], limit_s: float | None = None, sensitivity: bool = False
                 ) -> Generator[Progress | Failed | list[Analysis], None, None]:
     """``analysis.check_more`` of each analysis; yields ``Progress``, then the analyses with the sanity and ROAD
     values (or ``Failed``)."""
-    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.check_more(a), limit_s)
+    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.check_more(a, sensitivity), limit_s)
 
 
 def analyse(clip: ClipInput, jobs: list[Job], target: int | None, seed: int

@@ -47,6 +47,7 @@ COLUMNS = (("insertion", "CI ↑"), ("deletion", "CD ↓"), ("road_morf", "ROAD 
            ("temporal_pointing", "T-PT ↑"), ("loc_iou_val", "IoU Val ↑"), ("loc_iou_mean", "Mean ↑"),
            ("loc_iou_energy", "Energy ↑"), ("loc_error_val", "Loc. err. Val ↓"), ("loc_error_mean", "Mean ↓"),
            ("loc_error_energy", "Energy ↓"), ("sanity_model", "ρ random model ↓"), ("sanity_reversed", "ρ reversed ↓"),
+           ("max_sensitivity", "max-sens. ↓"),
            ("seconds", "median s / map"), ("forwards", "fwd"), ("backwards", "bwd"))
 PERCENT = ("loc_error", "pointing", "temporal")     # columns shown in %: shares of frames or clips
 QUICK = {"clips": 3, "methods": ["random", "centre", "gradient", "guided_backprop", "grad_cam", "saliency_tubes",
@@ -118,16 +119,19 @@ GALLERY_FRAMES, GALLERY_SIZE = (2, 6, 10, 14), 28     # frames of the first clip
 
 def benchmark_row(model, x: torch.Tensor, method: str, truth: dict | None, preset: str, seed: int,
                   gallery: bool = False, params: dict | None = None, sanity: bool = False,
-                  extra: bool = False) -> dict:
+                  extra: bool = False, sensitivity: bool = False) -> dict:
     """One explanation (with ``params`` overriding the preset) and every metric that applies to it; with
     ``gallery``, also four frames of the map at 28×28 (and the actor's boxes on them) for the report; with
-    ``sanity``, the two sanity checks (two more maps); ``extra``, ROAD's curves and infidelity."""
+    ``sanity``, the two sanity checks (two more maps); ``extra``, ROAD's curves and infidelity; ``sensitivity``,
+    max-sensitivity (10 more maps)."""
     target = truth["label"] if truth else None      # None: the model's top-1 class
     settings = {"preset": preset if preset in REGISTRY[method].presets else None, "seed": seed, **(params or {})}
     e = explain(model, x, method, target=target, **settings)
     row, curves = M.evaluate_map(model, x, e.saliency, e.target, truth, extra=extra)
     if sanity:
         row.update(M.sanity_checks(model, x, method, e.saliency, e.target, **settings))
+    if sensitivity:
+        row["max_sensitivity"] = M.max_sensitivity(model, x, method, e.saliency, e.target, **settings)
     row.update(seconds=e.seconds, forwards=e.forward_passes, backwards=e.backward_passes, target=e.target,
                insertion_curve=curves["insertion"].probs.round(4).tolist(),
                deletion_curve=curves["deletion"].probs.round(4).tolist())
@@ -180,13 +184,13 @@ def loader(spec, device: str = "cpu"):
 
 
 def compute_row(model, job: Job, load, preset: str = "fast", seed: int = 0, params: dict | None = None,
-                sanity: bool = False, extra: bool = False) -> dict:
+                sanity: bool = False, extra: bool = False, sensitivity: bool = False) -> dict:
     """``job``'s row, with ``load`` (``loader``) giving its clip: the metrics, or the reason there are none (a
     clip that cannot be decoded, a method that does not apply to the model, a bad ground-truth file)."""
     try:
         x, truth = load(job.clip)
         row = benchmark_row(model, x, job.method, truth, preset, seed, gallery=job.gallery, params=params,
-                            sanity=sanity, extra=extra)
+                            sanity=sanity, extra=extra, sensitivity=sensitivity)
     except VideoError as error:
         row = {"error": str(error)}
     except ValueError as error:
@@ -214,7 +218,8 @@ def progress(total: int, log=print):
 
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
         folder: Path | None = None, log=print, device: str = "cpu", params: dict | None = None,
-        split: str = "test", sanity: bool = False, extra: bool = False, manifest: Path | None = None) -> list[dict]:
+        split: str = "test", sanity: bool = False, extra: bool = False, manifest: Path | None = None,
+        sensitivity: bool = False) -> list[dict]:
     """Compute every missing (model, clip, method) row, append it to ``out/results.jsonl``, return all rows.
     Models and clips go to ``device``; maps and metrics come back as on the CPU (seeded masks are drawn on the
     CPU in every method, so a GPU run explains the same perturbations). ``params`` go to every method; the
@@ -226,7 +231,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
         model = load_model(model_id, device)
         load = loader(model.input_spec, device)
         for job in (j for j in todo if j.model == model_id):
-            row = compute_row(model, job, load, preset, seed, params, sanity, extra)
+            row = compute_row(model, job, load, preset, seed, params, sanity, extra, sensitivity)
             append_rows(out, [row])
             rows.append(row)
             report(row)
@@ -454,6 +459,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--sanity", action="store_true",
                         help="also each map's sanity checks (two more maps: with the model re-initialised and with "
                              "the frames reversed); rows already in --out are not recomputed")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also each map's max-sensitivity (10 more maps, of the clip with faint noise)")
     parser.add_argument("--extra-metrics", action="store_true",
                         help="also ROAD (MoRF, LeRF) and infidelity: 123 more forwards per map")
     parser.add_argument("--folder", type=Path, help="also explain every clip in this folder (top-1 class)")
@@ -496,7 +503,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except ValueError as error:
         parser.error(f"--manifest: {error}")
     options = dict(preset=args.preset, seed=args.seed, folder=args.folder, params=args.params, split=args.split,
-                   sanity=args.sanity, extra=args.extra_metrics, manifest=args.manifest)
+                   sanity=args.sanity, extra=args.extra_metrics, manifest=args.manifest, sensitivity=args.sensitivity)
     started = time.time()
     if args.engine == "ray":
         try:

@@ -72,8 +72,8 @@ def connect(address: str | None = None, cpus: int | None = None) -> None:
 
 def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: str = "fast", seed: int = 0,
         folder: Path | None = None, log=print, params: dict | None = None, split: str = "test",
-        sanity: bool = False, extra: bool = False, manifest: Path | None = None, address: str | None = None,
-        workers: int | None = None, threads: int = 1) -> list[dict]:
+        sanity: bool = False, extra: bool = False, manifest: Path | None = None, sensitivity: bool = False,
+        address: str | None = None, workers: int | None = None, threads: int = 1) -> list[dict]:
     """``serial.run``'s rows, computed by a pool of actors per model on the cluster at ``address`` (a local one
     if None): ``workers`` actors (default: one per GPU, else one per ``threads`` CPU cores of the cluster).
     Appends each row to ``out/results.jsonl`` as it arrives; returns all rows."""
@@ -87,7 +87,7 @@ def run(models: list[str], methods: list[str], n_clips: int, out: Path, preset: 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.max_errored_blocks = -1             # a row out of retries is reported below, not the end of the run
-    options = dict(preset=preset, seed=seed, params=params, sanity=sanity, extra=extra)
+    options = dict(preset=preset, seed=seed, params=params, sanity=sanity, extra=extra, sensitivity=sensitivity)
     report = serial.progress(len(todo), log)
     for model_id in dict.fromkeys(job.model for job in todo):
         jobs = [_text(job) for job in todo if job.model == model_id]

@@ -588,8 +588,19 @@ def test_more_checks_run_on_the_explained_map_and_say_what_they_mean():
     assert "**Checks of Grad-CAM**" in grad_cam and "the map depends on what the model learnt" in grad_cam
     assert re.search(r"\| ROAD, most relevant first \(lower is better\) \| 0\.\d{3} \|", grad_cam)
     assert re.search(r"\| Infidelity \(lower is better\) \| \d\.\d\de-\d\d \|", grad_cam)
+    assert re.search(r"\| Max-sensitivity \(lower is better\) \| \d\.\d{3} \|", grad_cam)
     centre = checked("centre")                                   # a fixed pattern: the same map for any model
     assert "| 1.00 | **the map barely changes when the model is destroyed" in centre
     assert "| 1.00 | the map ignores the order of the frames" in centre
     with pytest.raises(gr.Error, match="Explain a clip first"):
         next(app.more_checks(None, progress=lambda *a, **k: None))
+
+
+def test_more_checks_leave_max_sensitivity_out_saying_why_when_its_maps_would_not_fit(monkeypatch):
+    *_, key = _explain("grad_cam")
+    a = app.KEPT.get(key)[0]
+    with_it, without = app.jobs.more_estimate(a, sensitivity=True).seconds, app.jobs.more_estimate(a).seconds
+    monkeypatch.setattr(app.jobs, "MAX_SECONDS", (with_it + without) / 2)
+    shown = [item for item in app.more_checks(key, progress=lambda *a, **k: None) if item is not app.SKIP][-1]
+    assert "| Infidelity (lower is better) |" in shown
+    assert "| Max-sensitivity | – | not run: its 10 more maps would need" in shown

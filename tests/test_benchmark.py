@@ -201,3 +201,13 @@ def test_the_serial_benchmark_runs_without_ray_and_the_ray_engine_says_what_it_n
     refused = subprocess.run([sys.executable, "-c", code, *args, "--engine", "ray"], capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode == 2 and "pip install -r requirements-ray.txt" in refused.stderr
+
+
+def test_a_row_with_max_sensitivity(tmp_path):
+    """``--sensitivity`` adds each map's max-sensitivity: 0 for ``random`` (its map ignores the clip), above 0 for
+    Grad-CAM; the table gets the column."""
+    benchmark.main(["--models", "synth-r2plus1d-small", "--methods", "random", "grad_cam", "--clips", "1",
+                    "--sensitivity", "--out", str(tmp_path)])
+    rows = {r["method"]: r for r in benchmark.read_rows(tmp_path)}
+    assert rows["random"]["max_sensitivity"] == 0.0 and rows["grad_cam"]["max_sensitivity"] > 0
+    assert "max-sens. ↓" in (tmp_path / "tables.md").read_text()

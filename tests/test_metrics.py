@@ -231,6 +231,40 @@ def test_sanity_checks_tell_a_model_dependent_method_from_a_fixed_pattern():
     assert not METRICS["sanity_model"].higher_is_better and "method" in METRICS["sanity_reversed"].needs
 
 
+def test_max_sensitivity_equals_captum_with_the_same_noise_and_knows_its_zeros():
+    """Against Captum's ``sensitivity_max`` fed the same noise draws, on a small non-linear model with the gradient
+    map; 0 for maps that do not depend on the clip: ``centre``, and the gradient of a linear model."""
+    captum = pytest.importorskip("captum.metrics")
+    from explainers import explain
+    from explainers.metrics import METRICS, max_sensitivity
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    x = torch.randn(1, 3, 4, 16, 16)
+    saliency = explain(model, x, "gradient", target=2).saliency
+    ours = max_sensitivity(model, x, "gradient", saliency, 2, samples=5, radius=0.5, seed=4)
+    gen = torch.Generator().manual_seed(4)
+
+    def noise(inputs, perturb_radius):          # Captum passes the clip alone or in a tuple
+        clip = inputs[0] if isinstance(inputs, tuple) else inputs
+        return clip + (torch.rand(clip.shape, generator=gen) * 2 - 1) * perturb_radius
+
+    def gradient(inputs):                        # a tuple back, as Captum expects for tuple inputs
+        clip = inputs[0] if isinstance(inputs, tuple) else inputs
+        return (explain(model, clip, "gradient", target=2).saliency[None],)
+
+    reference = captum.sensitivity_max(gradient, x,
+                                       perturb_func=noise, perturb_radius=0.5, n_perturb_samples=5,
+                                       max_examples_per_batch=1)
+    assert ours > 0.01 and ours == pytest.approx(float(reference), rel=1e-5)
+    assert max_sensitivity(model, x, "centre", explain(model, x, "centre").saliency, 2, samples=3) == 0.0
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 16 * 16, 3)).eval()
+    flat = explain(linear, x, "gradient", target=0).saliency
+    assert max_sensitivity(linear, x, "gradient", flat, 0, samples=3, radius=1.0) == pytest.approx(0.0, abs=1e-6)
+    assert not METRICS["max_sensitivity"].higher_is_better and "method" in METRICS["max_sensitivity"].needs
+
+
 def test_perturbed_clip_endpoints(clip_and_oracle):
     from explainers.metrics import blurred, perturbed_clip
 
