@@ -27,6 +27,8 @@ import ray.data
 from ray.util.annotations import RayDeprecationWarning
 
 from benchmarks import faithfulness as serial
+from explainers.device import configure_cpu
+from zoo.models import load_model
 
 RETRIES = 2                 # restarts of a dead actor's row before the row is left for the next run
 OBJECT_STORE = 256 << 20    # a local cluster's object store, bytes: rows are small JSON strings
@@ -36,9 +38,6 @@ class Worker:
     """One actor of a model's pool: the model loaded once, then one row per call."""
 
     def __init__(self, model_id: str, device: str, threads: int, options: dict):
-        from explainers.device import configure_cpu
-        from zoo.models import load_model
-
         configure_cpu(threads)
         self.model = load_model(model_id, device)
         self.load = serial.loader(self.model.input_spec, device)
