@@ -90,12 +90,14 @@ def test_a_bad_manifest_is_refused_with_its_reason(tmp_path, capsys):
         serial.read_manifest(tmp_path / "list.csv")
 
 
-def _workers() -> dict[int, float]:
-    """The Ray Data actors running on this machine: pid → CPU seconds so far."""
+def _computing() -> dict[int, float]:
+    """The Ray Data actors computing a row on this machine (Ray titles such a process `ray::MapWorker(...).submit`
+    while a task runs): pid → CPU seconds so far."""
     found = {}
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"MapWorker" in (proc / "cmdline").read_bytes():
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::MapWorker") \
+                    and b".submit" in (proc / "cmdline").read_bytes():
                 fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
                 found[int(proc.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except OSError:
@@ -117,10 +119,12 @@ def test_a_worker_killed_mid_row_loses_only_that_row(tmp_path):
             assert run.poll() is None, run.stdout.read()
             assert time.time() < deadline, "no row in 4 minutes"
             time.sleep(0.2)
-        before = _workers()
-        time.sleep(0.5)
-        busy = [pid for pid, cpu in _workers().items() if cpu - before.get(pid, cpu) > 0.3]
-        assert busy and len(serial.read_rows(out)) < 3, "no worker was computing a row"
+        busy = []
+        while not busy and len(serial.read_rows(out)) < 3:
+            before = _computing()
+            time.sleep(0.5)
+            busy = [pid for pid, cpu in _computing().items() if cpu - before.get(pid, cpu) > 0.3]
+        assert busy, "no worker was computing a row"
         os.kill(busy[0], signal.SIGKILL)
         log, _ = run.communicate(timeout=240)
     finally:
@@ -130,4 +134,4 @@ def test_a_worker_killed_mid_row_loses_only_that_row(tmp_path):
     assert sorted(r["clip"] for r in rows) == ["synth-1000000", "synth-1000001", "synth-1000002"], log
     assert not [r for r in rows if "error" in r] and all(r["forwards"] > 100 for r in rows)
     assert "[3/3]" in log and "got no result" not in log
-    assert "will be retried" in log                     # Ray's word that the killed worker's row went back
+    assert "will be retried" in log, log                # Ray's word that the killed worker's row went back
