@@ -13,7 +13,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ EXAMPLES_DIR = ASSETS / "examples"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VIDEO_FPS = 4.0          # 16 sampled frames play for 4 s
 VIDEO_SCALE = 3          # 112 px model frames are shown at 336 px
+STRIP_COLUMNS = 4        # frames per row of the numbered strip (16 frames: 4 rows, numbers readable in the side column)
+STRIP_GAP = 2            # white pixels between the strip's frames
 OVERLAY = "overlay.mp4"
 
 
@@ -186,18 +188,19 @@ def marked_frames(clip: ClipInput, show_truth: bool = True, scale: int = VIDEO_S
     return frames
 
 
-def seen_strip(clip: ClipInput, spec: InputSpec, count: int = 8) -> np.ndarray:
-    """``count`` of the sampled frames side by side: as the model sees them, or, where the model (input ``spec``)
-    crops them, as decoded with the part it sees outlined in green."""
+def seen_strip(clip: ClipInput, spec: InputSpec) -> np.ndarray:
+    """The sampled frames, numbered, in rows of ``STRIP_COLUMNS``: as the model sees them, or, where the model
+    (input ``spec``) crops them, as decoded with the part it sees outlined in green."""
     frames = clip.prepared.clip.frames
     h, w = frames.shape[1:3]
     seen_h, seen_w = seen_size((h, w), spec)
+    strip = partial(render.frame_strip, count=len(frames), gap=STRIP_GAP, columns=STRIP_COLUMNS, numbered=True)
     if (seen_h, seen_w) == (h, w):
-        return render.frame_strip(marked_frames(clip, scale=1), count=count)
+        return strip(marked_frames(clip, scale=1))
     top, left = (h - seen_h) // 2, (w - seen_w) // 2
     box = np.tile([left, top, left + seen_w, top + seen_h], (len(frames), 1))
-    outlined = render.draw_boxes(frames, box, colour=render.SEEN_COLOUR, thickness=max(2, h // 60))
-    return render.frame_strip(outlined, count=count, height=spec.size[0])
+    return strip(render.draw_boxes(frames, box, colour=render.SEEN_COLOUR, thickness=max(2, h // 60)),
+                 height=spec.size[0])
 
 
 def overlay_frames(a: Analysis, cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,

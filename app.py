@@ -70,20 +70,9 @@ UI = {"queue": False, "api_name": False, "show_progress": "hidden"}   # page-onl
 # Uploads are checked while they stream in (nothing larger is kept). Each request in flight holds one of Gradio's
 # worker threads while its handler waits for a step (Gradio's default is 40 threads in all).
 LAUNCH = {"max_file_size": f"{MAX_UPLOAD_MB}mb", "max_threads": 2 * MAX_QUEUE}
-# Linked views, in the page: clicking a frame in a per-frame importance plot shows that frame of the overlay (paused).
-LINK_FRAMES = f"""() => setInterval(() => {{
-  for (const tab of ["explain", "compare", "learn"]) {{
-    const plot = document.querySelector(`#${{tab}}-importance .js-plotly-plot`);
-    if (!plot || !plot.on || plot.dataset.linked) continue;
-    plot.dataset.linked = "yes";
-    plot.on("plotly_click", (event) => {{
-      const video = document.querySelector(`#${{tab}}-overlay video`);
-      if (!video) return;
-      video.pause();
-      video.currentTime = (event.points[0].x + 0.5) / {analysis.VIDEO_FPS};
-    }});
-  }}
-}}, 500)"""
+# Linked views, in the page: one frame position shared by the overlays, the importance plots and the frame strip.
+LINK_FRAMES = (f"() => ({(ASSETS / 'frames.js').read_text()})"
+               f"({analysis.VIDEO_FPS}, {analysis.STRIP_COLUMNS}, {analysis.STRIP_GAP})")
 SWITCH_S = 0.0005   # Python's thread switch interval: the model's threads wait less for the lock between operations
 HARDWARE = "a ZeroGPU GPU" if spaces.config.Config.zero_gpu else f"this machine's {analysis.DEVICE.upper()}"
 
@@ -895,7 +884,9 @@ def clip_column(examples: list[str]):
                 label="Real clips (no ground truth; see assets/examples/real/README.md)")
     label = gr.Label(num_top_classes=5, label="Top-5 predictions")
     notes = gr.Markdown(elem_id="clip-notes")
-    strip = gr.Image(label="Sampled frames (what the model sees; green: its crop)", type="numpy")
+    gr.Markdown("The model's frames, numbered as in the overlay (click one to show it there; green: the part "
+                "the model sees):", elem_id="clip-strip-title")
+    strip = gr.Image(show_label=False, type="numpy", elem_id="clip-strip")
     with gr.Accordion("Segment, class to explain, seed", open=False):
         with gr.Row():
             start = number_input(label="Segment start (s)", value=0, minimum=0)

@@ -116,13 +116,18 @@ def enlarge(frames: np.ndarray, factor: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- layouts
-def frame_strip(frames: np.ndarray, count: int = 8, gap: int = 2, height: int | None = None) -> np.ndarray:
-    """``count`` evenly spaced frames of a clip side by side, separated by white ``gap`` columns."""
-    picked = frames[sample_indices(0, len(frames), min(count, len(frames)))]
+def frame_strip(frames: np.ndarray, count: int = 8, gap: int = 2, height: int | None = None,
+                columns: int | None = None, numbered: bool = False) -> np.ndarray:
+    """``count`` evenly spaced frames of a clip in rows of ``columns`` (one row by default), separated by white
+    ``gap`` lines; ``numbered`` captions each with its index in ``frames``."""
+    indices = sample_indices(0, len(frames), min(count, len(frames)))
+    picked = frames[indices]
     if height is not None and height != picked.shape[1]:
         width = round(picked.shape[2] * height / picked.shape[1])
         picked = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in picked])
-    return tile([p[None] for p in picked], columns=len(picked), gap=gap)[0]
+    if numbered:
+        picked = caption(picked, [str(i) for i in indices], height=max(16, picked.shape[1] // 5))
+    return tile([p[None] for p in picked], columns=columns or len(picked), gap=gap)[0]
 
 
 def beside(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:

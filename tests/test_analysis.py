@@ -131,12 +131,14 @@ def test_cli_refuses_a_bad_file_parameter_or_target_with_a_message(tmp_path, cap
 
 def test_the_strip_outlines_the_part_of_each_frame_a_cropping_model_sees(grad_cam):
     own = analysis.get_model("synth-r2plus1d-small").input_spec                # no crop: the model's frames
-    assert np.array_equal(analysis.seen_strip(grad_cam.clip, own),
-                          render.frame_strip(analysis.marked_frames(grad_cam.clip, scale=1), count=8))
+    strip = analysis.seen_strip(grad_cam.clip, own)
+    assert strip.shape == (4 * (22 + 112) + 3 * 2, 4 * 112 + 3 * 2, 3)       # 16 frames, rows of 4, captioned
+    frames = analysis.marked_frames(grad_cam.clip, scale=1)
+    assert np.array_equal(strip[22:134, 114:226], frames[1]) and np.array_equal(strip[-112:, -112:], frames[15])
     real = analysis.load_clip(next((analysis.EXAMPLES_DIR / "real").glob("*.mp4")), "synth-r2plus1d-small")
     cropping = InputSpec(size=(112, 112), resize=(128,))                      # 320×180 → the centre 157×158
-    strip = analysis.seen_strip(real, cropping, count=1)
-    assert strip.shape == (112, 199, 3)                                       # the whole 320×180 frame, scaled
+    strip = analysis.seen_strip(real, cropping)[22:134, :199]                 # the first frame, under its number
+    assert analysis.seen_strip(real, cropping).shape[1] == 4 * 199 + 3 * 2    # the whole 320×180 frames, scaled
     green = np.all(strip == render.SEEN_COLOUR, axis=-1)
     columns = np.flatnonzero(green.any(axis=0))
     left, right = (199 * (320 - 157) / 2 / 320, 199 * (320 + 157) / 2 / 320)

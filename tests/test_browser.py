@@ -62,6 +62,24 @@ def _box(page, selector: str) -> dict:
                                            "window.scrollY, bottom: r.bottom + window.scrollY, right: r.right}; }")
 
 
+BARS = "#explain-importance .barlayer .point path"
+# The frame marked in the importance plot and in the strip (assets/frames.js)
+MARKED = "[...document.querySelectorAll('#explain-importance .frame-marker, #clip-strip .frame-marker')]" \
+         ".map(m => m.dataset.frame)"
+
+
+def _click_tile(page, frame: int) -> None:
+    """Click the middle of ``frame`` in the numbered strip (rows of ``analysis.STRIP_COLUMNS``, scaled to fit)."""
+    img = page.locator("#clip-strip img")
+    box, (width, height) = img.bounding_box(), img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    columns, gap, rows = app.analysis.STRIP_COLUMNS, app.analysis.STRIP_GAP, 4       # 16 frames
+    scale = min(box["width"] / width, box["height"] / height)
+    tile_w, tile_h = (width - (columns - 1) * gap) / columns, (height - (rows - 1) * gap) / rows
+    row, col = divmod(frame, columns)
+    page.mouse.click(box["x"] + (box["width"] - width * scale) / 2 + (col * (tile_w + gap) + tile_w / 2) * scale,
+                     box["y"] + (box["height"] - height * scale) / 2 + (row * (tile_h + gap) + tile_h / 2) * scale)
+
+
 def _pick(page, method: str) -> None:
     page.locator("#method input").click()
     page.get_by_role("option", name=method).first.click()
@@ -90,10 +108,17 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
     # the README's picture (docs/app.png is a copy): the first screen, where the visitor sees the answer
     page.screenshot(path=str(ARTIFACTS / "app-result.png"))
     page.locator("#explain-importance").scroll_into_view_if_needed()
-    bar = page.locator("#explain-importance .barlayer .point path").nth(10).bounding_box()
+    bar = page.locator(BARS).nth(10).bounding_box()
     page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)     # frame 10 of the plot
     page.wait_for_function("() => document.querySelector('#explain-overlay video').paused", timeout=5_000)
     shown = page.locator("#explain-overlay video").evaluate("v => v.currentTime") * app.analysis.VIDEO_FPS
+    page.wait_for_function(f"() => {MARKED}.every(m => m === '10')", timeout=5_000)   # in the plot and the strip
+    band, bar = _box(page, "#explain-importance .frame-marker"), _box(page, f"{BARS} >> nth=10")
+    page.locator("#clip-strip img").scroll_into_view_if_needed()
+    _click_tile(page, 6)                                          # frame 6 of the strip
+    page.wait_for_function(f"() => {MARKED}.every(m => m === '6')", timeout=5_000)
+    strip_frame = page.locator("#explain-overlay video").evaluate("v => v.currentTime") * app.analysis.VIDEO_FPS
+    page.screenshot(path=str(ARTIFACTS / "7-linked-frames.png"))
     page.locator("#explain-gif").click()
     page.locator("#explain-files").get_by_text(".gif", exact=True).wait_for(timeout=30_000)
     assert all(re.search(r"· (under 1 s|about [\d,]+ (s|min)|too long here)$", o) for o in options), options
@@ -101,6 +126,8 @@ def test_a_visitor_explains_an_example_above_the_fold_and_sees_the_results(brows
     assert video["error"] is None and video["width"] > 400 and video["height"] > 200
     assert traces == 2                                            # insertion and deletion of Grad-CAM
     assert 10 <= shown < 11, shown                                # the overlay shows the frame clicked in the plot
+    assert 6 <= strip_frame < 7, strip_frame                      # ... and the one clicked in the strip
+    assert abs(band["right"] - bar["right"]) < 8                  # the band marks that bar
     assert all(b["bottom"] <= LAPTOP["height"] for b in boxes.values()), boxes      # nothing needs a scroll
     assert 0 <= perturbed["top"] - curves["bottom"] < 200 and perturbed["right"] == curves["right"]   # beside it
     assert hosts <= {"127.0.0.1"}, f"the page called {hosts - {'127.0.0.1'}}"

@@ -15,6 +15,10 @@ def test_frame_strip_layout():
     assert [strip[0, i * 14, 0] for i in range(4)] == [20, 60, 100, 140]  # frames 2, 6, 10, 14
     assert np.all(strip[:, 12:14] == 255)
     assert render.frame_strip(frames, count=4, height=20).shape[0] == 20
+    grid = render.frame_strip(frames, count=16, columns=4, numbered=True)    # rows of 4, each under its number
+    assert grid.shape == (4 * (16 + 10) + 3 * 2, 4 * 12 + 3 * 2, 3)
+    assert grid[28 + 16, 0, 0] == 40 and grid[-1, -1, 0] == 150                # frames 4 and 15
+    assert grid[:16, :12].max() == 255 and grid[:16, :12].min() == 0          # a white number on black
 
 
 def test_draw_boxes_outlines_only_visible_frames():
