@@ -7,7 +7,8 @@ forgotten before each click so that the model runs. Reported per method, median 
 * handler: from the handler's start (the request has reached the server) to its first result (overlay and
   per-frame importance made) and to its last (metrics, curves, table, downloads), timed by calling the handler;
 * browser: from the click to the overlay video ready to play, and to the insertion/deletion plot drawn;
-* the bundled example answered from memory (the default method, answers computed at start), click to overlay.
+* the bundled example answered from memory (the default method, answers computed at start), click to overlay;
+* a long run (3-D occlusion, paper preset), click to its progress shown under the button (then stopped).
 
     python -m benchmarks.first_minute [--threads 2] [--repeats 5] [--methods grad_cam gradient ...]
 """
@@ -26,6 +27,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OVERLAY_READY = "() => { const v = document.querySelector('#explain-overlay video'); return v && v.readyState >= 2; }"
 CURVES_DRAWN = "() => document.querySelector('#explain-curves .js-plotly-plot') !== null"
 REQUEST_DONE = "() => !document.querySelector('#explain-button').disabled"
+PROGRESS_SHOWN = "() => document.querySelector('#explain-summary').innerText.includes('Explaining')"
 
 
 def handler_seconds(app, example: str, method: str) -> tuple[float, float]:
@@ -64,6 +66,20 @@ def click_to_results(page) -> tuple[float, float]:
     return overlay, curves
 
 
+def click_to_progress(page) -> float:
+    """Seconds from a click on Explain (3-D occlusion at its paper preset: minutes of work) to its progress shown
+    under the button; the run is stopped after."""
+    page.get_by_label("paper", exact=True).check()
+    page.wait_for_function("() => document.querySelector('#explain-cost').innerText.includes('906 forward')")
+    start = time.perf_counter()
+    page.locator("#explain-button").click()
+    page.wait_for_function(PROGRESS_SHOWN, timeout=30_000, polling=10)
+    shown = time.perf_counter() - start
+    page.locator("#explain-stop").click()
+    page.wait_for_function(REQUEST_DONE, timeout=30_000)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -97,6 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
                 fresh_page(page, url, example, app.DEFAULT_METHOD, app.REGISTRY[app.DEFAULT_METHOD].name)
                 cached.append(click_to_results(page)[0])
             report["cached example, overlay"] = statistics.median(cached)
+            progress = []
+            for _ in range(args.repeats):                          # a long run's progress at the button
+                fresh_page(page, url, example, "occlusion", app.REGISTRY["occlusion"].name)
+                progress.append(click_to_progress(page))
+            report["click to progress"] = statistics.median(progress)
             for method in args.methods:
                 handler, browser_s = [], []
                 for _ in range(args.repeats):
@@ -117,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
           "browser: click to curves |\n|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"\nA bundled example answered from memory ({app.DEFAULT_METHOD}): click to overlay "
-          f"{report['cached example, overlay']:.2f} s (median of {args.repeats}).")
+          f"{report['cached example, overlay']:.2f} s (median of {args.repeats}). A long run (occlusion, paper): "
+          f"click to its progress under the button {report['click to progress']:.2f} s.")
     return report
 
 

@@ -78,6 +78,7 @@ def test_bench_first_minute_times_a_click_to_the_overlay_and_to_the_curves_in_th
     times = report["gradient"]
     assert times["handler overlay"] < times["handler whole"] and times["browser overlay"] < times["browser curves"]
     assert "answered from memory" in out and report["cached example, overlay"] > 0
+    assert "click to its progress" in out and report["click to progress"] > 0
     assert jobs.wait_idle(0), "a request was left in a lane"
 
 
