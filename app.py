@@ -958,42 +958,43 @@ def build_demo() -> gr.Blocks:
                     w_out, _ = result_panel("learn")
 
         inputs = [video, model, start, end]
-        model.change(on_model, [model, method, methods], [card, target, method, methods], api_name=False)
-        demo.load(on_model, [model, method, methods], [card, target, method, methods], api_name=False)
-        run_classify.click(classify, inputs, [label, strip, notes], api_name="classify", **CHEAP)
+        off_main = jobs.off_main     # handlers that run torch ops, kept out of Gradio's long-lived threads
+        model.change(off_main(on_model), [model, method, methods], [card, target, method, methods], api_name=False)
+        demo.load(off_main(on_model), [model, method, methods], [card, target, method, methods], api_name=False)
+        run_classify.click(off_main(classify), inputs, [label, strip, notes], api_name="classify", **CHEAP)
         for trigger in (video.change, model.change):
-            trigger(preview, inputs, [label, strip, notes], api_name=False, **CHEAP)
+            trigger(off_main(preview), inputs, [label, strip, notes], api_name=False, **CHEAP)
         method.change(on_method, method, [about, preset, params], api_name=False)
         demo.load(on_method, method, [about, preset, params], api_name=False)
         preset.change(lambda m, p: resolved_params(m, p), [method, preset], params, api_name=False)
         params.change(cost_line, [model, method, preset, params], cost, **UI)
         ev = run_explain.click(busy, None, run_explain, **UI).then(
-            explain_clip, [*inputs, method, preset, target, seed, params, cmap, alpha, truth, structure],
+            off_main(explain_clip), [*inputs, method, preset, target, seed, params, cmap, alpha, truth, structure],
             [*out, explained], api_name="explain", show_progress_on=out[4], **MODEL_WORK)
         ev.failure(idle, None, run_explain, **UI)
-        ev.then(idle, None, run_explain, **UI).then(show_step, [explained, kind, step], [perturbed, out[2]],
+        ev.then(idle, None, run_explain, **UI).then(off_main(show_step), [explained, kind, step], [perturbed, out[2]],
                                                     api_name=False)
         stop_explain.click(stop_confirmation("/explain"), None, [run_explain, out[4]], cancels=[ev], **UI)
         for control in (cmap, alpha, truth, structure):
-            control.change(redraw, [explained, cmap, alpha, truth, structure], out[0], api_name=False)
-        make_gif.click(gif_download, [explained, cmap, alpha, truth, structure], out[5], api_name=False)
-        run_checks.click(more_checks, explained, checks_out, api_name=False, show_progress_on=checks_out,
+            control.change(off_main(redraw), [explained, cmap, alpha, truth, structure], out[0], api_name=False)
+        make_gif.click(off_main(gif_download), [explained, cmap, alpha, truth, structure], out[5], api_name=False)
+        run_checks.click(off_main(more_checks), explained, checks_out, api_name=False, show_progress_on=checks_out,
                          **MODEL_WORK)
         for control in (kind, step):
-            control.change(show_step, [explained, kind, step], [perturbed, out[2]], api_name=False)
+            control.change(off_main(show_step), [explained, kind, step], [perturbed, out[2]], api_name=False)
 
         ev = run_compare.click(busy, None, run_compare, **UI).then(
-            compare_clips, [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth], [*c_out, compared],
+            off_main(compare_clips), [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth], [*c_out, compared],
             api_name="compare", show_progress_on=c_out[4], **MODEL_WORK)
         ev.failure(idle, None, run_compare, **UI)
         ev.then(idle, None, run_compare, **UI)
         stop_compare.click(stop_confirmation("/compare"), None, [run_compare, c_out[4]], cancels=[ev], **UI)
-        c_make_gif.click(gif_download, [compared, c_cmap, c_alpha, c_truth, gr.State(False)], c_out[5],
+        c_make_gif.click(off_main(gif_download), [compared, c_cmap, c_alpha, c_truth, gr.State(False)], c_out[5],
                          api_name=False)
         for control in (c_cmap, c_alpha, c_truth):
-            control.change(redraw_compared, [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
+            control.change(off_main(redraw_compared), [compared, c_cmap, c_alpha, c_truth], c_out[0], api_name=False)
 
-        run_walk.click(walkthrough, None, list(w_out), api_name=False, **MODEL_WORK)
+        run_walk.click(off_main(walkthrough), None, list(w_out), api_name=False, **MODEL_WORK)
         demo.load(None, js=LINK_FRAMES)
         demo.unload(forget_visitor)
     return demo
@@ -1007,7 +1008,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_cpu(arenas=2)   # each request works in a new thread: two glibc heaps (a quick and a long lane)
     sys.setswitchinterval(SWITCH_S)
-    demo = build_demo()
+    demo = jobs.in_own_thread(build_demo)     # its estimates run the model: not in the main thread (jobs.off_main)
     keep_purging(demo)
     if not jobs.ON_ZERO_GPU:          # ZeroGPU runs model work only inside a visitor's request
         threading.Thread(target=answer_examples, name="videoxai-examples", daemon=True).start()

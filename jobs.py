@@ -14,6 +14,9 @@ load on first use.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import logging
 import os
 import queue
@@ -114,6 +117,54 @@ def _ended() -> None:
         _working -= 1
         if not _working:
             release_freed_memory()
+
+
+def in_own_thread(work: Callable[..., Any], *args, **kwargs) -> Any:
+    """``work(*args, **kwargs)`` in a thread that ends with it (the caller's context variables carried over, its
+    exception re-raised here). A thread that runs torch ops on several cores keeps an OpenMP pool as long as it
+    lives, and once more pooled threads than cores exist libgomp stops spinning between parallel regions, which
+    made model work 1.3–1.5× slower on 2 cores (docs/performance.md); so the app runs no torch op in a long-lived
+    thread (the main one, Gradio's workers)."""
+    outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(work, *args, **kwargs)
+        except BaseException as e:   # re-raised in the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, name=f"videoxai-{getattr(work, '__name__', 'work')}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def off_main(handler: Callable) -> Callable:
+    """``handler`` (a function or a generator function) with its body run in passing threads (``in_own_thread``; a
+    generator's each step in one), for the app's event handlers, which Gradio calls in long-lived threads. Gradio
+    sees the same signature (``functools.wraps``); closing the generator closes ``handler``'s. Unchanged on ZeroGPU,
+    where the model work runs in ZeroGPU's own process."""
+    if ON_ZERO_GPU:
+        return handler
+    if not inspect.isgeneratorfunction(handler):
+        return functools.wraps(handler)(lambda *args, **kwargs: in_own_thread(handler, *args, **kwargs))
+
+    @functools.wraps(handler)
+    def steps(*args, **kwargs):
+        inner = handler(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    item = in_own_thread(next, inner)
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            in_own_thread(inner.close)
+    return steps
 
 
 def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
@@ -363,15 +414,18 @@ def pass_bytes(card_id: str) -> float:
         if ON_ZERO_GPU:
             _pass_bytes[card_id] = GPU_PASS_BYTES
         else:
-            model = analysis.get_model(card_id)
-            spec = model.input_spec
-            x = torch.zeros(1, 3, spec.frames, *spec.size, device=analysis.DEVICE, requires_grad=True)
-            saved = []
-            with torch.autograd.graph.saved_tensors_hooks(
-                    lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
-                model(x).sum().backward()
-            _pass_bytes[card_id] = float(sum(saved))
+            _pass_bytes[card_id] = _saved_bytes(analysis.get_model(card_id))
     return _pass_bytes[card_id]
+
+
+def _saved_bytes(model) -> float:
+    spec = model.input_spec
+    x = torch.zeros(1, 3, spec.frames, *spec.size, device=analysis.DEVICE, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+                                                  lambda t: t):
+        model(x).sum().backward()
+    return float(sum(saved))
 
 
 def forget() -> None:

@@ -2,6 +2,8 @@
 import, models loaded at module level."""
 from __future__ import annotations
 
+import contextvars
+import inspect
 import json
 import pickle
 import subprocess
@@ -66,6 +68,43 @@ def test_errors_in_the_work_reach_the_caller():
     with pytest.raises(KeyError, match="boom"):
         list(jobs.run_cancellable(broken))
     assert not [t for t in threading.enumerate() if t.name == "videoxai-job" and t.is_alive()]
+
+
+def test_handlers_run_in_passing_threads_with_the_callers_context_and_errors():
+    """``jobs.off_main``: a call (a generator's each step) runs in a thread that ends with it, sees the caller's
+    context variables (Gradio's request and progress live there) and raises the handler's error to the caller;
+    closing the generator closes the handler's; Gradio sees the handler's signature."""
+    visitor = contextvars.ContextVar("visitor")
+    visitor.set("visitor-1")
+    seen, closed = [], []
+
+    def double(x: int) -> int:
+        seen.append((threading.current_thread(), visitor.get()))
+        if x < 0:
+            raise ValueError("negative")
+        return 2 * x
+
+    def count(n: int):
+        try:
+            for i in range(n):
+                seen.append((threading.current_thread(), visitor.get()))
+                yield i
+        finally:
+            closed.append(threading.current_thread())
+
+    assert jobs.off_main(double)(3) == 6
+    with pytest.raises(ValueError, match="negative"):
+        jobs.off_main(double)(-1)
+    assert list(jobs.off_main(count)(3)) == [0, 1, 2]
+    steps = jobs.off_main(count)(10)
+    assert next(steps) == 0
+    steps.close()
+    caller = threading.current_thread()
+    assert len(seen) == 6 and all(t is not caller and not t.is_alive() and v == "visitor-1" for t, v in seen)
+    assert len({t for t, _ in seen}) == 6                           # a new thread for each call and each step
+    assert len(closed) == 2 and caller not in closed
+    assert inspect.isgeneratorfunction(jobs.off_main(count))
+    assert inspect.signature(jobs.off_main(count)) == inspect.signature(count)
 
 
 def test_freed_memory_goes_back_when_the_last_work_ends(monkeypatch):
