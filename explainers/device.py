@@ -10,7 +10,6 @@ training, the benchmarks and the app share (``explainers`` is the bottom layer, 
 from __future__ import annotations
 
 import ctypes
-import threading
 import warnings
 
 import torch
@@ -91,8 +90,6 @@ def release_freed_memory() -> bool:
 
 def configure_cpu(threads: int | None = None, arenas: int | None = None) -> None:
     """Set torch's CPU threads (when given) and ``keep_freed_memory`` (with at most ``arenas`` heaps, when given)."""
-    if threads:   # from a passing thread: the setting is global, and the thread that sets it would keep an OpenMP pool
-        setter = threading.Thread(target=torch.set_num_threads, args=(threads,))
-        setter.start()
-        setter.join()
+    if threads:
+        torch.set_num_threads(threads)
     keep_freed_memory(arenas)
