@@ -38,7 +38,7 @@ import jobs
 import render
 from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
 from explainers import FAMILIES, REGISTRY, methods_by_family
-from explainers.device import configure_cpu
+from explainers.device import configure_cpu, release_freed_memory
 from explainers.metrics import METRICS, SENSITIVITY_SAMPLES
 from zoo import ASSETS
 from zoo.cards import load_card
@@ -86,9 +86,9 @@ def refuse(message: str) -> gr.Error:
 
 
 class Kept:
-    """The latest analyses, kept for redraws and the step view: at most ``size`` of them, none older than ``ttl_s``.
-    A session's ``gr.State`` holds only the key, so memory stays bounded however many visitors come and go
-    (Gradio keeps a closed session's state for an hour)."""
+    """The latest analyses, kept for redraws and the step view: at most ``size`` of them, none older than ``ttl_s``
+    (``purge`` drops the older ones). A session's ``gr.State`` holds only the key, so memory stays bounded however
+    many visitors come and go (Gradio keeps a closed session's state for an hour)."""
 
     def __init__(self, size: int, ttl_s: float):
         self.size, self.ttl_s = size, ttl_s
@@ -114,24 +114,37 @@ class Kept:
                          f"{self.ttl_s / 60:.0f} min); explain again to change its display.")
         return results
 
+    def purge(self) -> int:
+        """Drop what is older than ``ttl_s`` (the oldest come first); returns how many went."""
+        cutoff = time.monotonic() - self.ttl_s
+        with self._lock:
+            old = [key for key, (kept, _) in self._items.items() if kept < cutoff]
+            for key in old:
+                del self._items[key]
+        return len(old)
+
 
 KEPT = Kept(KEPT_RESULTS, RETENTION_S)
 
 
-class Answers:
+class Answers(Kept):
     """The maps and scores of recent requests, by what was asked (``request_key``): the same request again — the
     same clip's bytes under any name, model, segment, methods with their resolved parameters, target and seed — is
-    answered without model passes, since every method gives the same map for the same seed. At most ``size``;
-    the clip itself is not kept (a repeat brings its own)."""
+    answered without model passes, since every method gives the same map for the same seed. At most ``size``, none
+    older than ``ttl_s``, besides the ``pinned`` ones (the examples' answers, computed at start), which stay; the
+    clip itself is not kept (a repeat brings its own)."""
 
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple, list[tuple]] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, size: int, ttl_s: float = float("inf")):
+        super().__init__(size, ttl_s)
+        self._pinned: dict[tuple, list[tuple]] = {}
 
-    def put(self, key: tuple, results: list[Analysis]) -> None:
+    def put(self, key: tuple, results: list[Analysis], pinned: bool = False) -> None:
+        kept = [(a.explanation, a.metrics, a.curves) for a in results]
         with self._lock:
-            self._items[key] = [(a.explanation, a.metrics, a.curves) for a in results]
+            if pinned:
+                self._pinned[key] = kept
+                return
+            self._items[key] = (time.monotonic(), kept)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -139,13 +152,15 @@ class Answers:
     def get(self, key: tuple, clip: ClipInput) -> list[Analysis] | None:
         """The analyses of ``key`` for ``clip`` (the request's own clip, same content), None if not kept."""
         with self._lock:
-            kept = self._items.get(key)
-            if kept is not None:
+            kept = self._pinned.get(key)
+            if kept is None and key in self._items:
                 self._items.move_to_end(key)
+                put, kept = self._items[key]
+                kept = kept if time.monotonic() - put <= self.ttl_s else None
         return None if kept is None else [Analysis(clip, *a) for a in kept]
 
 
-ANSWERS = Answers(ANSWERS_KEPT)
+ANSWERS = Answers(ANSWERS_KEPT, RETENTION_S)
 RANDOM = jobs.Job("random", None, {})   # the baseline a single map is judged against (``verdict``)
 WHERE: dict[tuple, str] = {}    # (visitor, endpoint) -> how far their running request got, for Stop's confirmation
 
@@ -171,7 +186,7 @@ def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) 
             *_, results = jobs.analyse(clip, todo, None, 0)
             if isinstance(results, list):
                 jobs.learn(card_id, results)
-                ANSWERS.put(request_key(clip, todo, None, 0), results)
+                ANSWERS.put(request_key(clip, todo, None, 0), results, pinned=True)
     return len(examples)
 
 
@@ -576,7 +591,8 @@ def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()
 
 def keep_purging(demo: gr.Blocks | None = None, every_s: float = PURGE_EVERY_S) -> threading.Event:
     """``purge_results`` every ``every_s`` seconds in a daemon thread (with ``demo``'s cache folder, keeping the
-    files its components keep), so disk goes back down when visitors stop; setting the returned event ends it."""
+    files its components keep), and the kept analyses and answers older than ``RETENTION_S`` dropped, so disk and
+    memory go back down when visitors stop; setting the returned event ends it."""
     stop = threading.Event()
     cache = Path(demo.GRADIO_CACHE) if demo is not None else None
     keep = frozenset(Path(f).resolve() for block in (demo.blocks.values() if demo is not None else [])
@@ -585,6 +601,8 @@ def keep_purging(demo: gr.Blocks | None = None, every_s: float = PURGE_EVERY_S) 
     def loop() -> None:
         while not stop.wait(every_s):
             purge_results(cache, keep)
+            if KEPT.purge() + ANSWERS.purge():
+                release_freed_memory()
     threading.Thread(target=loop, name="videoxai-purge", daemon=True).start()
     return stop
 

@@ -415,6 +415,33 @@ def test_results_are_kept_for_redraws_in_bounded_memory(monkeypatch):
     kept.ttl_s = 0
     with pytest.raises(gr.Error, match="no longer kept"):
         kept.get(keys[2])
+    assert kept.purge() == 2 and not kept._items
+
+
+def test_answers_expire_but_the_examples_answers_stay(monkeypatch):
+    clip, results = "a clip", [app.Analysis("another clip", "a map", {"insertion": 0.5})]
+    answers = app.Answers(size=1, ttl_s=60)
+    answers.put(("example",), results, pinned=True)
+    answers.put(("first",), results)
+    answers.put(("second",), results)                          # the first goes; pinned answers do not count
+    assert answers.get(("first",), clip) is None
+    assert answers.get(("example",), clip) == [app.Analysis(clip, "a map", {"insertion": 0.5})]
+    answers.ttl_s = 0
+    assert answers.get(("second",), clip) is None and answers.purge() == 1
+    assert answers.get(("example",), clip) is not None
+    monkeypatch.setattr(app, "ANSWERS", answers)
+    monkeypatch.setattr(app, "release_freed_memory", lambda: released.append(True))
+    released = []
+    answers.put(("third",), results)
+    stop = app.keep_purging(every_s=0.05)
+    try:
+        for _ in range(100):
+            if released:
+                break
+            time.sleep(0.02)
+    finally:
+        stop.set()
+    assert released and not answers._items, "a purge drops old answers and hands their memory back"
 
 
 def test_a_visitors_files_are_removed_when_they_leave():

@@ -9,7 +9,17 @@ import pytest
 import torch
 
 import jobs
-from benchmarks import attention, estimates, extremal_blocks, first_minute, metric_speed, precision, separation, speed
+from benchmarks import (
+    attention,
+    decoding,
+    estimates,
+    extremal_blocks,
+    first_minute,
+    metric_speed,
+    precision,
+    separation,
+    speed,
+)
 from tests.hubfiles import tiny_classifier
 
 pytestmark = pytest.mark.slow
@@ -19,6 +29,13 @@ def test_bench_attention_times_every_attention_method_beside_a_pass_and_grad_cam
     seconds = attention.costs(tiny_classifier("timesformer")[0], repeats=1)
     assert set(seconds) == {"forward", "forward + backward", *attention.METHODS}
     assert all(s > 0 for s in seconds.values())
+
+
+def test_bench_decoding_compares_read_clip_with_decord_on_the_same_frames(capsys):
+    pytest.importorskip("decord", reason="decord is a benchmark dependency (requirements-bench.txt)")
+    decoding.main(["--clips", "example", "bunny", "--repeats", "1"])
+    rows = re.findall(r"\| [^|]+ \| [\d.]+ \| [\d.]+ \| [\d.]+× \| ([\d.]+) \|", capsys.readouterr().out)
+    assert len(rows) == 2 and all(float(delta) < 1 for delta in rows)        # the same frames, decoded alike
 
 
 def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(capsys):

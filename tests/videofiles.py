@@ -20,7 +20,7 @@ def frames(t: int = 24, h: int = 64, w: int = 80) -> np.ndarray:
 
 def encode(path: Path, video: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p", fps: float = 8,
            fmt: str | None = None, pts: list[int] | None = None, in_format: str = "rgb24", options=None) -> Path:
-    """Encode frames with any PyAV codec/pixel format; ``pts`` (in 1/1000 s) makes variable frame rate."""
+    """Encode frames with any PyAV codec/pixel format, ``pts`` (in 1/1000 s) makes variable frame rate."""
     with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         s.width, s.height, s.pix_fmt = video.shape[2], video.shape[1], pix_fmt
@@ -95,12 +95,16 @@ def declared_size(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def damaged_middle(path: Path, t: int = 48) -> Path:
-    """An MP4 of noise (a keyframe every 8 frames) with 3,000 bytes zeroed in the middle of its data."""
+def damaged_middle(path: Path, t: int = 48, zeroed: int = 64) -> Path:
+    """An MP4 of noise (8 fps, a keyframe every 8 frames or so) whose frame 24 (t = 3.0 s) has its last ``zeroed``
+    bytes of data zeroed (all of them if fewer): the decoder meets the end of the picture's data too early."""
     video = np.random.default_rng(0).integers(0, 255, (t, 64, 80, 3), dtype=np.uint8)
     encode(path, video, options={"g": "8"})
+    with av.open(str(path)) as c:
+        packets = sorted((p.pts, p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size)
+    _, pos, size = packets[t // 2]
     data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 3000] = bytes(3000)
+    start = pos + max(size - zeroed, 0)
+    data[start:pos + size] = bytes(pos + size - start)
     path.write_bytes(bytes(data))
     return path

@@ -1,8 +1,10 @@
 """Video files in and out: probe, decode T uniformly sampled frames, preprocess for a model, write H.264.
 
-Decoding uses decord (fast random access, so a long clip costs only its sampled frames, and it can resize
-while decoding); PyAV is the fallback for files decord cannot open or read to the end. PyAV also probes the
-container first (metadata only, no decoding) so that bad input is rejected before any frame is decoded.
+Decoding uses PyAV (FFmpeg). The container is probed first (metadata only) so that bad input is rejected before
+any frame is decoded; then the packets' timestamps give every frame's time, and each sampled frame is decoded from
+the keyframe before it (a seek when that lies ahead), so a long clip costs only the stretches that lead to its
+sampled frames. Every frame decoded on the way is checked for decoding errors (FFmpeg's corrupt flag), which
+random-access readers such as decord pass over in silence.
 
 Every problem with a file raises a subclass of ``VideoError`` with a message meant for a person; recoverable
 oddities (fewer frames than requested, an alpha channel, a truncated tail) become ``Clip.warnings``. Rotation
@@ -93,7 +95,6 @@ class Clip:
     indices: np.ndarray
     times_s: np.ndarray
     info: VideoInfo
-    backend: str
     warnings: list[str] = field(default_factory=list)
 
 
@@ -190,7 +191,7 @@ def _single_frame(name: str) -> StillImageError:
     return StillImageError(f"{name} has a single frame: a still picture, not a video; upload a clip with motion.")
 
 
-def _decode_size(info: VideoInfo, limits: DecodeLimits) -> tuple[int, int]:
+def decode_size(info: VideoInfo, limits: DecodeLimits) -> tuple[int, int]:
     """(width, height) of the decoded frames, as displayed (after rotation)."""
     width, height = info.display_size
     scale = min(1.0, limits.decode_side / max(width, height))
@@ -201,7 +202,7 @@ def read_clip(path: str | Path, num_frames: int = 16, start_s: float | None = No
               limits: DecodeLimits = DecodeLimits()) -> Clip:
     """Decode ``num_frames`` frames sampled one per equal segment of [start_s, end_s) of the file.
 
-    Only the sampled frames are decoded (decord random access), at reduced size for huge resolutions.
+    Only the stretches that lead to the sampled frames are decoded; huge resolutions are shrunk while converting.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -209,11 +210,8 @@ def read_clip(path: str | Path, num_frames: int = 16, start_s: float | None = No
     warnings = []
     if info.has_alpha:
         warnings.append(f"The video has an alpha channel ({info.pix_fmt}); transparency is ignored.")
-    width, height = _decode_size(info, limits)
-    try:
-        clip = _read_decord(info, num_frames, start_s, end_s, width, height, warnings)
-    except (VideoError, RuntimeError, IndexError, ValueError):
-        clip = _read_pyav(info, num_frames, start_s, end_s, width, height, warnings)
+    width, height = decode_size(info, limits)
+    clip = _read_frames(info, num_frames, start_s, end_s, width, height, warnings)
     unique = len(np.unique(clip.indices))
     if unique == 1 and start_s is None and end_s is None:
         raise _single_frame(Path(path).name)
@@ -235,83 +233,131 @@ def _time_range(times: np.ndarray, start_s: float | None, end_s: float | None, n
     return lo, hi
 
 
-def _read_decord(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int,
-                 warnings: list[str]) -> Clip:
-    import decord
+@dataclass(frozen=True)
+class _FrameIndex:
+    """Every frame's presentation timestamp (sorted, in the stream's time base) and which frames are keyframes,
+    read from the packets without decoding. ``seekable`` is False when packets carry no timestamps."""
 
-    if info.rotation not in (0, 90, 270):
-        raise CorruptVideoError("decord does not turn pictures upside down")   # 180°: PyAV turns them
-    try:
-        vr = decord.VideoReader(info.path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
-    except decord.DECORDError as e:
-        raise CorruptVideoError(str(e).splitlines()[0]) from None
-    n = len(vr)
-    if n == 0:
-        raise EmptyVideoError(f"{Path(info.path).name} contains no frames.")
-    times = vr.get_frame_timestamp(np.arange(n))[:, 0]
-    lo, hi = _time_range(times, start_s, end_s, Path(info.path).name)
-    idx = sample_indices(lo, hi, num_frames)
-    try:
-        frames = vr.get_batch(idx).asnumpy()
-    except decord.DECORDError as e:
-        raise CorruptVideoError(str(e).splitlines()[0]) from None
-    return Clip(_rgb(frames), idx, times[idx], _counted(info, times), "decord", warnings)
+    pts: np.ndarray
+    keyframes: np.ndarray          # positions in ``pts`` of the frames a decoder can start from
+    time_base: Fraction
+    seekable: bool
+
+    @property
+    def times_s(self) -> np.ndarray:
+        return ((self.pts - self.pts[0]) * float(self.time_base)).astype(np.float64)
+
+    def position(self, pts: int | None, counted: int) -> int:
+        """The frame number of a decoded frame (its timestamp's place, or the decode count without timestamps)."""
+        if not self.seekable or pts is None:
+            return counted
+        return min(int(np.searchsorted(self.pts, pts)), len(self.pts) - 1)
 
 
-def _read_pyav(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int, warnings: list[str]) -> Clip:
-    """Sequential decode that keeps only the sampled frames (two passes over the packets' timestamps)."""
-    name = Path(info.path).name
-    times = []
+def _frame_index(path: str, fps: float) -> _FrameIndex:
+    """Read every packet's timestamp and keyframe flag (no decoding); a truncated file indexes what was read."""
+    pts, keys = [], []
     try:
-        with av.open(info.path) as container:
+        with av.open(path) as container:
             stream = container.streams.video[0]
             base = stream.time_base or Fraction(1, 1)
             for packet in container.demux(stream):
-                if packet.pts is not None and packet.size:
-                    times.append(float(packet.pts * base))
+                if packet.size:
+                    pts.append(packet.pts)
+                    keys.append(packet.is_keyframe)
     except av.error.FFmpegError:
         pass
-    times = np.sort(np.asarray(times, np.float64))
-    if len(times) == 0:
-        raise EmptyVideoError(f"{name} contains no decodable video frames.")
-    lo, hi = _time_range(times - times[0], start_s, end_s, name)
+    if not pts:
+        raise EmptyVideoError(f"{Path(path).name} contains no frames.")
+    seekable = None not in pts and len(set(pts)) == len(pts)
+    if not seekable:
+        rate = Fraction(fps or 25).limit_denominator(1001)
+        return _FrameIndex(np.arange(len(pts), dtype=np.int64), np.zeros(1, np.int64), 1 / rate, False)
+    order = np.argsort(np.asarray(pts, np.int64), kind="stable")
+    at = np.empty_like(order)
+    at[order] = np.arange(len(order))
+    keyframes = np.sort(at[np.asarray(keys, bool)]) if any(keys) else np.zeros(1, np.int64)
+    return _FrameIndex(np.asarray(pts, np.int64)[order], keyframes, base, True)
+
+
+def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream, index: _FrameIndex,
+             damaged: set[int]):
+    """(frame number, frame) of every frame decoded from the container's position on; the numbers of frames
+    decoded with errors, or lost with their packet, go into ``damaged``."""
+    counted = 0
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            damaged.add(index.position(packet.pts, counted))
+            continue
+        for frame in frames:
+            number = index.position(frame.pts, counted)
+            counted += 1
+            if frame.is_corrupt:
+                damaged.add(number)
+            yield number, frame
+
+
+def _read_frames(info: VideoInfo, num_frames: int, start_s, end_s, width: int, height: int,
+                 warnings: list[str]) -> Clip:
+    """Decode the sampled frames: from the keyframe before each (a seek when one lies ahead) up to it, so a long
+    clip costs only the stretches that lead to its sampled frames. Every frame decoded on the way is checked, so
+    damage that reaches a sampled frame becomes a warning."""
+    name = Path(info.path).name
+    index = _frame_index(info.path, info.fps)
+    times = index.times_s
+    lo, hi = _time_range(times, start_s, end_s, name)
     wanted = sample_indices(lo, hi, num_frames)
-    wanted_set, last = set(wanted.tolist()), int(wanted.max())
+    targets = sorted(set(wanted.tolist()))
     turns = info.rotation // 90
     stored = (height, width) if turns % 2 else (width, height)         # to_ndarray's size, before turning
     keep: dict[int, np.ndarray] = {}
-    decoded = damaged = 0
+    damaged: set[int] = set()
     try:
         with av.open(info.path) as container:
             stream = container.streams.video[0]
-            for packet in container.demux(stream):
-                try:
-                    new = packet.decode()
-                except av.error.FFmpegError:  # a damaged packet: skip it, keep what decodes
-                    damaged += 1
-                    continue
-                for frame in new:
-                    if decoded in wanted_set:
-                        rgb = frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1])
-                        keep[decoded] = np.rot90(rgb, turns, axes=(0, 1))
-                    decoded += 1
-                if decoded > last:
+            stream.thread_count = 1
+            frames = _decoded(container, stream, index, damaged)
+            position, start = -1, 0                    # the last frame decoded; the keyframe last sought
+            seeking, sought = index.seekable, False
+            pending = iter(targets)
+            target = next(pending, None)
+            while target is not None:
+                before = int(np.searchsorted(index.keyframes, target, "right")) - 1
+                key = int(index.keyframes[before]) if before >= 0 else 0
+                if seeking and key > max(position + 1, start):
+                    container.seek(int(index.pts[key]), stream=stream, backward=True)
+                    frames, start, sought = _decoded(container, stream, index, damaged), key, True
+                number, frame = next(frames, (None, None))
+                if number is None:
                     break
+                if sought and number > start:        # an inexact seek overshot: decode from the start instead
+                    container.seek(int(index.pts[0]), stream=stream, backward=True)
+                    frames, seeking, sought = _decoded(container, stream, index, damaged), False, False
+                    continue
+                position, sought = max(position, number), False
+                while target is not None and target <= number:
+                    if target < number:
+                        damaged.add(target)                    # its frame never came: the next one stands in
+                    keep[target] = np.rot90(frame.to_ndarray(format="rgb24", width=stored[0], height=stored[1]),
+                                            turns, axes=(0, 1))
+                    target = next(pending, None)
     except av.error.FFmpegError:
         pass
     if not keep:
         raise CorruptVideoError(f"{name} is damaged: no frame of the requested segment could be decoded.")
     if damaged:
-        warnings.append(f"{name} is damaged: {damaged} frame(s) could not be decoded and were skipped, so the "
-                        f"frames after them may be shown a little early.")
-    if len(keep) < len(set(wanted.tolist())):
-        warnings.append(f"{name} is truncated or damaged: only {decoded} frame(s) decoded; the clip is sampled "
-                        f"from those.")
+        first = times[min(min(damaged), len(times) - 1)]
+        warnings.append(f"{name} is damaged: {len(damaged)} frame(s) from {first:.2f} s on had decoding errors, "
+                        f"so the frames the model sees there may show blocks or smears.")
+    if len(keep) < len(targets):
+        warnings.append(f"{name} is truncated or damaged: frames after {times[max(keep)]:.2f} s could not be "
+                        f"decoded; the clip is sampled from the frames before.")
         available = np.array(sorted(keep))
         wanted = available[sample_indices(0, len(available), num_frames)]
     frames = np.stack([keep[i] for i in wanted.tolist()])
-    return Clip(_rgb(frames), wanted, times[np.minimum(wanted, len(times) - 1)] - times[0],
-                _counted(info, times - times[0]), "pyav", warnings)
+    return Clip(_rgb(frames), wanted, times[wanted], _counted(info, times), warnings)
 
 
 def _rgb(frames: np.ndarray) -> np.ndarray:
