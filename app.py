@@ -483,12 +483,13 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
             else:
                 explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, where,
                                                 lambda: jobs.explain_on_gpu(clip, todo, target, seed,
-                                                                            limit(cost.explaining)))
+                                                                            limit(cost.explaining), cost.lane.nice))
                 jobs.learn(clip.model_id, explained)
                 progress(None, desc="Rendering the overlay")
                 yield explained
                 scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, where,
-                                             lambda: jobs.score_on_gpu(explained, limit(cost.scoring)))
+                                             lambda: jobs.score_on_gpu(explained, limit(cost.scoring),
+                                                                       jobs.SCORING.nice))
                 jobs.learn(clip.model_id, scored)
                 ANSWERS.put(key, scored)
                 progress(None, desc="Rendering the curves, the table and the downloads")
@@ -517,7 +518,7 @@ def _random_baseline(clip: ClipInput, target: int | None, progress: gr.Progress,
     try:
         kept = yield from _in_lane(jobs.SCORING, "Scoring the random baseline to compare with",
                                    jobs.scoring_seconds(clip.model_id, 1), progress, where,
-                                   lambda: jobs.analyse(clip, [RANDOM], target, 0))
+                                   lambda: jobs.analyse(clip, [RANDOM], target, 0, jobs.SCORING.nice))
     except gr.Error:
         return None
     ANSWERS.put(request_key(clip, [RANDOM], target, 0), kept)
@@ -744,7 +745,8 @@ def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request:
         with jobs.visitor_slot(visitor, "/checks"):
             (checked,) = yield from _in_lane(cost.lane, "Checking", cost.seconds, progress, where,
                                              lambda: jobs.more_on_gpu([a], jobs.time_limit(cost.seconds,
-                                                                                          cost.budget), sensitivity))
+                                                                                          cost.budget), sensitivity,
+                                                                      cost.lane.nice))
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:

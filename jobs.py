@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import Counter
@@ -167,10 +168,25 @@ def off_main(handler: Callable) -> Callable:
     return steps
 
 
+def lower_priority(nice: int) -> bool:
+    """Lower the CPU priority of the calling thread, and of the OpenMP workers it starts from now on, by ``nice``
+    (Linux schedules each thread by its own nice value). ``os.setpriority`` on a thread's id, which other systems
+    would read as a process id, so it changes nothing there; returns whether it was lowered."""
+    if not nice or not sys.platform.startswith("linux"):
+        return False
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
+    except OSError:
+        return False
+    return True
+
+
 def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
-                    limit_s: float | None = None) -> Generator[Any, None, None]:
-    """Run ``work(report)`` in a thread; yield its latest ``Progress`` every ``poll_s`` while it runs, then its
-    result (``TimedOut`` instead, if it ran past ``limit_s`` and was stopped).
+                    limit_s: float | None = None, nice: int = 0) -> Generator[Any, None, None]:
+    """Run ``work(report)`` in a thread (its CPU priority lowered by ``nice``); yield its latest
+    ``Progress`` every ``poll_s`` while it runs, then its result (``TimedOut`` instead, if it ran past ``limit_s``
+    and was stopped).
 
     Closing the generator makes ``report`` return False, so explainers stop with ``Cancelled`` at their next
     progress report; the thread is not waited for (a close may come from the server's event loop). Passing the
@@ -185,6 +201,7 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
         return not stop.is_set()
 
     def target() -> None:
+        lower_priority(nice)
         try:
             outcome = ("done", work(report))
         except BaseException as e:   # handed to the generator, which re-raises it in the caller's thread
@@ -219,15 +236,17 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
 
 
 class Lane:
-    """A first-come, first-served line in which at most ``slots`` requests run at once.
+    """A first-come, first-served line in which at most ``slots`` requests run at once, their work at CPU priority
+    ``nice``.
 
     The app has three: a request's explanations wait in ``QUICK`` or ``LONG`` by their estimate, so a one-pass
     explanation is served while an EP or occlusion run goes on, and long runs take turns; then its scoring waits in
-    ``SCORING``, so a queue of metric passes never holds back the next overlay. Written here rather than as Gradio
-    concurrency groups because one endpoint (``/explain``) serves every kind."""
+    ``SCORING``, so a queue of metric passes never holds back the next overlay. Where they share the cores, quick
+    work goes first (nice 0, as classifying), then scoring (5), then long runs (10). Written here rather than as
+    Gradio concurrency groups because one endpoint (``/explain``) serves every kind."""
 
-    def __init__(self, name: str, slots: int):
-        self.name, self.slots = name, slots
+    def __init__(self, name: str, slots: int, nice: int = 0):
+        self.name, self.slots, self.nice = name, slots, nice
         self._cond = threading.Condition()
         self._line: list[object] = []
         self._running: set[object] = set()
@@ -271,7 +290,7 @@ class Lane:
             return len(self._line) + len(self._running)
 
 
-QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1), Lane("scoring", 1)
+QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1, nice=10), Lane("scoring", 1, nice=5)
 
 
 def wait_idle(timeout_s: float) -> bool:
@@ -497,18 +516,19 @@ def window(seconds: float) -> int:
 
 
 def _explain_window(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
-                    limit_s: float | None = None) -> int:
+                    limit_s: float | None = None, nice: int = 0) -> int:
     return window(estimate(clip.model_id, jobs).explaining)
 
 
-def _score_window(analyses: list[Analysis], limit_s: float | None = None) -> int:
+def _score_window(analyses: list[Analysis], limit_s: float | None = None, nice: int = 0) -> int:
     return window(scoring_seconds(analyses[0].clip.model_id, len(analyses)))
 
 
 def _each(items: list, name: Callable[[Any], str], step: Callable[[Any, ProgressFn], Analysis],
-          limit_s: float | None) -> Generator[Progress | Failed | list[Analysis], None, None]:
-    """``step`` on each item in turn in a cancellable worker thread (``run_cancellable``): yields ``Progress``
-    (scaled to the items), then the analyses, or ``Failed`` when stopped, over time or refused by the method."""
+          limit_s: float | None, nice: int = 0) -> Generator[Progress | Failed | list[Analysis], None, None]:
+    """``step`` on each item in turn in a cancellable worker thread (``run_cancellable``, at priority ``nice``):
+    yields ``Progress`` (scaled to the items), then the analyses, or ``Failed`` when stopped, over time or refused
+    by the method."""
     def work(report: ProgressFn) -> list[Analysis] | Failed:
         results = []
         for i, item in enumerate(items):
@@ -525,7 +545,7 @@ def _each(items: list, name: Callable[[Any], str], step: Callable[[Any, Progress
             except (ValueError, TypeError) as e:
                 return Failed(f"{REGISTRY[name(item)].name}: {e}")
         return results
-    for item in run_cancellable(work, limit_s=limit_s):
+    for item in run_cancellable(work, limit_s=limit_s, nice=nice):
         if isinstance(item, TimedOut):
             yield Failed(f"Stopped after {item.seconds:.0f} s: the run took far longer than its estimate. Nothing "
                          f"was changed; choose a cheaper setting.")
@@ -534,24 +554,26 @@ def _each(items: list, name: Callable[[Any], str], step: Callable[[Any, Progress
 
 
 @spaces.GPU(duration=_explain_window)
-def explain_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None, seed: int,
-                   limit_s: float | None = None) -> Generator[Progress | Failed | list[Analysis], None, None]:
+def explain_on_gpu(clip: ClipInput, jobs: list[Job], target: int | None, seed: int, limit_s: float | None = None,
+                   nice: int = 0) -> Generator[Progress | Failed | list[Analysis], None, None]:
     """Explain ``clip`` with each job in turn; yields ``Progress``, then the analyses, not scored yet (or
-    ``Failed``). ``limit_s``: wall-clock seconds after which the work is stopped (``Failed``)."""
+    ``Failed``). ``limit_s``: wall-clock seconds after which the work is stopped (``Failed``); ``nice``: the work's
+    CPU priority (its lane's)."""
     yield from _each(jobs, lambda job: job.method,
                      lambda job, report: analysis.run_method(clip, job.method, target, job.preset, job.params, seed,
-                                                             report), limit_s)
+                                                             report), limit_s, nice)
 
 
 @spaces.GPU(duration=_score_window)
-def score_on_gpu(analyses: list[Analysis], limit_s: float | None = None
+def score_on_gpu(analyses: list[Analysis], limit_s: float | None = None, nice: int = 0
                  ) -> Generator[Progress | Failed | list[Analysis], None, None]:
     """Score each analysis (``analysis.score``: the metrics' forward passes); yields ``Progress``, then the scored
     analyses (or ``Failed``)."""
-    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.score(a), limit_s)
+    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.score(a), limit_s, nice)
 
 
-def _more_window(analyses: list[Analysis], limit_s: float | None = None, sensitivity: bool = False) -> int:
+def _more_window(analyses: list[Analysis], limit_s: float | None = None, sensitivity: bool = False,
+                 nice: int = 0) -> int:
     return window(more_estimate(analyses[0], sensitivity).seconds)
 
 
@@ -564,20 +586,21 @@ def more_estimate(a: Analysis, sensitivity: bool = False) -> Estimate:
 
 
 @spaces.GPU(duration=_more_window)
-def more_on_gpu(analyses: list[Analysis], limit_s: float | None = None, sensitivity: bool = False
+def more_on_gpu(analyses: list[Analysis], limit_s: float | None = None, sensitivity: bool = False, nice: int = 0
                 ) -> Generator[Progress | Failed | list[Analysis], None, None]:
     """``analysis.check_more`` of each analysis; yields ``Progress``, then the analyses with the sanity and ROAD
     values (or ``Failed``)."""
-    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.check_more(a, sensitivity), limit_s)
+    yield from _each(analyses, lambda a: a.name, lambda a, report: analysis.check_more(a, sensitivity), limit_s,
+                     nice)
 
 
-def analyse(clip: ClipInput, jobs: list[Job], target: int | None, seed: int
+def analyse(clip: ClipInput, jobs: list[Job], target: int | None, seed: int, nice: int = 0
             ) -> Generator[Progress | Failed | list[Analysis], None, None]:
-    """``explain_on_gpu``, then ``score_on_gpu``, with no lane between them (scripts and tests): ``Progress``, then
-    the scored analyses (or ``Failed``)."""
-    for item in explain_on_gpu(clip, jobs, target, seed):
+    """``explain_on_gpu``, then ``score_on_gpu``, with no lane between them (scripts, tests, the app's ``random``
+    baseline): ``Progress``, then the scored analyses (or ``Failed``); ``nice`` as theirs."""
+    for item in explain_on_gpu(clip, jobs, target, seed, nice=nice):
         if isinstance(item, list):
-            yield from score_on_gpu(item)
+            yield from score_on_gpu(item, nice=nice)
         else:
             yield item
 

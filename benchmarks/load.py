@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
         rss_end, disk_end = server.rss_mb(), server.disk_mb()
         if args.retention > 0:
             time.sleep(args.retention + max(60, args.retention // 4) + 5)     # a delete_cache round after it
-        disk_later = server.disk_mb()
+        disk_later, rss_later = server.disk_mb(), server.rss_mb()
     finally:
         server.stop()
 
@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
               "messages": {key: sorted(m) for key, m in sorted(record.messages.items())},
               "cpu_cores": [c for _, c, _ in samples], "client_cpu_cores": client_cpu / args.seconds,
               "idle_after_s": idle_after, "idle_cores": idle_cores, "rss_warm_mb": rss_warm,
-              "rss_peak_mb": max(r for _, _, r in samples), "rss_end_mb": rss_end, "disk_start_mb": disk_start,
+              "rss_peak_mb": max(r for _, _, r in samples), "rss_end_mb": rss_end, "rss_later_mb": rss_later,
+              "disk_start_mb": disk_start,
               "disk_end_mb": disk_end, "disk_later_mb": disk_later}
     print(f"\n{args.visitors} visitors for {args.seconds:.0f} s, {args.think[0]:g}–{args.think[1]:g} s on each "
           f"result ({args.visitors // 2 + args.visitors % 2} also starting long runs, about half cancelled), "
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"the last visitor leaving (idle: under {idle_cores + IDLE_MARGIN:.2f} cores, the server's use after "
           f"warm-up + {IDLE_MARGIN})")
     print(f"server RSS: after warm-up {rss_warm:.0f} MB, peak {report['rss_peak_mb']:.0f} MB, once idle at the end "
-          f"{rss_end:.0f} MB ({100 * (rss_end / rss_warm - 1):+.1f} %)")
+          f"{rss_end:.0f} MB ({100 * (rss_end / rss_warm - 1):+.1f} %), after the retention time {rss_later:.0f} MB "
+          f"({100 * (rss_later / rss_warm - 1):+.1f} %)")
     print(f"disk: at start {disk_start:.1f} MB, at the end {disk_end:.1f} MB, after the retention time "
           f"{disk_later:.1f} MB")
     print("\nover time (s: cores, RSS MB): " + ", ".join(f"{t:.0f}: {c:.1f}, {r:.0f}"

@@ -152,6 +152,7 @@ PARAMS = (Param("stride", 8, "anchor spacing on the first frame in pixels (8: 14
           overhead=1.4,              # the optical flow and each batch's occluded tubes
           score="prob", params=(Param("k", 3, "tubes occluded together: each anchor with its k − 1 most similarly "
                                            "moving anchors (1 = AOSA_SGL)", 1, 50),) + PARAMS + (PRECISION,),
+          presets={"paper": {"fill": "zero"}},
           description="Occludes small boxes that follow the motion of the clip (optical-flow tracks), so a moving "
                       "object stays hidden in every frame, and hides tubes that move together at the same time. "
                       "Much cheaper than 3-D occlusion and aware of motion.")
@@ -199,6 +200,7 @@ def _estimate(holes: torch.Tensor, base: torch.Tensor, e: torch.Tensor) -> torch
           params=(Param("k", 3, "tubes occluded together (1 = single tubes)", 1, 50),) + PARAMS +
                  (Param("adjust", True, "re-expand around the outlying masks (IQR rule); costs up to 2 more "
                                         "forward + backward passes"),),
+          presets={"paper": {"fill": "zero"}},
           description="Estimates what AOSA would measure from a single gradient: the change of the class "
                       "probability when a tube is hidden is approximated linearly. Near-instant; re-checks the "
                       "masks whose estimate looks extreme.")

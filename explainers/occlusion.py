@@ -1,11 +1,12 @@
 """Occlusion-style methods, forward-only and batched: 3-D occlusion (OSA) and RISE-3D, and the fills they share
 with AOSA.
 
-Both score the clip with parts of it hidden (filled with ``fill``: 0 in normalised space, i.e. the data set's mean
-colour, by default). Occlusion gives each voxel the mean probability drop over the windows that hide it
-(Zeiler & Fergus; Captum's ``Occlusion``); RISE, like AOSA, uses the kept-region weighting of docs/methods.md
-§13.4: S = (1/N) Σ_i (p_i − p_0) · Ω_i / mean(Ω_i), where Ω_i is the i-th keep mask. Masks are built batch by
-batch from a few numbers each (window corners, low-resolution grids), never all at once.
+Both score the clip with parts of it hidden: occlusion (and AOSA) fill them with ``fill``, by default the same place
+blurred (the papers' grey, 0 in normalised space, in the ``paper`` presets), RISE with 0. Occlusion gives each
+voxel the mean probability drop over the windows that hide it (Zeiler & Fergus; Captum's ``Occlusion``); RISE,
+like AOSA, uses the kept-region weighting of docs/methods.md §13.4: S = (1/N) Σ_i (p_i − p_0) · Ω_i / mean(Ω_i),
+where Ω_i is the i-th keep mask. Masks are built batch by batch from a few numbers each (window corners,
+low-resolution grids), never all at once.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ FILLS = {"zero": "0 in normalised space: the data set's mean colour, a grey cubo
          "time_median": "each pixel's median over the clip's frames: the still background where the camera "
                         "does not move",
          "conditional": "the mean of the 36×36 neighbourhood (AOSA's conditional sampling)"}
-FILL = Param("fill", "zero", "what hidden voxels become: " + "; ".join(f"{k}: {v}" for k, v in FILLS.items()),
+FILL = Param("fill", "blur", "what hidden voxels become: " + "; ".join(f"{k}: {v}" for k, v in FILLS.items()),
              choices=tuple(FILLS))
 
 
@@ -113,10 +114,10 @@ def occlusion_passes(p: dict, shape: tuple[int, int, int]) -> tuple[int, int]:
           params=(Param("window", (8, 16, 16), "occluder size T×H×W in frames and pixels", 1, 256),
                   Param("strides", (2, 8, 8), "largest distance between occluder positions T×H×W (at most the "
                                               "window)", 1, 256), FILL, PRECISION),
-          presets={"fast": {"strides": (4, 16, 16)}, "paper": {}},
-          description="Hides one small cuboid of the clip at a time (grey in time and space) and records how "
-                      "much the class probability drops. Simple and faithful, but needs one forward pass per "
-                      "position.")
+          presets={"fast": {"strides": (4, 16, 16)}, "paper": {"fill": "zero"}},
+          description="Hides one small cuboid of the clip at a time (blurred; grey in the paper preset) and "
+                      "records how much the class probability drops. Simple and faithful, but needs one forward "
+                      "pass per position.")
 def occlusion(ctx: Context, window: tuple[int, int, int], strides: tuple[int, int, int], fill: str) -> MethodOutput:
     """Each voxel's mean probability drop p_0 − p_i over the windows that hide it (docs/methods.md §12, §20.11),
     also as ``raw``. Extras: ``positions`` (windows), ``scores`` (p_i)."""

@@ -114,7 +114,7 @@ def _clip() -> torch.Tensor:
 
 def test_k1_equals_the_single_tube_map_by_hand():
     model, x = Linear(0.01), _clip()
-    e = explain(model, x, "aosa", target=0, k=1, stride=8, occluder=8)
+    e = explain(model, x, "aosa", target=0, k=1, stride=8, occluder=8, fill="zero")
     assert e.forward_passes == 1 + 16                # 16 masks + the clean clip (for the target and p0)
     from explainers.aosa import Tracks
     tracks = Tracks(e.extras["tracks"], e.extras["tracked"])
@@ -126,20 +126,21 @@ def test_k1_equals_the_single_tube_map_by_hand():
             p = model(x * keep).softmax(-1)[0, 0]
             total += (p - p0) * keep / keep.mean()
     assert torch.allclose(e.saliency, normalise(total / 16), atol=1e-4)
-    k3 = explain(model, x, "aosa", target=0, k=3, stride=8, occluder=8)
+    k3 = explain(model, x, "aosa", target=0, k=3, stride=8, occluder=8, fill="zero")
     assert k3.extras["groups"].shape == (16, 3) and (k3.extras["groups"][:, 0] == torch.arange(16)).all()
 
 
 def test_approx_ranks_like_exact_on_a_linear_model():
     model, x = Linear(0.002), _clip()
-    exact = explain(model, x, "aosa", target=0, stride=4, occluder=8)
-    approx = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8)
+    exact = explain(model, x, "aosa", target=0, stride=4, occluder=8, fill="zero")
+    approx = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, fill="zero")
     assert spearman(exact.extras["scores"], approx.extras["scores"]) >= 0.7
     assert spearman(exact.saliency.flatten(), approx.saliency.flatten()) >= 0.7
     assert approx.forward_passes == approx.backward_passes <= 3   # its first gradient pass also gives p0
-    exact_logit = explain(model, x, "aosa", target=0, stride=4, occluder=8, score="logit")
+    exact_logit = explain(model, x, "aosa", target=0, stride=4, occluder=8, score="logit", fill="zero")
     for adjust in (False, True):                     # exact when linear, from any expansion point
-        logit = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, score="logit", adjust=adjust)
+        logit = explain(model, x, "aosa_approx", target=0, stride=4, occluder=8, score="logit", adjust=adjust,
+                        fill="zero")
         assert torch.allclose(logit.extras["scores"], exact_logit.extras["scores"], atol=1e-3)
     assert logit.extras["expansions"]
 
@@ -150,7 +151,7 @@ def test_re_expansion_is_exact_at_its_own_mask_and_changes_only_the_outliers():
     is exact at its own point), and only the outlying masks get new estimates."""
     model, x = Linear(0.002), _clip()
     model.w.data.view(2, 3, 8, 32, 32)[0, :, :, 6:18, 4:16] += 0.01      # where the square starts
-    kw = dict(target=0, stride=4, occluder=8, k=1)
+    kw = dict(target=0, stride=4, occluder=8, k=1, fill="zero")
     plain = explain(model, x, "aosa_approx", adjust=False, **kw)
     adjusted = explain(model, x, "aosa_approx", **kw)
     exact = explain(model, x, "aosa", **kw).extras["scores"]

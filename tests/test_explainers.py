@@ -126,7 +126,8 @@ class Uniform(nn.Module):
 def test_occlusion_hides_every_voxel_equally_at_every_preset(preset):
     """On a model where every voxel matters equally, every voxel gets the same score: windows reach the last rows,
     columns and frames (`fast` once left rows and columns 104–111 at 0) and no border is counted twice."""
-    e = explain(Uniform(), torch.ones(1, 3, 16, 112, 112), "occlusion", target=0, preset=preset, max_batch=64)
+    e = explain(Uniform(), torch.ones(1, 3, 16, 112, 112), "occlusion", target=0, preset=preset, max_batch=64,
+                fill="zero")                        # a grey cuboid (the still background of ones is ones)
     assert e.raw.min() > 0 and (e.raw.max() - e.raw.min()) / e.raw.max() < 1e-5
     window, strides = e.params["window"], e.params["strides"]
     assert e.forward_passes == REGISTRY["occlusion"].passes(e.params, (16, 112, 112))[0]
@@ -146,8 +147,19 @@ def test_occlusion_equals_captum():
 
 
 def test_occlusion_strides_past_the_window_still_hide_every_voxel():
-    e = explain(Uniform(), torch.ones(1, 3, 8, 32, 32), "occlusion", target=0, window=(2, 8, 8), strides=(5, 20, 20))
+    e = explain(Uniform(), torch.ones(1, 3, 8, 32, 32), "occlusion", target=0, window=(2, 8, 8), strides=(5, 20, 20),
+                fill="zero")
     assert e.raw.min() > 0 and e.extras["positions"] == 4 * 4 * 4
+
+
+def test_the_default_fill_hides_a_still_object_that_the_still_background_cannot():
+    """Why `blur` and not `time_median` is the default (docs/methods.md §13.5): where nothing moves, each pixel's
+    median over time is the clip itself, so hiding with it changes nothing and a still object scores 0."""
+    x = torch.randn(1, 3, 1, 64, 64).expand(1, 3, 16, 64, 64).contiguous()          # a still, textured clip
+    default = explain(Cuboid(), x, "occlusion", target=0, strides=(2, 8, 8))
+    still = explain(Cuboid(), x, "occlusion", target=0, strides=(2, 8, 8), fill="time_median")
+    assert default.params["fill"] == "blur" and default.saliency[Cuboid.box].mean() > 2 * default.saliency.mean()
+    assert still.raw.abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("method", ["occlusion", "aosa"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -292,6 +293,17 @@ def test_a_quick_request_is_served_while_a_long_one_runs():
     items = list(quick.run(_busy(0.05), poll_s=0.02))
     assert items[-1] == "finished" and not any(isinstance(i, jobs.Waiting) for i in items)
     running.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_long_work_runs_at_a_lower_cpu_priority_than_quick_work():
+    def priority(report):
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert jobs.LONG.nice > jobs.SCORING.nice > jobs.QUICK.nice == 0
+    assert list(jobs.run_cancellable(priority, nice=jobs.LONG.nice))[-1] == min(own + jobs.LONG.nice, 19)
+    assert list(jobs.run_cancellable(priority))[-1] == own
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own, "the caller's priority is unchanged"
 
 
 def test_the_estimate_chooses_the_lane():
