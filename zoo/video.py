@@ -392,7 +392,8 @@ def fit_frames(frames: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tens
     x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float().div_(255)
     h, w = spec.size
     size = resized_size((x.shape[2], x.shape[3]), spec)
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    if size != tuple(x.shape[2:]):               # (at its own size the resize is the identity)
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     top, left = (x.shape[2] - h) // 2, (x.shape[3] - w) // 2
     return x[:, :, top:top + h, left:left + w]
 
