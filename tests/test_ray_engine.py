@@ -96,8 +96,8 @@ def _computing() -> dict[int, float]:
     found = {}
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::MapWorker") \
-                    and b".submit" in (proc / "cmdline").read_bytes():
+            title = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+            if title.startswith(b"ray::MapWorker") and b".submit" in title:
                 fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
                 found[int(proc.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except OSError:
