@@ -175,19 +175,42 @@ def request_key(clip: ClipInput, todo: list[jobs.Job], target: int | None, seed:
     return clip.digest, clip.model_id, clip.start_s, clip.end_s, tuple(methods), target, seed
 
 
+DISPLAY = ("jet", 0.5, True, True)     # the page's first display settings: colour map, opacity, truth, structure
+# The overlays of the examples' kept answers as first displayed, made at start (``answer_examples``), by their
+# explanation, held here so that its id stays its own: a first click on an example copies a file instead.
+PRERENDERED: dict[int, tuple[object, Path]] = {}
+
+
 def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) -> int:
-    """Compute and keep the answer to ``method`` (its default parameters, top-1 class, seed 0) and the ``random``
-    baseline it is judged against for every bundled example, so that a visitor's first click on one is answered at
-    once; returns how many examples."""
+    """Compute and keep the answer to ``method`` (its default parameters, top-1 class, seed 0), its overlay as first
+    displayed, and the ``random`` baseline it is judged against for every bundled example, so that a visitor's
+    first click on one is answered at once; returns how many examples."""
     examples = sorted(EXAMPLES_DIR.glob("*.mp4"))
-    for path in examples:
+    folder = Path(tempfile.mkdtemp(prefix="videoxai-examples-"))
+    for i, path in enumerate(examples):
         clip = load_clip(path, card_id)
         for todo in ([jobs.Job(method, None, {})], [RANDOM]):
             *_, results = jobs.analyse(clip, todo, None, 0)
-            if isinstance(results, list):
-                jobs.learn(card_id, results)
-                ANSWERS.put(request_key(clip, todo, None, 0), results, pinned=True)
+            if not isinstance(results, list):
+                continue
+            jobs.learn(card_id, results)
+            ANSWERS.put(request_key(clip, todo, None, 0), results, pinned=True)
+            if todo[0] is not RANDOM:
+                video = write_mp4(folder / f"{i}.mp4", analysis.view(results, *DISPLAY), fps=analysis.VIDEO_FPS)
+                PRERENDERED[id(results[0].explanation)] = (results[0].explanation, video)
     return len(examples)
+
+
+def _overlay(analyses: list[Analysis], folder: Path, display: tuple) -> str:
+    """The overlay video of ``analyses`` in ``folder``: copied when it was made at start, rendered otherwise."""
+    video = folder / analysis.OVERLAY
+    explanation = analyses[0].explanation
+    made, path = PRERENDERED.get(id(explanation), (None, None))
+    if len(analyses) == 1 and made is explanation and display == DISPLAY:
+        shutil.copyfile(path, video)
+    else:
+        write_mp4(video, analysis.view(analyses, *display), fps=analysis.VIDEO_FPS)
+    return str(video)
 
 
 def checked_number(control: gr.Number, payload: float | str | None) -> float | None:
@@ -637,8 +660,7 @@ def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, sh
         importance = render.frame_importance_figure(
             {a.name: a.explanation.frame_importance.numpy() for a in analyses},
             clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
-        frames = analysis.view(analyses, cmap, alpha, show_truth, show_structure)
-        video = str(write_mp4(folder / analysis.OVERLAY, frames, fps=analysis.VIDEO_FPS))
+        video = _overlay(analyses, folder, (cmap, alpha, show_truth, show_structure))
     if not analyses[0].is_scored:
         return video, importance, None, None, result_markdown(analyses), None
     files = analysis.save(analyses, folder, cmap, alpha, show_truth, show_structure, gif=False)
@@ -854,9 +876,9 @@ def parameter_controls(method: str, preset: str, params: gr.JSON) -> None:
 
 def display_controls():
     with gr.Row():
-        cmap = gr.Dropdown(list(render.COLOUR_MAPS), value="jet", label="Colour map", scale=1)
-        alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="Heatmap opacity", scale=2)
-        truth = gr.Checkbox(value=True, label="Ground-truth boxes (examples)")
+        cmap = gr.Dropdown(list(render.COLOUR_MAPS), value=DISPLAY[0], label="Colour map", scale=1)
+        alpha = gr.Slider(0, 1, value=DISPLAY[1], step=0.05, label="Heatmap opacity", scale=2)
+        truth = gr.Checkbox(value=DISPLAY[2], label="Ground-truth boxes (examples)")
     return cmap, alpha, truth
 
 
@@ -954,7 +976,7 @@ def build_demo() -> gr.Blocks:
                         checks_out = gr.Markdown(elem_id="checks-result")
                     with gr.Accordion("Display", open=False):
                         cmap, alpha, truth = display_controls()
-                        structure = gr.Checkbox(value=True, label="AOSA tracks / SWAG-V supervoxels")
+                        structure = gr.Checkbox(value=DISPLAY[3], label="AOSA tracks / SWAG-V supervoxels")
                     with gr.Accordion("About this method", open=False):
                         about = gr.Markdown(method_markdown(DEFAULT_METHOD))
                     with gr.Accordion("Advanced settings", open=False):

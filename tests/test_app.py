@@ -329,9 +329,14 @@ def test_the_examples_default_answers_are_ready_before_the_first_click(monkeypat
     monkeypatch.setattr(app, "ANSWERS", app.Answers(16))
     assert app.answer_examples() == len(_examples())
     monkeypatch.setattr(app.jobs, "explain_on_gpu", None)    # the click below must not need it
+    monkeypatch.setattr(app.analysis, "view", None)           # nor render its overlay: it was made at start
     args = dict(preset="default", params=app.resolved_params(app.DEFAULT_METHOD, "default"), start_s=0, end_s=0)
     video, importance, curves, table, summary, files, key = _explain(app.DEFAULT_METHOD, **args)
     assert list(table.columns)[2] == "Grad-CAM" and video.endswith(".mp4")
+    explanation = app.KEPT.get(key)[0].explanation
+    assert Path(video).read_bytes() == app.PRERENDERED[id(explanation)][1].read_bytes()
+    with pytest.raises(TypeError):                            # other display settings are rendered afresh
+        _explain(app.DEFAULT_METHOD, cmap="gray", **args)
 
 
 def test_parameters_reach_the_method():
