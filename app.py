@@ -13,6 +13,7 @@ API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (se
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import math
@@ -187,6 +188,7 @@ def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) 
     first click on one is answered at once; returns how many examples."""
     examples = sorted(EXAMPLES_DIR.glob("*.mp4"))
     folder = Path(tempfile.mkdtemp(prefix="videoxai-examples-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     for i, path in enumerate(examples):
         clip = load_clip(path, card_id)
         for todo in ([jobs.Job(method, None, {})], [RANDOM]):
