@@ -150,6 +150,12 @@ class Answers(Kept):
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def forget(self, key: tuple) -> None:
+        """Drop the answer to ``key``, pinned or not (a benchmark that wants the model to run again)."""
+        with self._lock:
+            self._pinned.pop(key, None)
+            self._items.pop(key, None)
+
     def get(self, key: tuple, clip: ClipInput) -> list[Analysis] | None:
         """The analyses of ``key`` for ``clip`` (the request's own clip, same content), None if not kept."""
         with self._lock:

@@ -1,9 +1,9 @@
 """A new visitor's first results: how long after a click the overlay, then the metrics and curves, appear.
 
 Starts the app in this process on 127.0.0.1 and drives it in headless Chromium (Debian's, through Playwright) at
-1440×900: an example is loaded, then for each method *Explain* is clicked ``--repeats`` times, each time with a new
-seed so that the model runs (the ``random`` map it is judged against is the example's, kept from the start, as for
-any visitor). Reported per method, median of the repeats:
+1440×900: an example is loaded, then for each method *Explain* is clicked ``--repeats`` times, its answer forgotten
+before each click so that the model runs (the ``random`` map it is judged against is the example's, kept from the
+start, as for any visitor). Reported per method, median of the repeats:
 
 * handler: from the handler's start (the request has reached the server) to its first result (overlay and
   per-frame importance made) and to its last (metrics, curves, table, downloads), timed by calling the handler;
@@ -31,21 +31,28 @@ REQUEST_DONE = "() => !document.querySelector('#explain-button').disabled"
 PROGRESS_SHOWN = "() => document.querySelector('#explain-summary').innerText.includes('Explaining')"
 
 
-def handler_seconds(app, example: str, method: str, seed: int) -> tuple[float, float]:
-    """Seconds from the handler's start to its first result and to its last (a request not answered before)."""
+def forget(app, clip, method: str) -> None:
+    """Forget the kept answer to ``method`` (its default preset, top-1 class, seed 0) on ``clip``."""
+    preset = app.default_preset(method)
+    app.ANSWERS.forget(app.request_key(clip, [app.jobs.Job(method, None if preset == "default" else preset, {})],
+                                       None, 0))
+
+
+def handler_seconds(app, clip, example: str, method: str) -> tuple[float, float]:
+    """Seconds from the handler's start to its first result and to its last (its answer forgotten)."""
+    forget(app, clip, method)
     time.sleep(1)                                                  # the browser has drawn the last results
     start, first = time.perf_counter(), None
     for item in app.jobs.off_main(app.explain_clip)(example, app.DEFAULT_MODEL, None, None, method,
-                                                    app.default_preset(method), app.TOP1, seed, None,
+                                                    app.default_preset(method), app.TOP1, 0, None,
                                                     progress=lambda *a, **k: None):    # as the server runs it
         if item is not app.SKIP and first is None:
             first = time.perf_counter() - start
     return first, time.perf_counter() - start
 
 
-def fresh_page(page, url: str, example: str, method: str, name: str, seed: int = 0) -> None:
-    """The page as a new visitor gets it, with the example loaded and classified, ``method`` picked and, unless 0,
-    ``seed`` typed in."""
+def fresh_page(page, url: str, example: str, method: str, name: str) -> None:
+    """The page as a new visitor gets it, with the example loaded and classified and ``method`` picked."""
     page.goto(url, wait_until="load")
     page.wait_for_selector("#explain-button", timeout=30_000)
     page.locator("input[type=file]").first.set_input_files(example)
@@ -53,9 +60,6 @@ def fresh_page(page, url: str, example: str, method: str, name: str, seed: int =
     page.locator("#method input").click()
     page.get_by_role("option", name=name).first.click()
     page.wait_for_function("() => document.querySelector('#explain-cost').innerText.length > 0")
-    if seed:
-        page.get_by_text("Segment, class to explain, seed").click()
-        page.get_by_label("Seed (stochastic methods)").fill(str(seed))
     time.sleep(0.5)                                                  # the page settles (no pending events)
 
 
@@ -121,12 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
                 fresh_page(page, url, example, "occlusion", app.REGISTRY["occlusion"].name)
                 progress.append(click_to_progress(page))
             report["click to progress"] = statistics.median(progress)
-            seeds = iter(range(1, 2**31))
+            clip = app.load_clip(example, app.DEFAULT_MODEL)
             for method in args.methods:
                 handler, browser_s = [], []
                 for _ in range(args.repeats):
-                    handler.append(handler_seconds(app, example, method, next(seeds)))
-                    fresh_page(page, url, example, method, app.REGISTRY[method].name, next(seeds))
+                    handler.append(handler_seconds(app, clip, example, method))
+                    fresh_page(page, url, example, method, app.REGISTRY[method].name)
+                    forget(app, clip, method)
                     browser_s.append(click_to_results(page))
                 med = lambda values, i: statistics.median(v[i] for v in values)
                 report[method] = {"handler overlay": med(handler, 0), "handler whole": med(handler, 1),

@@ -447,6 +447,8 @@ def test_answers_expire_but_the_examples_answers_stay(monkeypatch):
     finally:
         stop.set()
     assert released and not answers._items, "a purge drops old answers and hands their memory back"
+    answers.forget(("example",))
+    assert answers.get(("example",), clip) is None
 
 
 def test_a_visitors_files_are_removed_when_they_leave():
