@@ -513,14 +513,13 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
                 yield [Analysis(a.clip, a.explanation) for a in scored]          # the overlay first, as when run
             else:
                 explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, where,
-                                                lambda: jobs.explain_on_gpu(clip, todo, target, seed,
-                                                                            limit(cost.explaining), cost.lane.nice))
+                                                lambda nice: jobs.explain_on_gpu(clip, todo, target, seed,
+                                                                                 limit(cost.explaining), nice))
                 jobs.learn(clip.model_id, explained)
                 progress(None, desc="Rendering the overlay")
                 yield explained
                 scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, where,
-                                             lambda: jobs.score_on_gpu(explained, limit(cost.scoring),
-                                                                       jobs.SCORING.nice))
+                                             lambda nice: jobs.score_on_gpu(explained, limit(cost.scoring), nice))
                 jobs.learn(clip.model_id, scored)
                 ANSWERS.put(key, scored)
                 progress(None, desc="Rendering the curves, the table and the downloads")
@@ -549,7 +548,7 @@ def _random_baseline(clip: ClipInput, target: int | None, progress: gr.Progress,
     try:
         kept = yield from _in_lane(jobs.SCORING, "Scoring the random baseline to compare with",
                                    jobs.scoring_seconds(clip.model_id, 1), progress, where,
-                                   lambda: jobs.analyse(clip, [RANDOM], target, 0, jobs.SCORING.nice))
+                                   lambda nice: jobs.analyse(clip, [RANDOM], target, 0, nice))
     except gr.Error:
         return None
     ANSWERS.put(request_key(clip, [RANDOM], target, 0), kept)
@@ -565,9 +564,9 @@ def remaining(seconds: float, elapsed: float, fraction: float) -> float:
 
 
 def _in_lane(lane: jobs.Lane, stage: str, seconds: float, progress: gr.Progress, where: tuple, start) -> Generator:
-    """The items of ``start()`` (a ``jobs`` step) once its turn comes in ``lane``, shown as ``stage`` with its
-    progress and the time left; yields ``SKIP`` meanwhile and returns the step's analyses. ``WHERE[where]`` says
-    how far it got (for the Stop button's confirmation)."""
+    """The items of ``start(nice)`` (a ``jobs`` step, at the lane's priority) once its turn comes in ``lane``, shown
+    as ``stage`` with its progress and the time left; yields ``SKIP`` meanwhile and returns the step's analyses.
+    ``WHERE[where]`` says how far it got (for the Stop button's confirmation)."""
     work, began = lane.run(start), None
     try:
         for item in work:
@@ -774,9 +773,9 @@ def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request:
     try:
         with jobs.visitor_slot(visitor, "/checks"):
             (checked,) = yield from _in_lane(cost.lane, "Checking", cost.seconds, progress, where,
-                                             lambda: jobs.more_on_gpu([a], jobs.time_limit(cost.seconds,
-                                                                                          cost.budget), sensitivity,
-                                                                      cost.lane.nice))
+                                             lambda nice: jobs.more_on_gpu([a], jobs.time_limit(cost.seconds,
+                                                                                               cost.budget),
+                                                                           sensitivity, nice))
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:

@@ -254,9 +254,10 @@ class Lane:
     def _free(self, ticket: object) -> bool:
         return len(self._running) < self.slots and self._line[0] is ticket
 
-    def run(self, start: Callable[[], Iterator], poll_s: float = WAIT_POLL_S) -> Generator:
+    def run(self, start: Callable[[int], Iterator], poll_s: float = WAIT_POLL_S) -> Generator:
         """Yield ``Waiting`` (at once, then every ``poll_s``) until it is this request's turn, then the items of
-        ``start()``; the lane is left when that ends or the generator is closed (waiting or running)."""
+        ``start(nice)`` (the work, told the lane's priority); the lane is left when that ends or the generator is
+        closed (waiting or running)."""
         ticket = object()
         with self._cond:
             self._line.append(ticket)
@@ -271,7 +272,7 @@ class Lane:
                     ahead = self._line.index(ticket) + len(self._running)
                 yield Waiting(ahead, self.name)
                 wait_s = poll_s
-            work = start()
+            work = start(self.nice)
             try:
                 yield from work
             finally:

@@ -270,7 +270,7 @@ def test_zero_gpu_windows_stay_below_a_signed_out_visitors_quota(monkeypatch):
 
 def _busy(seconds: float):
     """A start function for a lane: work that reports until ``seconds`` have passed."""
-    return lambda: jobs.run_cancellable(_work(seconds, []), poll_s=0.02)
+    return lambda nice: jobs.run_cancellable(_work(seconds, []), poll_s=0.02, nice=nice)
 
 
 def test_a_lane_runs_its_requests_one_at_a_time_in_order():
@@ -303,6 +303,8 @@ def test_long_work_runs_at_a_lower_cpu_priority_than_quick_work():
     assert jobs.LONG.nice > jobs.SCORING.nice > jobs.QUICK.nice == 0
     assert list(jobs.run_cancellable(priority, nice=jobs.LONG.nice))[-1] == min(own + jobs.LONG.nice, 19)
     assert list(jobs.run_cancellable(priority))[-1] == own
+    told = list(jobs.LONG.run(lambda nice: jobs.run_cancellable(priority, nice=nice)))[-1]
+    assert told == min(own + jobs.LONG.nice, 19), "a lane hands its priority to the work it starts"
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own, "the caller's priority is unchanged"
 
 

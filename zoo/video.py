@@ -105,7 +105,8 @@ def sample_indices(start: int, stop: int, count: int) -> np.ndarray:
 
 
 def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
-    """Read the container's metadata (no decoding) and refuse files that are not usable videos."""
+    """Read the container's metadata and refuse files that are not usable videos (the first frame is decoded for
+    its display rotation, which FFmpeg attaches to decoded frames)."""
     path = Path(path)
     if not path.is_file():
         raise NotAVideoError(f"{path.name}: no such file.")
@@ -133,6 +134,8 @@ def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
             frames = int(s.frames or 0) or (int(round(duration * fps)) if duration and fps else 0)
             info = VideoInfo(str(path), frames, fps, duration, int(ctx.width or 0), int(ctx.height or 0),
                              ctx.name or "unknown", str(ctx.format.name) if ctx.format else "unknown")
+            _check_size(info, limits)
+            rotation = _rotation(container)
     except VideoError:
         raise
     except (av.error.InvalidDataError, av.error.EOFError):
@@ -141,22 +144,26 @@ def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
     except av.error.FFmpegError:
         raise CorruptVideoError(f"{path.name} could not be opened as a video: its header is damaged or describes "
                                 f"a picture this reader cannot handle (such as an absurd size).") from None
+    return replace(info, rotation=rotation)
+
+
+def _check_size(info: VideoInfo, limits: DecodeLimits) -> None:
+    """Refuse a picture size or duration beyond ``limits`` (before any frame is decoded)."""
+    name = Path(info.path).name
     if info.width * info.height == 0:
-        raise CorruptVideoError(f"{path.name}: the video stream has no picture size; the file is probably damaged.")
+        raise CorruptVideoError(f"{name}: the video stream has no picture size; the file is probably damaged.")
     if info.width * info.height > limits.max_pixels:
-        raise VideoTooLargeError(f"{path.name} is {info.width}×{info.height}; at most {limits.max_pixels:,} pixels "
-                                 f"per frame are accepted.")
+        raise VideoTooLargeError(f"{name} is {info.width}×{info.height}; at most {limits.max_pixels:,} pixels per "
+                                 f"frame are accepted.")
     if info.duration_s > limits.max_duration_s:
-        raise VideoTooLargeError(f"{path.name} lasts {info.duration_s / 60:.0f} min; the limit is "
+        raise VideoTooLargeError(f"{name} lasts {info.duration_s / 60:.0f} min; the limit is "
                                  f"{limits.max_duration_s / 60:.0f} min.")
-    return replace(info, rotation=_rotation(path))
 
 
-def _rotation(path: Path) -> int:
+def _rotation(container: av.container.InputContainer) -> int:
     """The display rotation of the first frame (one frame decoded; 0 if it cannot be), rounded to 90°."""
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            frame = next(container.decode(video=0), None)
+        frame = next(container.decode(video=0), None)
     except av.error.FFmpegError:
         return 0
     return int(round((frame.rotation if frame is not None else 0) / 90)) * 90 % 360
