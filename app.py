@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,85 +86,113 @@ def refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+class Recent:
+    """At most ``size`` values by key, none older than ``ttl_s`` (``purge`` drops the older ones), the least recently
+    used going first; ``pinned`` values stay besides them. Thread-safe: the store behind ``Kept`` and ``Answers``."""
+
+    def __init__(self, size: int, ttl_s: float = float("inf")):
+        self.size, self.ttl_s = size, ttl_s
+        self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._pinned: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: Hashable, value: Any, pinned: bool = False) -> None:
+        with self._lock:
+            if pinned:
+                self._pinned[key] = value
+                return
+            self._items[key] = (time.monotonic(), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, key: Hashable) -> Any | None:
+        """The value of ``key``, None if there is none or it is older than ``ttl_s``."""
+        with self._lock:
+            if key in self._pinned:
+                return self._pinned[key]
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            put, value = self._items[key]
+        return value if time.monotonic() - put <= self.ttl_s else None
+
+    def forget(self, key: Hashable) -> None:
+        """Drop ``key``, pinned or not."""
+        with self._lock:
+            self._pinned.pop(key, None)
+            self._items.pop(key, None)
+
+    def purge(self) -> int:
+        """Drop what is older than ``ttl_s`` (pinned values stay); returns how many went."""
+        cutoff = time.monotonic() - self.ttl_s
+        with self._lock:
+            old = [key for key, (put, _) in self._items.items() if put < cutoff]
+            for key in old:
+                del self._items[key]
+        return len(old)
+
+
 class Kept:
-    """The latest analyses, kept for redraws and the step view: at most ``size`` of them, none older than ``ttl_s``
-    (``purge`` drops the older ones). A session's ``gr.State`` holds only the key, so memory stays bounded however
-    many visitors come and go (Gradio keeps a closed session's state for an hour)."""
+    """The latest analyses, kept for redraws and the step view, under a random key (``Recent``: at most ``size``,
+    none older than ``ttl_s``). A session's ``gr.State`` holds only the key, so memory stays bounded however many
+    visitors come and go (Gradio keeps a closed session's state for an hour)."""
 
     def __init__(self, size: int, ttl_s: float):
-        self.size, self.ttl_s = size, ttl_s
-        self._items: OrderedDict[str, tuple[float, list[Analysis]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._recent = Recent(size, ttl_s)
 
     def put(self, results: list[Analysis]) -> str:
         key = secrets.token_hex(8)
-        with self._lock:
-            self._items[key] = (time.monotonic(), results)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        self._recent.put(key, results)
         return key
 
     def get(self, key: str | None) -> list[Analysis] | None:
         """The analyses of ``key``, None if there is none (no key yet); a refusal if they are no longer kept."""
         if not key:
             return None
-        with self._lock:
-            kept, results = self._items.get(key, (None, None))
-        if kept is None or time.monotonic() - kept > self.ttl_s:
-            raise refuse(f"This result is no longer kept (the server keeps the latest {self.size} for "
-                         f"{self.ttl_s / 60:.0f} min); explain again to change its display.")
+        results = self._recent.get(key)
+        if results is None:
+            raise refuse(f"This result is no longer kept (the server keeps the latest {self._recent.size} for "
+                         f"{self._recent.ttl_s / 60:.0f} min); explain again to change its display.")
         return results
 
     def purge(self) -> int:
-        """Drop what is older than ``ttl_s`` (the oldest come first); returns how many went."""
-        cutoff = time.monotonic() - self.ttl_s
-        with self._lock:
-            old = [key for key, (kept, _) in self._items.items() if kept < cutoff]
-            for key in old:
-                del self._items[key]
-        return len(old)
+        return self._recent.purge()
 
 
 KEPT = Kept(KEPT_RESULTS, RETENTION_S)
 
 
-class Answers(Kept):
+class Answers:
     """The maps and scores of recent requests, by what was asked (``request_key``): the same request again — the
     same clip's bytes under any name, model, segment, methods with their resolved parameters, target and seed — is
-    answered without model passes, since every method gives the same map for the same seed. At most ``size``, none
-    older than ``ttl_s``, besides the ``pinned`` ones (the examples' answers, computed at start), which stay; the
-    clip itself is not kept (a repeat brings its own)."""
+    answered without model passes, since every method gives the same map for the same seed (``Recent``: at most
+    ``size``, none older than ``ttl_s``, besides the ``pinned`` examples' answers computed at start, with their
+    overlays as first displayed). The clip itself is not kept (a repeat brings its own)."""
 
     def __init__(self, size: int, ttl_s: float = float("inf")):
-        super().__init__(size, ttl_s)
-        self._pinned: dict[tuple, list[tuple]] = {}
+        self._recent = Recent(size, ttl_s)
 
-    def put(self, key: tuple, results: list[Analysis], pinned: bool = False) -> None:
-        kept = [(a.explanation, a.metrics, a.curves) for a in results]
-        with self._lock:
-            if pinned:
-                self._pinned[key] = kept
-                return
-            self._items[key] = (time.monotonic(), kept)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def forget(self, key: tuple) -> None:
-        """Drop the answer to ``key``, pinned or not (a benchmark that wants the model to run again)."""
-        with self._lock:
-            self._pinned.pop(key, None)
-            self._items.pop(key, None)
+    def put(self, key: tuple, results: list[Analysis], pinned: bool = False, overlay: Path | None = None) -> None:
+        self._recent.put(key, ([(a.explanation, a.metrics, a.curves) for a in results], overlay), pinned)
 
     def get(self, key: tuple, clip: ClipInput) -> list[Analysis] | None:
         """The analyses of ``key`` for ``clip`` (the request's own clip, same content), None if not kept."""
-        with self._lock:
-            kept = self._pinned.get(key)
-            if kept is None and key in self._items:
-                self._items.move_to_end(key)
-                put, kept = self._items[key]
-                kept = kept if time.monotonic() - put <= self.ttl_s else None
-        return None if kept is None else [Analysis(clip, *a) for a in kept]
+        kept = self._recent.get(key)
+        return None if kept is None else [Analysis(clip, *a) for a in kept[0]]
+
+    def overlay(self, key: tuple) -> Path | None:
+        """The overlay video of ``key``'s answer in the page's first display settings (``DISPLAY``), if one was
+        made when it was kept."""
+        kept = self._recent.get(key)
+        return None if kept is None else kept[1]
+
+    def forget(self, key: tuple) -> None:
+        """Drop the answer to ``key``, pinned or not (a benchmark that wants the model to run again)."""
+        self._recent.forget(key)
+
+    def purge(self) -> int:
+        return self._recent.purge()
 
 
 ANSWERS = Answers(ANSWERS_KEPT, RETENTION_S)
@@ -183,9 +211,6 @@ def request_key(clip: ClipInput, todo: list[jobs.Job], target: int | None, seed:
 
 
 DISPLAY = ("jet", 0.5, True, True)     # the page's first display settings: colour map, opacity, truth, structure
-# The overlays of the examples' kept answers as first displayed, made at start (``answer_examples``), by their
-# explanation, held here so that its id stays its own: a first click on an example copies a file instead.
-PRERENDERED: dict[int, tuple[object, Path]] = {}
 
 
 def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) -> int:
@@ -202,20 +227,18 @@ def answer_examples(card_id: str = DEFAULT_MODEL, method: str = DEFAULT_METHOD) 
             if not isinstance(results, list):
                 continue
             jobs.learn(card_id, results)
-            ANSWERS.put(request_key(clip, todo, None, 0), results, pinned=True)
-            if todo[0] is not RANDOM:
-                video = write_mp4(folder / f"{i}.mp4", analysis.view(results, *DISPLAY), fps=analysis.VIDEO_FPS)
-                PRERENDERED[id(results[0].explanation)] = (results[0].explanation, video)
+            video = None if todo[0] is RANDOM else write_mp4(folder / f"{i}.mp4", analysis.view(results, *DISPLAY),
+                                                             fps=analysis.VIDEO_FPS)
+            ANSWERS.put(request_key(clip, todo, None, 0), results, pinned=True, overlay=video)
     return len(examples)
 
 
-def _overlay(analyses: list[Analysis], folder: Path, display: tuple) -> str:
-    """The overlay video of ``analyses`` in ``folder``: copied when it was made at start, rendered otherwise."""
+def _overlay(analyses: list[Analysis], folder: Path, display: tuple, made: Path | None = None) -> str:
+    """The overlay video of ``analyses`` in ``folder``: a copy of ``made`` (rendered at start in the ``DISPLAY``
+    settings) when the display is those, rendered otherwise."""
     video = folder / analysis.OVERLAY
-    explanation = analyses[0].explanation
-    made, path = PRERENDERED.get(id(explanation), (None, None))
-    if len(analyses) == 1 and made is explanation and display == DISPLAY:
-        shutil.copyfile(path, video)
+    if made is not None and display == DISPLAY:
+        shutil.copyfile(made, video)
     else:
         write_mp4(video, analysis.view(analyses, *display), fps=analysis.VIDEO_FPS)
     return str(video)
@@ -475,20 +498,24 @@ def preview(video_path: str | None, card_id: str, start_s: float | None, end_s: 
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """Scored analyses with the ``random`` map of the same clip and class, to judge them against."""
+class Step:
+    """What ``_analyse`` has to show at one point: the analyses (explained, or scored), the scored ``random`` map of
+    the same clip and class to judge them against (once known), and their overlay made at start (an example's
+    answer: ``Answers.overlay``)."""
 
     analyses: list[Analysis]
-    random: Analysis
+    random: Analysis | None = None
+    overlay: Path | None = None
 
 
 def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str, progress: gr.Progress,
              request: gr.Request | None = None) -> Generator:
     """Run the model work in two steps, each in its lane (``jobs.explain_on_gpu``, then ``jobs.score_on_gpu``),
     showing the place in line and the progress of each. Yields nothing-changed updates meanwhile (each a point
-    where a Stop, a cancel or a dropped connection closes this generator and so stops the work), the analyses once
-    explained (not scored), and then once scored (a request answered before, ``ANSWERS``: the same two at once);
-    for one method other than ``random``, the scored ones as a ``Baseline`` with the random map to judge them."""
+    where a Stop, a cancel or a dropped connection closes this generator and so stops the work), then a ``Step``
+    with the analyses once explained (not scored), and one once scored (a request answered before, ``ANSWERS``:
+    the same two at once); for one method other than ``random``, the scored ones with the random map to judge
+    them."""
     unknown = [job.method for job in todo if job.method not in REGISTRY]
     if unknown:
         raise refuse(f"Unknown method {unknown[0]!r}.")
@@ -510,14 +537,14 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
             scored = ANSWERS.get(key, clip)
             if scored is not None:
                 progress(None, desc="Answered before: shown again without running the model")
-                yield [Analysis(a.clip, a.explanation) for a in scored]          # the overlay first, as when run
+                yield Step([Analysis(a.clip, a.explanation) for a in scored], overlay=ANSWERS.overlay(key))
             else:
                 explained = yield from _in_lane(cost.lane, "Explaining", cost.explaining, progress, where,
                                                 lambda nice: jobs.explain_on_gpu(clip, todo, target, seed,
                                                                                  limit(cost.explaining), nice))
                 jobs.learn(clip.model_id, explained)
                 progress(None, desc="Rendering the overlay")
-                yield explained
+                yield Step(explained)
                 scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, where,
                                              lambda nice: jobs.score_on_gpu(explained, limit(cost.scoring), nice))
                 jobs.learn(clip.model_id, scored)
@@ -527,11 +554,11 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
             if len(todo) == 1 and todo[0].method != "random":
                 random = _kept(clip, [RANDOM], target, 0)
                 if random is None:
-                    yield scored
+                    yield Step(scored)
                     random = yield from _random_baseline(clip, target, progress, where)
                     if random is None:
                         return
-            yield scored if random is None else Baseline(scored, random[0])
+            yield Step(scored, None if random is None else random[0])
     except jobs.TooMany as e:
         raise refuse(str(e)) from None
     finally:
@@ -654,12 +681,14 @@ def forget_visitor(request: gr.Request) -> None:
         shutil.rmtree(RESULTS / request.session_hash, ignore_errors=True)
 
 
-def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, show_truth: bool,
-             show_structure: bool, shown: tuple | None = None, random: Analysis | None = None):
-    """Overlay video, importance and curve figures, metrics table, text (judged against ``random`` if given) and
-    downloads of one or more analyses. Before they are scored: the overlay (written to ``folder``), the importance
-    figure and the text, the rest empty; once scored: all of them, the overlay and importance reused from ``shown``
-    (the outputs before scoring) when given. The GIF is made only when asked for (``gif_download``)."""
+def _outputs(step: Step, folder: Path, cmap: str, alpha: float, show_truth: bool, show_structure: bool,
+             shown: tuple | None = None):
+    """Overlay video, importance and curve figures, metrics table, text (judged against the step's ``random`` if
+    known) and downloads of a step's analyses. Before they are scored: the overlay (written to ``folder``, or copied
+    from the step's), the importance figure and the text, the rest empty; once scored: all of them, the overlay and
+    importance reused from ``shown`` (the outputs before scoring) when given. The GIF is made only when asked for
+    (``gif_download``)."""
+    analyses = step.analyses
     clip = analyses[0].clip
     if shown:
         video, importance = shown[:2]
@@ -667,13 +696,13 @@ def _outputs(analyses: list[Analysis], folder: Path, cmap: str, alpha: float, sh
         importance = render.frame_importance_figure(
             {a.name: a.explanation.frame_importance.numpy() for a in analyses},
             clip.truth["window"] if clip.truth else None, clip.prepared.clip.indices)
-        video = _overlay(analyses, folder, (cmap, alpha, show_truth, show_structure))
+        video = _overlay(analyses, folder, (cmap, alpha, show_truth, show_structure), step.overlay)
     if not analyses[0].is_scored:
         return video, importance, None, None, result_markdown(analyses), None
     files = analysis.save(analyses, folder, cmap, alpha, show_truth, show_structure, gif=False)
     curves = render.curves_figure({a.name: a.curves for a in analyses})
     header, rows = analysis.metrics_table(analyses)
-    return (video, importance, curves, pd.DataFrame(rows, columns=header), result_markdown(analyses, random),
+    return (video, importance, curves, pd.DataFrame(rows, columns=header), result_markdown(analyses, step.random),
             [str(p) for p in files.values()])
 
 
@@ -685,14 +714,12 @@ def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_tru
         if item is SKIP:
             yield SKIP
             continue
-        analyses, random = (item.analyses, item.random) if isinstance(item, Baseline) else (item, None)
-        if random is not None and shown is not None and shown[-1] is not SKIP:      # scored already: the verdict
-            shown = (*shown[:4], result_markdown(analyses, random), *shown[5:])
-        elif not analyses[0].is_scored:
-            shown = (*_outputs(analyses, folder, cmap, alpha, show_truth, show_structure), SKIP)
+        if item.random is not None and shown is not None and shown[-1] is not SKIP:   # scored already: the verdict
+            shown = (*shown[:4], result_markdown(item.analyses, item.random), *shown[5:])
+        elif not item.analyses[0].is_scored:
+            shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), SKIP)
         else:
-            shown = (*_outputs(analyses, folder, cmap, alpha, show_truth, show_structure, shown, random),
-                     KEPT.put(analyses))
+            shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown), KEPT.put(item.analyses))
         yield shown
 
 

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 ON_ZERO_GPU = spaces.config.Config.zero_gpu
 POLL_S = 0.5             # the longest a cancel waits for running work's generator to be at a yield
-WAIT_POLL_S = 5.0        # the same while waiting in a lane (each yield costs Gradio about 10 ms of its event loop)
+WAIT_POLL_S = 3.0        # the same while waiting in a lane (each yield costs Gradio about 10 ms of its event loop);
+                         # below gradio_client's 5 s timeout on a cancel, which Gradio answers once the step ends
 GPU_CAP_S = 60           # one request's GPU window; ZeroGPU may scale it 1.5x, below a signed-out visitor's 2 min
 MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request's budget off ZeroGPU
 SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip

@@ -333,8 +333,9 @@ def test_the_examples_default_answers_are_ready_before_the_first_click(monkeypat
     args = dict(preset="default", params=app.resolved_params(app.DEFAULT_METHOD, "default"), start_s=0, end_s=0)
     video, importance, curves, table, summary, files, key = _explain(app.DEFAULT_METHOD, **args)
     assert list(table.columns)[2] == "Grad-CAM" and video.endswith(".mp4")
-    explanation = app.KEPT.get(key)[0].explanation
-    assert Path(video).read_bytes() == app.PRERENDERED[id(explanation)][1].read_bytes()
+    clip = app.load_clip(_example(), app.DEFAULT_MODEL)
+    made = app.ANSWERS.overlay(app.request_key(clip, [app.jobs.Job(app.DEFAULT_METHOD, None, {})], None, 0))
+    assert Path(video).read_bytes() == made.read_bytes()
     with pytest.raises(TypeError):                            # other display settings are rendered afresh
         _explain(app.DEFAULT_METHOD, cmap="gray", **args)
 
@@ -408,6 +409,12 @@ def test_old_files_in_gradios_cache_go_but_the_examples_stay(monkeypatch, tmp_pa
     assert any(p.name.startswith("synth_") for p in keep), "the examples are what a purge keeps"
 
 
+def _later(monkeypatch, seconds: float) -> None:
+    """The clock that kept results are aged by, moved on by ``seconds``."""
+    now = time.monotonic()
+    monkeypatch.setattr(app.time, "monotonic", lambda: now + seconds)
+
+
 def test_results_are_kept_for_redraws_in_bounded_memory(monkeypatch):
     kept = app.Kept(size=2, ttl_s=60)
     keys = [kept.put([i]) for i in range(3)]
@@ -417,10 +424,10 @@ def test_results_are_kept_for_redraws_in_bounded_memory(monkeypatch):
     monkeypatch.setattr(app, "KEPT", kept)
     with pytest.raises(gr.Error, match="no longer kept"):
         app.redraw(keys[0], "jet", 0.5, True, True)
-    kept.ttl_s = 0
+    _later(monkeypatch, 61)
     with pytest.raises(gr.Error, match="no longer kept"):
         kept.get(keys[2])
-    assert kept.purge() == 2 and not kept._items
+    assert kept.purge() == 2 and kept.purge() == 0
 
 
 def test_answers_expire_but_the_examples_answers_stay(monkeypatch):
@@ -431,13 +438,14 @@ def test_answers_expire_but_the_examples_answers_stay(monkeypatch):
     answers.put(("second",), results)                          # the first goes; pinned answers do not count
     assert answers.get(("first",), clip) is None
     assert answers.get(("example",), clip) == [app.Analysis(clip, "a map", {"insertion": 0.5})]
-    answers.ttl_s = 0
+    _later(monkeypatch, 61)
     assert answers.get(("second",), clip) is None and answers.purge() == 1
     assert answers.get(("example",), clip) is not None
     monkeypatch.setattr(app, "ANSWERS", answers)
     monkeypatch.setattr(app, "release_freed_memory", lambda: released.append(True))
     released = []
     answers.put(("third",), results)
+    _later(monkeypatch, 200)
     stop = app.keep_purging(every_s=0.05)
     try:
         for _ in range(100):
@@ -446,7 +454,7 @@ def test_answers_expire_but_the_examples_answers_stay(monkeypatch):
             time.sleep(0.02)
     finally:
         stop.set()
-    assert released and not answers._items, "a purge drops old answers and hands their memory back"
+    assert released and answers.purge() == 0, "a purge drops old answers and hands their memory back"
     answers.forget(("example",))
     assert answers.get(("example",), clip) is None
 
