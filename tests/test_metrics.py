@@ -13,7 +13,9 @@ from explainers.metrics import (
     insertion_deletion,
     localisation_iou,
     pointing_game,
+    ranks,
     saliency_metric,
+    spearman,
     temporal_pointing_game,
     unit_ranks,
 )
@@ -213,6 +215,18 @@ def test_cascading_randomisation_separates_model_dependent_methods():
     gradient = cascading_randomisation(model, x, "gradient")
     assert gradient[-1][1] < 0.5, gradient
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "randomised a copy only"
+
+
+def test_ranks_sort_floats_as_integers_in_the_floats_order():
+    g = torch.Generator().manual_seed(0)
+    values = [torch.randn(4, 9, 9, generator=g), torch.relu(torch.randn(4, 9, 9, generator=g)),   # ties at 0
+              torch.tensor([0.0, -0.0, 1.0, -2.0, float("inf"), -float("inf"), 1e-40, -1e-40, 1.0])]
+    for a in values:
+        assert torch.equal(ranks(a), a.flatten().argsort(stable=True).argsort()), "ties broken by position"
+    a, b = values[0], values[0].flip(0) + 0.5 * torch.randn(4, 9, 9, generator=g)
+    ra, rb = (v.flatten().argsort(stable=True).argsort().double() for v in (a, b))
+    assert spearman(a, b) == pytest.approx(float(torch.corrcoef(torch.stack([ra, rb]))[0, 1]), abs=1e-12)
+    assert spearman(a, a) == 1.0 and spearman(a, -a) == pytest.approx(-1.0)
 
 
 def test_sanity_checks_tell_a_model_dependent_method_from_a_fixed_pattern():
