@@ -240,7 +240,7 @@ def _overlay(analyses: list[Analysis], folder: Path, display: tuple, made: Path 
     if made is not None and display == DISPLAY:
         shutil.copyfile(made, video)
     else:
-        write_mp4(video, analysis.view(analyses, *display), fps=analysis.VIDEO_FPS)
+        write_mp4(video, analysis.view(analyses, *display), fps=analysis.VIDEO_FPS, preset="ultrafast")
     return str(video)
 
 
@@ -1076,14 +1076,21 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+def configure_server(threads: int | None = None) -> None:
+    """The process settings the server runs with (``main``, and benchmarks that start the app in their own
+    process): torch's threads (when given), two glibc heaps (each request works in a new thread: a quick and a long
+    lane) and a short thread switch interval."""
+    configure_cpu(threads, arenas=2)
+    sys.setswitchinterval(SWITCH_S)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Explain video classifiers in the browser.")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    configure_cpu(arenas=2)   # each request works in a new thread: two glibc heaps (a quick and a long lane)
-    sys.setswitchinterval(SWITCH_S)
+    configure_server()
     demo = jobs.in_own_thread(build_demo)     # its estimates run the model: not in the main thread (jobs.off_main)
     keep_purging(demo)
     if not jobs.ON_ZERO_GPU:          # ZeroGPU runs model work only inside a visitor's request

@@ -102,23 +102,39 @@ class TimedOut:
 
 
 _working = 0                  # work threads alive in this process
+_starts = 0                   # work threads started so far (an idle trim is called off by a start since)
 _working_lock = threading.Lock()
+IDLE_TRIM_S = 1.0             # the work threads' memory goes back to the kernel after this long with none running
 
 
 def _started() -> None:
-    global _working
+    global _working, _starts
     with _working_lock:
         _working += 1
+        _starts += 1
 
 
 def _ended() -> None:
-    """A work thread ends; the last one hands the memory its work freed back to the kernel, so the process returns
-    to its idle size between bursts of visitors (``explainers.device.keep_freed_memory`` keeps it otherwise)."""
+    """A work thread ends; once none has run for ``IDLE_TRIM_S``, the memory their work freed is handed back to the
+    kernel, so the process returns to its idle size between bursts of visitors
+    (``explainers.device.keep_freed_memory`` keeps it otherwise). Not at once: the next step of the same request
+    (its scoring after its map) would fault those pages in again, and the trim would delay its answer."""
     global _working
     with _working_lock:
         _working -= 1
-        if not _working:
-            release_freed_memory()
+        if _working:
+            return
+        starts = _starts
+    timer = threading.Timer(IDLE_TRIM_S, _trim_if_idle, (starts,))
+    timer.daemon = True
+    timer.start()
+
+
+def _trim_if_idle(starts: int) -> None:
+    with _working_lock:
+        if _working or _starts != starts:
+            return
+    release_freed_memory()
 
 
 def in_own_thread(work: Callable[..., Any], *args, **kwargs) -> Any:
@@ -207,8 +223,8 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
             outcome = ("done", work(report))
         except BaseException as e:   # handed to the generator, which re-raises it in the caller's thread
             outcome = ("raised", e)
-        _ended()
         updates.put(outcome)
+        _ended()
 
     thread = threading.Thread(target=target, name="videoxai-job", daemon=True)
     _started()

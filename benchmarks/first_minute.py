@@ -21,8 +21,6 @@ import socket
 import statistics
 import time
 
-from explainers.device import configure_cpu
-
 METHODS = ("grad_cam", "gradient", "grad_cam_pp", "saliency_tubes")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OVERLAY_READY = "() => { const v = document.querySelector('#explain-overlay video'); return v && v.readyState >= 2; }"
@@ -95,11 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=METHODS)
     args = parser.parse_args(argv)
-    configure_cpu(args.threads)
-
     from playwright.sync_api import sync_playwright
 
     import app
+
+    app.configure_server(args.threads)                             # as app.main
 
     example = sorted(str(p) for p in app.EXAMPLES_DIR.glob("*.mp4"))[0]
     app.jobs.in_own_thread(app.answer_examples)                    # as at start, off ZeroGPU
@@ -125,10 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
                 fresh_page(page, url, example, "occlusion", app.REGISTRY["occlusion"].name)
                 progress.append(click_to_progress(page))
             report["click to progress"] = statistics.median(progress)
-            clip = app.load_clip(example, app.DEFAULT_MODEL)
+            clip = app.jobs.in_own_thread(app.load_clip, example, app.DEFAULT_MODEL)   # torch: not in this thread
             for method in args.methods:
                 handler, browser_s = [], []
                 for _ in range(args.repeats):
+                    page.goto("about:blank")                       # no overlay looping on the server's cores
                     handler.append(handler_seconds(app, clip, example, method))
                     fresh_page(page, url, example, method, app.REGISTRY[method].name)
                     forget(app, clip, method)

@@ -108,13 +108,24 @@ def test_handlers_run_in_passing_threads_with_the_callers_context_and_errors():
     assert inspect.signature(jobs.off_main(count)) == inspect.signature(count)
 
 
-def test_freed_memory_goes_back_when_the_last_work_ends(monkeypatch):
+def test_freed_memory_goes_back_once_no_work_has_run_for_a_while(monkeypatch):
     released = []
     monkeypatch.setattr(jobs, "release_freed_memory", lambda: released.append(time.perf_counter()))
+    monkeypatch.setattr(jobs, "IDLE_TRIM_S", 0.3)
     first, second = (jobs.run_cancellable(_work(s, []), poll_s=0.02) for s in (0.1, 0.4))
     next(first), next(second)
-    assert list(first)[-1] == "finished" and not released     # the other work still runs
-    assert list(second)[-1] == "finished" and len(released) == 1
+    assert list(first)[-1] == "finished"
+    time.sleep(0.35)
+    assert not released, "the other work still runs"
+    assert list(second)[-1] == "finished"
+    third = jobs.run_cancellable(_work(0.4, []), poll_s=0.02)
+    next(third)                                                # a new request within the idle time: no trim
+    time.sleep(0.35)
+    assert not released
+    assert list(third)[-1] == "finished"
+    ended = time.perf_counter()
+    time.sleep(0.6)
+    assert len(released) == 1 and released[0] - ended >= 0.25, "after the idle time, once"
 
 
 @pytest.mark.integration

