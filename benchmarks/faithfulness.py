@@ -277,22 +277,32 @@ def append_rows(out: Path, rows: list[dict]) -> None:
         f.write("".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
-def join(runs: list[Path], out: Path, n_clips: int | None = None) -> list[dict]:
+def join(runs: list[Path], out: Path, n_clips: int | None = None, tags: list[str] | None = None,
+         methods: list[str] | None = None) -> list[dict]:
     """Merge the rows of ``runs`` into ``out/results.jsonl``, one per (model, clip, method): rows already in
     ``out`` stay, and otherwise the first run that has a row gives it. With ``n_clips``, only the rows of the
     first ``n_clips`` test clips (and of folder clips) are taken, so that runs of different lengths give one
-    table over the same clips. Returns all rows of ``out``."""
+    table over the same clips. ``tags`` (one per run, "" for none) are added to the method labels of that run's
+    rows, as ``--params`` labels them (``occlusion fill=zero``): rows of one method from runs made with different
+    settings (a default since changed) then sit side by side and can be compared clip by clip. With ``methods``,
+    only their rows are taken. Returns all rows of ``out``."""
+    if tags is not None and len(tags) != len(runs):
+        raise ValueError(f"{len(tags)} tags for {len(runs)} runs: give one per run ('' for none)")
     out.mkdir(parents=True, exist_ok=True)
     rows = _same_dataset(read_rows(out), out)
     done = {_key(r) for r in rows}
     first = None if n_clips is None else {f"synth-{s}" for s in synthetic.split_seeds("test", n_clips)}
     added = []
-    for run_dir in runs:
+    for run_dir, tag in zip(runs, tags or [""] * len(runs)):
         if not results_file(run_dir).exists():
             raise FileNotFoundError(f"{run_dir} has no results.jsonl")
         for row in _same_dataset(read_rows(run_dir), run_dir):
             if first is not None and row["clip"].startswith("synth-") and row["clip"] not in first:
                 continue
+            if methods is not None and row["method"].split()[0] not in methods:
+                continue
+            if tag:
+                row = {**row, "method": f"{row['method']} {tag}"}
             if _key(row) not in done:
                 done.add(_key(row))
                 added.append(row)
@@ -379,13 +389,13 @@ def paired(rows: list[dict], base: str, order: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_reports(rows: list[dict], out: Path, against: str | None = None) -> str:
+def write_reports(rows: list[dict], out: Path, against: list[str] | None = None) -> str:
     """tables.md, results.csv and report.html from all rows; returns the Markdown. With ``against``, the tables
-    end with every method compared with that one clip by clip (``paired``)."""
+    end with every method compared with each of those clip by clip (``paired``)."""
     table = summarise(rows)
     text = markdown(table, list(REGISTRY))
-    if against:
-        text += "\n" + paired(rows, against, list(REGISTRY))
+    for base in against or []:
+        text += "\n" + paired(rows, base, list(REGISTRY))
     (out / "tables.md").write_text(text + "\n")
     keys = ["model", "clip", "method", "preset", "seed", "target", *[k for k, _ in COLUMNS], "error"]
     with (out / "results.csv").open("w", newline="") as f:
@@ -484,13 +494,24 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--params", type=json.loads, default={},
                         help="JSON object of parameters for every method given, e.g. '{\"ends\": \"virtual\"}'")
     parser.add_argument("--join", nargs="+", type=Path, metavar="RUN",
-                        help="merge these runs' rows into --out and write its tables; compute nothing")
-    parser.add_argument("--against", metavar="METHOD",
-                        help="also compare every method with this one clip by clip (wins, losses, sign test)")
+                        help="merge these runs' rows into --out and write its tables; compute nothing (with "
+                             "--methods, only their rows)")
+    parser.add_argument("--tags", nargs="+", metavar="TAG",
+                        help="--join: a tag per run added to its method labels ('' for none), e.g. fill=zero for a "
+                             "run made while that was the default")
+    parser.add_argument("--against", nargs="+", metavar="METHOD",
+                        help="also compare every method with each of these clip by clip (wins, losses, sign test); "
+                             "a tagged method by its label, e.g. 'occlusion fill=zero'")
     args = parser.parse_args(argv)
     if args.join:
-        print(write_reports(join(args.join, args.out, args.clips), args.out, args.against))
+        try:
+            rows = join(args.join, args.out, args.clips, args.tags, args.methods)
+        except ValueError as error:
+            parser.error(str(error))
+        print(write_reports(rows, args.out, args.against))
         return 0
+    if args.tags:
+        parser.error("--tags labels the rows of --join runs")
     methods = args.methods or (QUICK["methods"] if args.quick else [m for m in REGISTRY if m != "ep_unsync"])
     n_clips = args.clips if args.clips is not None else (QUICK["clips"] if args.quick else 100)
     for method in methods:

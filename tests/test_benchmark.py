@@ -117,6 +117,26 @@ def test_join_merges_runs_into_one_table(tmp_path, capsys):
         benchmark.join([tmp_path / "missing"], out)
 
 
+def test_join_tags_a_runs_labels_so_one_method_under_two_settings_is_compared_clip_by_clip(tmp_path, capsys):
+    def row(clip: str, method: str, deletion: float) -> dict:
+        return {"model": "m", "clip": clip, "method": method, "deletion": deletion,
+                "insertion_curve": [0.5] * 3, "deletion_curve": [deletion] * 3}
+
+    runs = {"blur": [row(f"c{i}", "occlusion", 0.1) for i in range(8)],
+            "grey": [row(f"c{i}", m, 0.3) for i in range(8) for m in ("occlusion", "grad_cam")]}
+    for name, rows in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    benchmark.main(["--join", str(tmp_path / "blur"), str(tmp_path / "grey"), "--tags", "", "fill=zero",
+                    "--methods", "occlusion", "--out", str(out), "--against", "occlusion fill=zero"])
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in rows} == {"occlusion", "occlusion fill=zero"}, "grad_cam's rows are not taken"
+    assert "| occlusion | 8 | 8–0 (0.0078) |" in capsys.readouterr().out     # lower deletion on every clip
+    with pytest.raises(SystemExit):
+        benchmark.main(["--join", str(tmp_path / "blur"), "--tags", "a", "b", "--out", str(out)])
+
+
 def test_join_takes_the_first_n_clips_only_when_asked(tmp_path):
     row = {"model": "m", "method": "random", "insertion": 0.5, "dataset": benchmark.synthetic.DATASET}
     (tmp_path / "long").mkdir()
