@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,7 +26,7 @@ from torch import nn
 
 from explainers.cam import UPSAMPLE, layer_map
 from explainers.context import Context, MethodOutput
-from explainers.layers import to_volume
+from explainers.layers import forward_hooks, to_volume
 from explainers.registry import one_forward, one_pair, register
 
 PROJECTIONS = ("key", "k_proj", "qkv")
@@ -104,24 +106,38 @@ def _attention_with_probabilities(module: nn.Module, query: torch.Tensor, key: t
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
 
+_switch_lock = threading.Lock()
+_switched: Counter[int] = Counter()         # id(config) -> methods running that need its probabilities
+_saved_kernel: dict[int, str] = {}          # id(config) -> its own kernel, restored when the last one ends
+
+
 @contextlib.contextmanager
 def _returning_probabilities(modules: list[nn.Module]) -> Iterator[None]:
     """transformers' fused kernels (SDPA) return no probabilities: while a method runs, the attention modules
-    that pick their kernel by ``config._attn_implementation`` use ``_attention_with_probabilities``."""
+    that pick their kernel by ``config._attn_implementation`` use ``_attention_with_probabilities``. Counted per
+    config, so that methods running side by side on one model in several threads keep it until the last one ends
+    (other passes meanwhile get the same outputs, through the slower kernel)."""
     configs = {id(c): c for m in modules if (c := getattr(m, "config", None)) is not None
                and hasattr(c, "_attn_implementation")}
     if configs:
         from transformers import AttentionInterface
 
         AttentionInterface.register(PROBS, _attention_with_probabilities)
-    saved = {k: c._attn_implementation for k, c in configs.items()}
-    for c in configs.values():
-        c._attn_implementation = PROBS
+    with _switch_lock:
+        for key, c in configs.items():
+            if not _switched[key]:
+                _saved_kernel[key] = c._attn_implementation
+                c._attn_implementation = PROBS
+            _switched[key] += 1
     try:
         yield
     finally:
-        for k, c in configs.items():
-            c._attn_implementation = saved[k]
+        with _switch_lock:
+            for key, c in configs.items():
+                _switched[key] -= 1
+                if not _switched[key]:
+                    c._attn_implementation = _saved_kernel.pop(key)
+                    del _switched[key]
 
 
 def head_relevance(grad: torch.Tensor, probs: torch.Tensor, rows: int = 64) -> torch.Tensor:
@@ -150,20 +166,16 @@ def capture_attention(model: nn.Module, gradients: bool) -> Iterator[list[dict]]
         if gradients and probs.requires_grad:
             probs.register_hook(lambda g: record.__setitem__("relevance", head_relevance(g, probs.detach())))
 
-    handles = []
+    hooks = []
     for name, m in found:
         kind = _kind(name, divided)
         dropout = getattr(m, "attn_drop", None)      # TimeSformer: probabilities pass through this dropout
         if isinstance(dropout, nn.Dropout):
-            handles.append(dropout.register_forward_hook(lambda _m, _i, out, k=kind: keep(k, out)))
+            hooks.append((dropout, lambda _m, _i, out, k=kind: keep(k, out)))
         else:
-            handles.append(m.register_forward_hook(lambda _m, _i, out, k=kind: keep(k, out[1])))
-    try:
-        with _returning_probabilities([m for _, m in found]):
-            yield records
-    finally:
-        for h in handles:
-            h.remove()
+            hooks.append((m, lambda _m, _i, out, k=kind: keep(k, out[1])))
+    with forward_hooks(hooks), _returning_probabilities([m for _, m in found]):
+        yield records
 
 
 def _steps(records: list[dict], key: str) -> list[Step]:

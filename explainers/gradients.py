@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from explainers.context import Context, MethodOutput
-from explainers.layers import relu_not_inplace
+from explainers.layers import forward_hooks
 from explainers.maps import blur_frames
 from explainers.registry import Param, one_pair, register
 
@@ -70,16 +70,12 @@ class _GuidedReLU(torch.autograd.Function):
 
 @contextlib.contextmanager
 def guided_relus(model: nn.Module):
-    """Swap the forward of every ``nn.ReLU`` module for the guided one (functional ReLUs are not reached)."""
+    """Pass the output of every ``nn.ReLU`` module through the guided one (a forward hook: this thread's passes
+    only, ``forward_hooks``; functional ReLUs are not reached). Its backward masks by the ReLU's output, positive
+    exactly where the input was, so an in-place ReLU needs no change."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    with relu_not_inplace(model):
-        for m in relus:
-            m.forward = _GuidedReLU.apply
-        try:
-            yield len(relus)
-        finally:
-            for m in relus:
-                del m.forward
+    with forward_hooks((m, lambda _m, _inputs, out: _GuidedReLU.apply(out)) for m in relus):
+        yield len(relus)
 
 
 @register("guided_backprop", name="Guided backprop", family="gradient", paper="Springenberg et al. 2015; [S0], [S4]",

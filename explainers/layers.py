@@ -1,9 +1,10 @@
-"""Hooks and layer plumbing: context managers that always remove themselves (``capture``, ``relu_not_inplace``,
+"""Hooks and layer plumbing: context managers that always remove themselves (``forward_hooks``, ``capture``,
 ``eval_mode``), and a target layer's output laid out as a C×T'×H'×W' volume (``to_volume``, ``layer_volume``)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,10 +15,30 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Each (module, hook) registered as a forward hook for the duration, removed on exit, also on error. A hook acts
+    only on the passes of the thread that registered it: one model object may serve several threads at once (the
+    app's lanes run requests side by side on one cached model), and a request's hooks must not reach another's
+    passes."""
+    owner = threading.get_ident()
+
+    def own(hook: Callable) -> Callable:
+        return lambda module, inputs, output: hook(module, inputs, output) if threading.get_ident() == owner else None
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(own(hook)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
 def capture(module: nn.Module, grad: bool = True) -> Iterator[dict]:
     """Record ``module``'s forward output as ``store["act"]`` and, with ``grad``, its gradient as
-    ``store["grad"]``; tuple outputs (transformer blocks) use their first element. Hooks are removed on exit,
-    also on error."""
+    ``store["grad"]``; tuple outputs (transformer blocks) use their first element (``forward_hooks``: this
+    thread's passes only)."""
     store: dict = {}
 
     def hook(_m, _inputs, output):
@@ -26,24 +47,8 @@ def capture(module: nn.Module, grad: bool = True) -> Iterator[dict]:
         if grad and out.requires_grad:
             out.register_hook(lambda g: store.__setitem__("grad", g))
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with forward_hooks([(module, hook)]):
         yield store
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def relu_not_inplace(model: nn.Module) -> Iterator[None]:
-    """Turn every inplace ``nn.ReLU`` into an out-of-place one for the duration (backward hooks need it)."""
-    changed = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
-    for m in changed:
-        m.inplace = False
-    try:
-        yield
-    finally:
-        for m in changed:
-            m.inplace = True
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from explainers import REGISTRY, explain
+from explainers import REGISTRY, attention, explain
 from explainers.attention import capture_attention
 from tests.hubfiles import tiny_classifier
 from zoo.models import VideoClassifier
@@ -170,3 +170,19 @@ def _plain(net: nn.Module) -> nn.Module:
         def forward(self, x):
             return self.net(pixel_values=x.transpose(1, 2)).logits
     return Plain()
+
+
+
+def test_the_probabilities_kernel_stays_until_the_last_method_on_the_model_ends():
+    """Two attention methods on one model in two threads overlap: the first to end must not switch the kernel
+    back under the second (its later layers would give no probabilities)."""
+    block = nn.Module()
+    block.config = type("Config", (), {"_attn_implementation": "sdpa"})()
+    first, second = (attention._returning_probabilities([block]) for _ in range(2))
+    first.__enter__()
+    second.__enter__()
+    assert block.config._attn_implementation == attention.PROBS
+    first.__exit__(None, None, None)
+    assert block.config._attn_implementation == attention.PROBS, "the second method still runs"
+    second.__exit__(None, None, None)
+    assert block.config._attn_implementation == "sdpa"

@@ -1,6 +1,7 @@
 """Explainers I: known answers (not snapshots), hooks, invariance, seeds and batching."""
 from __future__ import annotations
 
+import threading
 import warnings
 
 import pytest
@@ -299,6 +300,33 @@ def test_hooks_removed_and_model_restored_after_cancel(method):
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
     assert all("forward" not in vars(m) for m in model.modules()), "patched forwards removed"
     explain(model, x, method)  # still usable
+
+
+def test_a_methods_hooks_reach_only_its_own_threads_passes():
+    """One model object may serve several threads at once (the app's lanes run requests side by side on one cached
+    model): while another thread runs guided backprop and Grad-CAM on it over and over, this thread's gradient and
+    Grad-CAM maps stay exactly those computed alone."""
+    model = RedDetector()
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[1.0, -1.0], [0.0, 1.0]]))   # negative upstream: guided ≠ vanilla
+    x = torch.rand(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0)) + 0.1
+    alone = {method: explain(model, x, method, target=0).raw for method in ("gradient", "grad_cam")}
+    assert not torch.equal(explain(model, x, "guided_backprop", target=0).raw, alone["gradient"])
+    stop = threading.Event()
+
+    def other_request() -> None:
+        while not stop.is_set():
+            explain(model, 2 * x, "guided_backprop", target=1)
+            explain(model, 2 * x, "grad_cam", target=1)
+    other = threading.Thread(target=other_request)
+    other.start()
+    try:
+        for _ in range(50):
+            for method, expected in alone.items():
+                assert torch.equal(explain(model, x, method, target=0).raw, expected), method
+    finally:
+        stop.set()
+        other.join()
 
 
 # every method but the attention family (tests/test_attention.py runs these checks on transformers)
