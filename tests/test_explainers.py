@@ -135,6 +135,19 @@ def test_occlusion_hides_every_voxel_equally_at_every_preset(preset):
     assert e.extras["positions"] == {"fast": 3 * 7 * 7, "paper": 5 * 13 * 13}[preset], (window, strides)
 
 
+def test_guided_backprop_equals_captum():
+    captum = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv3d(4, 4, 3, padding=1),
+                          nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 4 * 8 * 8, 3)).eval()
+    x = torch.randn(SHAPE)
+    ours = explain(model, x, "guided_backprop", target=1).raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # Captum's note on the in-place ReLUs it hooks
+        ref = captum.GuidedBackprop(model).attribute(x.clone(), target=1)[0]
+    assert torch.allclose(ours, ref, atol=1e-7) and ours.abs().max() > 0
+
+
 def test_occlusion_equals_captum():
     """The mean probability drop over the windows hiding a voxel, as Captum's Occlusion computes it."""
     captum = pytest.importorskip("captum.attr")
