@@ -241,6 +241,7 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
             if isinstance(item, Progress):
                 last = item
             elif item is not None:
+                thread.join()                      # it has handed over its outcome: only its bookkeeping is left
                 if item[0] == "raised":
                     raise item[1]
                 yield TimedOut(limit_s) if stop.is_set() else item[1]
