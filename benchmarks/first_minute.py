@@ -1,12 +1,14 @@
 """A new visitor's first results: how long after a click the overlay, then the metrics and curves, appear.
 
-Starts the app in this process on 127.0.0.1 and drives it in headless Chromium (Debian's, through Playwright) at
-1440×900: an example is loaded, then for each method *Explain* is clicked ``--repeats`` times, its answer forgotten
-before each click so that the model runs (the ``random`` map it is judged against is the example's, kept from the
+Starts the app in this process on 127.0.0.1, with the server's process settings (``app.configure_server``) and no
+torch op in its main thread, and drives it in headless Chromium (Debian's, through Playwright) at 1440×900: an
+example is loaded, then for each method *Explain* is clicked ``--repeats`` times, its answer forgotten before each
+click so that the model runs (the ``random`` map it is judged against is the example's, kept from the
 start, as for any visitor). Reported per method, median of the repeats:
 
 * handler: from the handler's start (the request has reached the server) to its first result (overlay and
-  per-frame importance made) and to its last (metrics, curves, table, downloads), timed by calling the handler;
+  per-frame importance made) and to its last (metrics, curves, table, downloads), timed by calling the handler
+  with the page blank (no overlay playing on the server's cores);
 * browser: from the click to the overlay video ready to play, and to the insertion/deletion plot drawn;
 * the bundled example answered from memory (the default method, answers computed at start), click to overlay;
 * a long run (3-D occlusion, paper preset), click to its progress shown under the button (then stopped).
