@@ -98,7 +98,10 @@ class Server:
         return 0.0
 
     def disk_mb(self) -> float:
-        return sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file()) / 2**20
+        """What the server wrote for visitors: everything in its folders but the examples' overlays made at start
+        (``app.answer_examples``), which stay for the process's life."""
+        made = lambda p: any(part.startswith("videoxai-examples-") for part in p.relative_to(self.tmp).parts)
+        return sum(p.stat().st_size for p in self.tmp.rglob("*") if p.is_file() and not made(p)) / 2**20
 
     def stop(self) -> None:
         self.process.terminate()
