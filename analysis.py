@@ -47,7 +47,7 @@ STRIP_GAP = 2            # white pixels between the strip's frames
 OVERLAY = "overlay.mp4"
 
 
-MODELS_KEPT = 3
+MODELS_KEPT = 4                 # the three embedded models and the Space's preloaded one (ZeroGPU keeps exactly these)
 
 
 @lru_cache(maxsize=MODELS_KEPT)

@@ -1,6 +1,7 @@
 """The attention family on known answers: uniform attention has closed forms, rollout and the gradient-weighted
 rules equal dense N×N products of the attention that transformers itself returns, TimeSformer's divided
-space-time steps equal their dense matrices, and models without attention are refused."""
+space-time steps equal their dense matrices, models without attention are refused, and on the trained embedded
+transformer every map depends on the weights."""
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,11 @@ from torch import nn
 
 from explainers import REGISTRY, attention, explain
 from explainers.attention import capture_attention
+from explainers.metrics import sanity_checks
 from tests.hubfiles import tiny_classifier
-from zoo.models import VideoClassifier
+from zoo.models import VideoClassifier, load_model
+from zoo.synthetic import make_clip
+from zoo.video import preprocess
 
 METHODS = ("attention", "attention_rollout", "grad_rollout", "chefer")
 
@@ -186,3 +190,14 @@ def test_the_probabilities_kernel_stays_until_the_last_method_on_the_model_ends(
     assert block.config._attn_implementation == attention.PROBS, "the second method still runs"
     second.__exit__(None, None, None)
     assert block.config._attn_implementation == "sdpa"
+
+
+def test_on_the_trained_transformer_every_attention_map_depends_on_its_weights():
+    """The embedded transformer: each method runs on it, and its map decorrelates from the map of the same model
+    with every layer re-initialised (Adebayo et al.'s sanity check), while a fixed pattern does not."""
+    model = load_model("synth-videomae-small")
+    x, _ = preprocess(make_clip(1_000_004).video, model.input_spec)
+    for method in (*METHODS, "centre"):
+        e = explain(model, x, method)
+        rho = sanity_checks(model, x, method, e.saliency, e.target)["sanity_model"]
+        assert rho == pytest.approx(1.0) if method == "centre" else rho < 0.5, method

@@ -20,7 +20,9 @@ from zoo.video import preprocess
 
 pytestmark = pytest.mark.slow
 
-EMBEDDED = ["synth-r2plus1d-small", "synth-cnn-lstm"]
+# Held-out top-1 each model must reach: the target is 90 %; the transformer ships below it (docs/training.md).
+BAR = {"synth-r2plus1d-small": 0.90, "synth-cnn-lstm": 0.90, "synth-videomae-small": 0.60}
+EMBEDDED = list(BAR)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +47,11 @@ def accuracy(model, clips: np.ndarray, labels: np.ndarray, batch: int = 50) -> f
 
 
 @pytest.mark.parametrize("card_id", EMBEDDED)
-def test_held_out_accuracy_at_least_90_percent(card_id, test_split):
+def test_held_out_accuracy_reaches_the_models_bar(card_id, test_split):
     clips, labels = test_split
     assert len(clips) >= 200
     top1 = accuracy(load_model(card_id), clips, labels)
-    assert top1 >= 0.90
+    assert top1 >= BAR[card_id]
     recorded = load_card(card_id).held_out
     assert (recorded["dataset"], recorded["clips"]) == (synthetic.DATASET, len(clips))
     assert recorded["top1"] == pytest.approx(top1, abs=1e-4), "rerun videoxai accuracy --model ID --record"

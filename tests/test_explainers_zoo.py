@@ -37,17 +37,19 @@ def _not_applicable(results) -> set[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm"])
-def test_every_method_on_the_embedded_models(card_id):
+@pytest.mark.parametrize("card_id, inapplicable", [
+    ("synth-r2plus1d-small", ATTENTION),
+    ("synth-cnn-lstm", {"saliency_tubes", *ATTENTION}),    # as in [S0], Saliency Tubes is for 3-D CNNs only
+    ("synth-videomae-small", {"saliency_tubes"})])
+def test_every_method_on_the_embedded_models(card_id, inapplicable):
     model = load_model(card_id)
     x, _ = preprocess(make_clip(1_000_004).video, model.input_spec)  # a real clip (grow), not noise
     results = _run_all(model, x)
-    if card_id == "synth-cnn-lstm":  # as in [S0], Saliency Tubes is for 3-D CNNs only
-        assert _not_applicable(results) == {"saliency_tubes", *ATTENTION}
+    assert _not_applicable(results) == inapplicable
+    if "saliency_tubes" in inapplicable:
         assert "3-D CNNs" in str(results["saliency_tubes"])
-    else:
-        assert _not_applicable(results) == ATTENTION
-    assert "no attention layers" in str(results["chefer"])
+    if "chefer" in inapplicable:
+        assert "no attention layers" in str(results["chefer"])
     assert results["grad_cam"].saliency.max() > 0
 
 
@@ -82,7 +84,8 @@ def test_every_method_on_tiny_video_transformers(kind):
     assert torch.allclose(results["guided_backprop"].raw, results["gradient"].raw)
 
 
-@pytest.mark.parametrize("kind", ["synth-r2plus1d-small", "synth-cnn-lstm", "videomae", "timesformer"])
+@pytest.mark.parametrize("kind", ["synth-r2plus1d-small", "synth-cnn-lstm", "synth-videomae-small", "videomae",
+                                  "timesformer"])
 def test_bf16_forwards_on_every_model_family(kind):
     """bf16 autocast with channels-last clips runs on 3-D CNNs, the CNN-LSTM and transformers, and the perturbed
     clips' probabilities stay within 0.02 of fp32."""

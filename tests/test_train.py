@@ -56,6 +56,14 @@ def test_training_writes_weights_and_card_and_is_reproducible(tmp_path, monkeypa
     assert (tmp_path / "b" / f"{CARD}.safetensors").read_bytes() != weights.read_bytes()
 
 
+def test_the_curriculum_moves_from_flat_backgrounds_to_the_final_mixture_over_its_length():
+    trivial_only = (1, 0, 0, 0)
+    assert train.curriculum_weights(0, 600) == train.curriculum_weights(119, 600) == trivial_only
+    assert train.curriculum_weights(120, 600) != trivial_only and sum(train.curriculum_weights(120, 600)) == 1
+    assert train.curriculum_weights(599, 600)[3] > 0 and train.curriculum_weights(600, 600) == train.FINAL_MIXTURE
+    assert train.curriculum_weights(1199, 6000) == trivial_only          # --curriculum-steps 6000: a longer start
+
+
 def test_continuing_from_weights_with_fewer_input_channels_keeps_the_function(tmp_path):
     """Weights from before the CNN-LSTM gained its flow input load with the new inputs at zero."""
     from safetensors.torch import save_file

@@ -74,7 +74,7 @@ def test_unknown_card_is_a_clear_error():
         load_model("nope")
 
 
-@pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm"])
+@pytest.mark.parametrize("card_id", ["synth-r2plus1d-small", "synth-cnn-lstm", "synth-videomae-small"])
 def test_embedded_models_load_frozen_and_classify(card_id):
     model = load_model(card_id)
     _assert_frozen_eval(model)

@@ -1,4 +1,4 @@
-"""Definitions of the two small embedded models, one per family compared in the papers.
+"""Definitions of the small embedded models: one per family compared in the papers, and a video transformer.
 
 * ``R2Plus1DSmall`` — a 3-D CNN in the R(2+1)D style built from torchvision's ``VideoResNet`` ``BasicBlock``
   at reduced width (16/32/64/128 channels; torchvision's ``VideoResNet`` hard-codes 64..512). Its last block
@@ -8,8 +8,10 @@
   between them (``LucasKanadeFlow``), as in the flow stream of two-stream CNN-LSTMs. The CNN output is exposed
   as a B×C×T×H'×W' volume (module ``frames``), so CAM methods see it exactly like a 3-D CNN's activation, at
   full temporal resolution.
+* ``VideoMAESmall`` — transformers' own ``VideoMAEForVideoClassification`` at a small width, so that the attention
+  methods run on the same code as the Hub's VideoMAEs, with trained weights.
 
-Both take normalised clips B×3×T×H×W and return logits B×num_classes. ``temporal_convs_as_2d`` (applied to every
+All take normalised clips B×3×T×H×W and return logits B×num_classes. ``temporal_convs_as_2d`` (applied to every
 zoo model by ``zoo.models.VideoClassifier``) runs time-only 3-D convolutions as 2-D ones, which PyTorch's CPU
 backend handles much faster at small batches; ``batchnorms_as_affine`` (applied there too) runs eval-mode batch
 norms as one multiply-add, whose backward is cheaper than PyTorch's.
@@ -264,7 +266,26 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-ARCHITECTURES = {"r2plus1d_small": R2Plus1DSmall, "cnn_lstm": CNNLSTM}
+class VideoMAESmall(nn.Module):
+    """A small VideoMAE: transformers' ``VideoMAEForVideoClassification`` (the class the Hub's VideoMAEs load into)
+    at 16×112×112 with ``tubelet``×16×16 tubelets (4×7×7 tokens at the default 4), ``depth`` blocks of width
+    ``width`` with ``heads`` heads, fixed sinusoidal positions and a mean-pooled readout (no CLS token).
+    ``model`` is the transformers module; ``forward`` takes B×3×T×H×W like the other embedded models."""
+
+    def __init__(self, num_classes: int = 10, width: int = 128, depth: int = 4, heads: int = 4, tubelet: int = 4):
+        super().__init__()
+        from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+        config = VideoMAEConfig(image_size=112, patch_size=16, num_frames=16, tubelet_size=tubelet, hidden_size=width,
+                                num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=4 * width,
+                                num_labels=num_classes, use_mean_pooling=True)
+        self.model = VideoMAEForVideoClassification(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x.transpose(1, 2)).logits
+
+
+ARCHITECTURES = {"r2plus1d_small": R2Plus1DSmall, "cnn_lstm": CNNLSTM, "videomae_small": VideoMAESmall}
 
 
 def build(arch: str, num_classes: int, **kwargs) -> nn.Module:

@@ -35,10 +35,12 @@ from zoo.architectures import build
 from zoo.cards import CARDS_DIR, load_card
 from zoo.models import VideoClassifier, load_model, read_embedded_weights, save_embedded_weights
 
-EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm"}
+EMBEDDED_CARDS = {"r2plus1d_small": "synth-r2plus1d-small", "cnn_lstm": "synth-cnn-lstm",
+                  "videomae_small": "synth-videomae-small"}
 POOL_OFFSETS = {"hard": 0, "medium": 200_000, "easy": 400_000, "trivial": 600_000}
-# Curriculum: (fraction of training done, mixing weights over trivial/easy/medium/hard).
-CURRICULUM = ((0.04, (1, 0, 0, 0)), (0.10, (0.2, 0.4, 0.4, 0)), (0.20, (0, 0.2, 0.3, 0.5)), (1.0, (0, 0.1, 0.2, 0.7)))
+# Curriculum: (fraction of the curriculum done, mixing weights over trivial/easy/medium/hard), then FINAL_MIXTURE.
+CURRICULUM = ((0.2, (1, 0, 0, 0)), (0.5, (0.2, 0.4, 0.4, 0)), (1.0, (0, 0.2, 0.3, 0.5)))
+FINAL_MIXTURE = (0, 0.1, 0.2, 0.7)
 PRESET_ORDER = ("trivial", "easy", "medium", "hard")
 
 
@@ -105,8 +107,9 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, y: tor
     return (1 - weight) * F.cross_entropy(logits, y) + weight * temperature ** 2 * soft
 
 
-def curriculum_weights(progress: float) -> tuple[float, ...]:
-    return next(w for end, w in CURRICULUM if progress < end or end == 1.0)
+def curriculum_weights(step: int, length: float) -> tuple[float, ...]:
+    """The pools' mixing weights at ``step`` of a curriculum that reaches ``FINAL_MIXTURE`` after ``length`` steps."""
+    return next((w for end, w in CURRICULUM if step / length < end), FINAL_MIXTURE)
 
 
 def top1_accuracy(model: torch.nn.Module, clips: np.ndarray, labels: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
@@ -169,7 +172,7 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
           lr: float, seed: int, log, init: Path | None = None, clip_grad: float = 0.0,
           device: str = "cpu", ema: float = 0.0, checkpoint: Path | None = None,
           checkpoint_every: int = 250, teacher: VideoClassifier | None = None,
-          distill: tuple[float, float] = (0.5, 2.0)) -> torch.nn.Module:
+          distill: tuple[float, float] = (0.5, 2.0), curriculum_steps: int | None = None) -> torch.nn.Module:
     """Train from scratch with the curriculum, or continue from ``init`` weights on the final mixture.
 
     ``ema`` > 0 keeps an exponential moving average of the weights (and buffers) with that decay per step; it is
@@ -195,7 +198,8 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
     averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema > 0
                 else None)
     t0, running, bf16 = time.time(), [], bf16_is_native(device)
-    run = repr((arch, steps, batch, lr, seed, clip_grad, ema, init is not None,
+    curriculum_steps = curriculum_steps or steps / 5
+    run = repr((arch, steps, batch, lr, seed, clip_grad, ema, init is not None, curriculum_steps,
                 sorted((name, len(pool)) for name, pool in pools.items()))
                + ((teacher.card.id, *distill) if teacher is not None else ()))
     if teacher is not None:
@@ -208,7 +212,8 @@ def train(arch: str, pools: dict[str, np.ndarray], val: tuple[np.ndarray, np.nda
         log(f"{arch}: continuing from step {start} ({checkpoint})")
     for step in range(start, steps):
         model.train()
-        weights = torch.tensor(curriculum_weights(1.0 if init else step / steps), dtype=torch.float)
+        mixture = FINAL_MIXTURE if init else curriculum_weights(step, curriculum_steps)
+        weights = torch.tensor(mixture, dtype=torch.float)
         source = torch.multinomial(weights, batch, replacement=True, generator=gen)
         idx = [int(torch.randint(len(pools[PRESET_ORDER[s]]), (1,), generator=gen)) for s in source]
         clips = np.stack([pools[PRESET_ORDER[s]][i] for s, i in zip(source.tolist(), idx)])
@@ -272,13 +277,16 @@ def _restore(path: Path, run: str, model, opt, sched, gen, averaged) -> int:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", nargs="+", default=list(EMBEDDED_CARDS), choices=list(EMBEDDED_CARDS))
+    parser.add_argument("--arch", nargs="+", default=["r2plus1d_small", "cnn_lstm"], choices=list(EMBEDDED_CARDS),
+                        help="default: the two CNNs (the cards' recorded commands rely on it)")
     parser.add_argument("--steps", type=int, nargs="+", default=[3000], help="one value, or one per --arch")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-3], help="one value, or one per --arch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pool", type=int, nargs=4, default=(1000, 2000, 3000, 8000),
                         metavar=("TRIVIAL", "EASY", "MEDIUM", "HARD"), help="training clips per preset")
+    parser.add_argument("--curriculum-steps", type=int, default=None,
+                        help="the step at which the curriculum reaches its final mixture (default: a fifth of --steps)")
     parser.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm (0: off)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="validate and save an exponential moving average of the weights with this decay (0: off)")
@@ -322,7 +330,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         init = args.out / f"{EMBEDDED_CARDS[arch]}.safetensors" if arch in args.init else None
         state = args.out / f"{EMBEDDED_CARDS[arch]}.train-state.pt" if args.checkpoint_every > 0 else None
         model = train(arch, pools, val, steps, args.batch, lr, args.seed, log, init, args.clip_grad, args.device,
-                      args.ema, state, args.checkpoint_every, teacher, tuple(args.distill))
+                      args.ema, state, args.checkpoint_every, teacher, tuple(args.distill), args.curriculum_steps)
         minutes = (time.time() - t1) / 60
         card_id = EMBEDDED_CARDS[arch]
         card = load_card(card_id)
@@ -334,7 +342,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             **test,
             "parameters": sum(p.numel() for p in model.parameters()),
             "file_bytes": path.stat().st_size,
-            "steps": steps, "lr": lr, "clip_grad": args.clip_grad, "ema": args.ema, "batch": args.batch,
+            "steps": steps, "curriculum_steps": args.curriculum_steps or steps // 5, "lr": lr,
+            "clip_grad": args.clip_grad, "ema": args.ema, "batch": args.batch,
             "seed": args.seed,
             **({"teacher": args.teacher, "distill_weight": args.distill[0], "distill_temperature": args.distill[1]}
                if teacher is not None else {}),
