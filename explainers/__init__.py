@@ -72,7 +72,7 @@ def _check_clip(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[0] != 1:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected one clip as a 1×C×T×H×W tensor, got {shape}")
-    if not torch.isfinite(x).all():
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():    # the sum is finite for almost every clip
         raise ValueError("the clip contains NaN or infinite values")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,11 +33,17 @@ from explainers.registry import one_forward, one_pair, register
 PROJECTIONS = ("key", "k_proj", "qkv")
 
 
+_found: weakref.WeakKeyDictionary[nn.Module, list[tuple[str, nn.Module]]] = weakref.WeakKeyDictionary()
+
+
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules that compute attention probabilities (those holding a key projection), in registration order,
-    which is not always the order they run in (``capture_attention`` records calls)."""
-    return [(name, m) for name, m in model.named_modules()
-            if any(isinstance(getattr(m, p, None), nn.Linear) for p in PROJECTIONS)]
+    which is not always the order they run in (``capture_attention`` records calls). Found once per model object:
+    the walk costs as much as a tenth of a small transformer's forward, and every call of a method needs it twice."""
+    if model not in _found:
+        _found[model] = [(name, m) for name, m in model.named_modules()
+                         if any(isinstance(m._modules.get(p), nn.Linear) for p in PROJECTIONS)]
+    return _found[model]
 
 
 def not_applicable(model: nn.Module) -> str | None:

@@ -4,7 +4,8 @@ training, the benchmarks and the app share (``explainers`` is the bottom layer, 
 * ``forward`` — one forward pass in fp32, or under bf16 autocast (the ``precision`` switch of the forward-only
   methods, the EP family and the metrics).
 * ``bf16_is_native`` — whether the device has bf16 arithmetic; ``default_batch`` — the batch cap when none is given.
-* ``configure_cpu`` — torch's CPU threads and ``keep_freed_memory``, applied first by every entry point;
+* ``configure_cpu`` — torch's CPU threads, ``keep_freed_memory`` and flushing denormals, applied first by every
+  entry point;
   ``release_freed_memory`` hands that memory back (a long-running server does, once it is idle).
 """
 from __future__ import annotations
@@ -88,8 +89,16 @@ def release_freed_memory() -> bool:
     return True
 
 
-def configure_cpu(threads: int | None = None, arenas: int | None = None) -> None:
-    """Set torch's CPU threads (when given) and ``keep_freed_memory`` (with at most ``arenas`` heaps, when given)."""
+def configure_cpu(threads: int | None = None, arenas: int | None = None, flush_denormal: bool = True) -> None:
+    """Set torch's CPU threads (when given) and ``keep_freed_memory`` (with at most ``arenas`` heaps, when given),
+    and flush denormal floats to zero (unless ``flush_denormal`` is False).
+
+    Backward passes through a trained model fill with gradients below 1e-38 (softmax rows near 0 and 1); a CPU
+    computes on such denormals many times slower, and a VideoMAE forward + backward took 1.3–1.7× as long
+    (docs/performance.md, denormals). Flushing them changes no map by more than 1e-38 of its scale. The setting
+    belongs to a thread: threads started afterwards (torch's pools, a server's workers) inherit it, so entry points
+    call this first."""
     if threads:
         torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
     keep_freed_memory(arenas)

@@ -53,14 +53,16 @@ def capture(module: nn.Module, grad: bool = True) -> Iterator[dict]:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode and restore the model's own mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Run in eval mode and restore the model's own mode afterwards. A model already in eval mode throughout (the
+    usual case) is left untouched: one walk over its modules."""
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
     try:
         yield
     finally:
-        for m, mode in modes:
-            m.training = mode
+        for m in training:
+            m.training = True
 
 
 def to_volume(activation: torch.Tensor, grid: tuple[int, int, int] | None, prefix: int = 0,

@@ -13,6 +13,7 @@ import jobs
 from benchmarks import (
     attention,
     decoding,
+    denormals,
     estimates,
     extremal_blocks,
     first_minute,
@@ -30,6 +31,18 @@ def test_bench_attention_times_every_attention_method_beside_a_pass_and_grad_cam
     seconds = attention.costs(tiny_classifier("timesformer")[0], repeats=1)
     assert set(seconds) == {"forward", "forward + backward", *attention.METHODS}
     assert all(s > 0 for s in seconds.values())
+
+
+def test_bench_denormals_times_each_model_with_denormals_kept_and_flushed_in_fresh_processes(capsys):
+    denormals.main(["--clips", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for card in ("synth-r2plus1d-small", "synth-cnn-lstm", "synth-videomae-small"):
+        for clips in ("held-out", "real"):
+            assert re.search(rf"\| {card} \| {clips} \| forward \+ backward \|( [\d.]+ ms \|){{2}} [\d.]+× \| – \|",
+                             out)
+            assert re.search(rf"\| {card} \| {clips} \| integrated_gradients \|( [\d.]+ ms \|){{2}} [\d.]+× \| "
+                             rf"\d\.\de[+-]\d+ \|", out)
+    assert "| synth-videomae-small | real | chefer |" in out and "| synth-cnn-lstm | real | chefer |" not in out
 
 
 def test_bench_decoding_compares_read_clip_with_decord_on_the_same_frames(capsys):

@@ -50,6 +50,33 @@ def test_configure_cpu_sets_threads():
         torch.set_num_threads(before)
 
 
+DENORMALS = """
+import sys, threading, torch
+from explainers.device import configure_cpu
+configure_cpu(1, flush_denormal=sys.argv[1] == "1")
+tiny = torch.full((4,), 1e-39)                                 # below float32's smallest normal, 1.2e-38
+seen = []
+def halve():
+    seen.append(float((tiny * 0.5).sum()))
+halve()
+worker = threading.Thread(target=halve)                        # started afterwards: it inherits the setting
+worker.start()
+worker.join()
+print(*seen)
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="denormal flushing is checked on x86")
+def test_configure_cpu_flushes_denormals_in_its_thread_and_the_threads_started_after_it():
+    def run(flush: str) -> list[float]:
+        return [float(v) for v in subprocess.run([sys.executable, "-c", DENORMALS, flush], capture_output=True,
+                                                 text=True, check=True, cwd=Path(__file__).resolve().parents[1]
+                                                 ).stdout.split()]
+    kept, flushed = run("0"), run("1")
+    assert all(v == pytest.approx(2e-39, rel=1e-3) for v in kept)
+    assert flushed == [0.0, 0.0]
+
+
 KEPT_THEN_RELEASED = """
 import ctypes, sys
 from explainers.device import keep_freed_memory, release_freed_memory
