@@ -3,12 +3,13 @@
 Backward passes through a trained model produce gradients below 1.2e-38 (denormals), on which a CPU computes many
 times slower; ``explainers.device.configure_cpu`` flushes them to zero. The setting belongs to a thread and is
 inherited by the threads it starts, so each setting runs in a fresh process of its own (this module with
-``--flush 0`` or ``1``). For each embedded model (trained weights) and two sets of clips, the first held-out test
-clips (what the models were trained for) and the bundled real footage (what they were not: the softmax rows of a
-transformer then sit near 0 and 1), each process times a forward, a forward + backward to the input (the pass the
-gradient and extremal-perturbation methods repeat) and the methods below through ``explain``, and saves the maps;
-the parent prints the time with denormals kept, flushed, the speed-up and the largest difference between the two
-normalised maps.
+``--flush 0`` or ``1``). For each embedded model (trained weights) and three sets of clips, the first held-out
+test clips (what the models were trained for), the bundled real footage (what they were not) and one clip of
+seeded Gaussian noise (what ``benchmarks.attention`` times: far from anything seen, the softmax rows of a
+transformer sit near 0 and 1), each process times a forward + backward to the input (the pass the gradient and
+extremal-perturbation methods repeat; a forward alone makes no denormals) and the methods below through
+``explain``, and saves the maps; the parent prints the time with denormals kept, flushed, the speed-up and the
+largest difference between the two normalised maps.
 """
 from __future__ import annotations
 
@@ -30,24 +31,26 @@ from zoo.training.train import EMBEDDED_CARDS
 
 METHODS = ("integrated_gradients", "chefer")
 REAL = Path(__file__).resolve().parent.parent / "assets" / "examples" / "real"
-CLIP_SETS = ("held-out", "real")
+CLIP_SETS = ("held-out", "real", "noise")
 
 
 def measure(card: str, clip_set: str, count: int, repeats: int, folder: Path) -> dict[str, float]:
-    """Seconds per clip (best of ``repeats``, averaged over the clips) of a forward, a forward + backward and each
-    method that applies; the methods' maps are saved under ``folder``."""
+    """Seconds per clip (best of ``repeats``, averaged over the clips) of a forward + backward and each method that
+    applies; the methods' maps are saved under ``folder``."""
     model = load_model(card)
     methods = [m for m in METHODS if REGISTRY[m].not_applicable(model) is None]
-    listed = clips(count) if clip_set == "held-out" else [Clip(f.name, path=str(f)) for f in sorted(REAL.glob("*.mp4"))]
-    xs = [clip.load(model.input_spec)[0] for clip in listed]
-    seconds = dict.fromkeys(["forward", "forward + backward", *methods], 0.0)
+    spec = model.input_spec
+    if clip_set == "noise":
+        xs = [torch.randn(1, 3, spec.frames, *spec.size, generator=torch.Generator().manual_seed(0))]
+    else:
+        listed = clips(count) if clip_set == "held-out" else [Clip(f.name, path=str(f)) for f in REAL.glob("*.mp4")]
+        xs = [clip.load(spec)[0] for clip in listed]
+    seconds = dict.fromkeys(["forward + backward", *methods], 0.0)
     for i, x in enumerate(xs):
         def forward_backward() -> None:
             xi = x.clone().requires_grad_(True)
             torch.autograd.grad(model(xi)[0].max(), xi)
 
-        with torch.inference_mode():
-            seconds["forward"] += best_of(lambda: model(x), repeats, warmup=1)[0]
         seconds["forward + backward"] += best_of(forward_backward, repeats, warmup=1)[0]
         for method in methods:
             s, e = best_of(lambda: explain(model, x, method), repeats, warmup=1)

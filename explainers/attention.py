@@ -36,19 +36,36 @@ PROJECTIONS = ("key", "k_proj", "qkv")
 _found: weakref.WeakKeyDictionary[nn.Module, list[tuple[str, nn.Module]]] = weakref.WeakKeyDictionary()
 
 
-def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules that compute attention probabilities (those holding a key projection), in registration order,
-    which is not always the order they run in (``capture_attention`` records calls). Found once per model object:
-    the walk costs as much as a tenth of a small transformer's forward, and every call of a method needs it twice."""
+def _with_projections(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules holding a key projection, found once per model object: the walk costs as much as a tenth of a
+    small transformer's forward, and every call of a method needs it twice."""
     if model not in _found:
         _found[model] = [(name, m) for name, m in model.named_modules()
                          if any(isinstance(m._modules.get(p), nn.Linear) for p in PROJECTIONS)]
     return _found[model]
 
 
+def _readable(module: nn.Module) -> bool:
+    """Whether the attention probabilities of ``module`` can be captured: transformers' attention, which picks its
+    kernel by ``config._attn_implementation`` and returns them, or attention that passes them through an
+    ``attn_drop`` dropout (transformers' TimeSformer)."""
+    return (hasattr(getattr(module, "config", None), "_attn_implementation")
+            or isinstance(getattr(module, "attn_drop", None), nn.Dropout))
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules that compute attention probabilities that can be read (those holding a key projection, in
+    transformers' attention), in registration order, which is not always the order they run in
+    (``capture_attention`` records calls)."""
+    return [(name, m) for name, m in _with_projections(model) if _readable(m)]
+
+
 def not_applicable(model: nn.Module) -> str | None:
     """Why the attention family cannot explain ``model``, or None when it can."""
     if not attention_modules(model):
+        if _with_projections(model):
+            return ("its attention layers do not give out their probabilities (the attention family reads "
+                    "transformers' attention: VideoMAE, TimeSformer, ViViT)")
         return "it has no attention layers (the attention family explains transformers)"
     if getattr(model, "token_grid", None) is None:
         return "its model card declares no token grid, so attention cannot be mapped back to the clip"

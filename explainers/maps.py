@@ -2,15 +2,30 @@
 the perturbation methods and the metrics share (``blurred``: the clip no model should recognise)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 
+@functools.lru_cache(maxsize=256)
+def _linear_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """The n_in×n_out matrix of 1-D linear interpolation as ``F.interpolate`` does it (``align_corners=False``):
+    row i is how input i spreads over the outputs."""
+    return F.interpolate(torch.eye(n_in)[None], size=n_out, mode="linear", align_corners=False)[0]
+
+
 def upsample(volume: torch.Tensor, size: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:
-    """A T'×H'×W' map → T×H×W (trilinear by default; ``nearest`` repeats time slices)."""
-    v = volume.float()[None, None]
-    kw = {"align_corners": False} if mode == "trilinear" else {}
-    return F.interpolate(v, size=size, mode=mode, **kw)[0, 0]
+    """…×T'×H'×W' maps (any leading dimensions) → …×T×H×W, trilinear by default (``nearest`` repeats time
+    slices). Trilinear interpolation is separable: one product per axis with its interpolation matrix, equal to
+    ``F.interpolate`` to 2e-7 and 4–11× faster on a CPU (docs/performance.md, upsampling)."""
+    v = volume.float()
+    lead, (t, h, w) = v.shape[:-3], size
+    if mode != "trilinear":
+        return F.interpolate(v.reshape(-1, 1, *v.shape[-3:]), size=size, mode=mode).reshape(*lead, t, h, w)
+    wt, wh, ww = (_linear_weights(n, m).to(v.device) for n, m in zip(v.shape[-3:], size))
+    v = wh.T @ (v @ ww)                                                      # …×T'×H×W
+    return (wt.T @ v.reshape(*lead, v.shape[-3], h * w)).reshape(*lead, t, h, w)
 
 
 def normalise(saliency: torch.Tensor) -> torch.Tensor:
@@ -65,7 +80,7 @@ def impute(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
         den.append(F.adaptive_avg_pool3d(den[-1], size))
     value = num[-1] / den[-1].clamp(min=1e-12)                   # the coarsest level: the mean of everything kept
     for n, d in zip(reversed(num[:-1]), reversed(den[:-1])):
-        coarse = F.interpolate(value, size=n.shape[2:], mode="trilinear", align_corners=False)
+        coarse = upsample(value, n.shape[2:]).to(value.dtype)
         gap = (1 - d).clamp(min=0)
         value = (n + gap * coarse) / (d + gap).clamp(min=1e-12)
     return torch.where(kept.bool(), x, value)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from explainers.context import Context, MethodOutput
 from explainers.device import PRECISIONS
-from explainers.maps import BLUR_SIGMA, blurred
+from explainers.maps import BLUR_SIGMA, blurred, upsample
 from explainers.registry import Param, few_clips, register
 
 # Forward-only methods take this parameter; ``explain`` hands it to their ``Context`` (it never reaches the method).
@@ -168,7 +168,7 @@ def rise(ctx: Context, masks: int, grid: tuple[int, int, int], keep: float) -> M
     up = [(g + 1) * c for g, c in zip(grid, cell)]
 
     def masks_of(sl: slice) -> torch.Tensor:
-        smooth = F.interpolate(cells[sl], size=up, mode="trilinear", align_corners=False)[:, 0]
+        smooth = upsample(cells[sl, 0], up)
         out = torch.empty(smooth.shape[0], *size)
         for i, (dt, dh, dw) in enumerate(shifts[sl].tolist()):
             out[i] = smooth[i, dt:dt + size[0], dh:dh + size[1], dw:dw + size[2]]

@@ -164,6 +164,30 @@ def test_models_without_attention_or_a_token_grid_are_refused_with_the_reason():
             explain(_plain(bare), x, method)
 
 
+def test_attention_whose_probabilities_cannot_be_read_is_refused_with_the_reason():
+    """torchvision's MViT has attention layers (a fused ``qkv``) and a card with a token grid, but its attention
+    returns (tokens, grid shape): the family refuses it instead of failing inside a hook."""
+    from torchvision.models.video.mvit import MultiscaleAttention
+
+    class MViTLike(nn.Module):
+        def __init__(self, token_grid):
+            super().__init__()
+            self.token_grid, self.embed, self.head = token_grid, nn.Linear(3, 8), nn.Linear(8, 3)
+            self.attn = MultiscaleAttention([2, 4, 4], 8, 8, 2, [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1],
+                                            residual_pool=True, residual_with_cls_embed=False, rel_pos_embed=False)
+
+        def forward(self, x):
+            tokens = self.embed(nn.functional.adaptive_avg_pool3d(x, (2, 4, 4)).flatten(2).transpose(1, 2))
+            tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], 1)            # a CLS token, then 2×4×4
+            return self.head(self.attn(tokens, (2, 4, 4))[0][:, 0])
+
+    model, x = MViTLike(_wrapped("videomae")[0].token_grid), torch.randn(1, 3, 4, 16, 16)
+    assert model(x).shape == (1, 3)
+    for method in METHODS:
+        with pytest.raises(ValueError, match="attention layers do not give out their probabilities"):
+            explain(model, x, method)
+
+
 def _plain(net: nn.Module) -> nn.Module:
     """A transformers classifier behind a plain module: attention layers, but no card and so no token grid."""
     class Plain(nn.Module):

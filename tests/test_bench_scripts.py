@@ -37,7 +37,7 @@ def test_bench_denormals_times_each_model_with_denormals_kept_and_flushed_in_fre
     denormals.main(["--clips", "1", "--repeats", "1"])
     out = capsys.readouterr().out
     for card in ("synth-r2plus1d-small", "synth-cnn-lstm", "synth-videomae-small"):
-        for clips in ("held-out", "real"):
+        for clips in ("held-out", "real", "noise"):
             assert re.search(rf"\| {card} \| {clips} \| forward \+ backward \|( [\d.]+ ms \|){{2}} [\d.]+× \| – \|",
                              out)
             assert re.search(rf"\| {card} \| {clips} \| integrated_gradients \|( [\d.]+ ms \|){{2}} [\d.]+× \| "

@@ -6,10 +6,12 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from explainers import FAMILIES, REGISTRY, Cancelled, explain, get_method, methods_by_family
 from explainers.device import bf16_is_native, default_batch
+from explainers.maps import upsample
 from explainers.metrics import insertion_deletion
 from tests.tiny import TINY
 
@@ -246,6 +248,14 @@ class RedDetector(nn.Module):
 
     def forward(self, x):
         return self.fc(self.features(x).mean((2, 3, 4)))
+
+
+@pytest.mark.parametrize("lead, coarse, size", [((), (4, 7, 7), (16, 112, 112)), ((3,), (5, 3, 9), (13, 50, 71)),
+                                                ((2, 1), (8, 14, 14), (16, 224, 224)), ((), (1, 1, 1), (2, 3, 4))])
+def test_separable_upsampling_equals_torchs_trilinear_interpolation(lead, coarse, size):
+    v = torch.rand(*lead, *coarse, generator=torch.Generator().manual_seed(0))
+    reference = F.interpolate(v.reshape(-1, 1, *coarse), size=size, mode="trilinear", align_corners=False)
+    assert torch.allclose(upsample(v, size), reference.reshape(*lead, *size), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("method", ["grad_cam", "grad_cam_pp", "saliency_tubes"])
