@@ -19,7 +19,7 @@ from zoo.video import preprocess
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-MODELS = ["synth-r2plus1d-small", "synth-cnn-lstm"]
+MODELS = ["synth-r2plus1d-small", "synth-cnn-lstm", "synth-videomae-small"]
 
 
 @pytest.fixture(scope="module", autouse=True)
