@@ -18,7 +18,7 @@ def _linear_weights(n_in: int, n_out: int) -> torch.Tensor:
 def upsample(volume: torch.Tensor, size: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:
     """…×T'×H'×W' maps (any leading dimensions) → …×T×H×W, trilinear by default (``nearest`` repeats time
     slices). Trilinear interpolation is separable: one product per axis with its interpolation matrix, equal to
-    ``F.interpolate`` to 2e-7 and 4–11× faster on a CPU (docs/performance.md, upsampling)."""
+    ``F.interpolate`` to 2e-7 and 8–13× faster on a CPU (docs/performance.md, upsampling)."""
     v = volume.float()
     lead, (t, h, w) = v.shape[:-3], size
     if mode != "trilinear":

@@ -21,6 +21,7 @@ from benchmarks import (
     precision,
     separation,
     speed,
+    upsampling,
 )
 from tests.hubfiles import tiny_classifier
 
@@ -43,6 +44,14 @@ def test_bench_denormals_times_each_model_with_denormals_kept_and_flushed_in_fre
             assert re.search(rf"\| {card} \| {clips} \| integrated_gradients \|( [\d.]+ ms \|){{2}} [\d.]+× \| "
                              rf"\d\.\de[+-]\d+ \|", out)
     assert "| synth-videomae-small | real | chefer |" in out and "| synth-cnn-lstm | real | chefer |" not in out
+
+
+def test_bench_upsampling_compares_the_separable_form_with_torchs_trilinear_on_every_case(capsys):
+    upsampling.main(["--repeats", "1"])
+    out = capsys.readouterr().out
+    for name, *_ in upsampling.CASES:
+        found = re.search(rf"\| {name} \| [\d×]+ \| [\d×]+ \|( [\d.]+ ms \|){{2}} [\d.]+× \| (\S+) \|", out)
+        assert found and float(found[2]) < 1e-5
 
 
 def test_bench_decoding_compares_read_clip_with_decord_on_the_same_frames(capsys):
