@@ -245,6 +245,27 @@ def test_sanity_checks_tell_a_model_dependent_method_from_a_fixed_pattern():
     assert not METRICS["sanity_model"].higher_is_better and "method" in METRICS["sanity_reversed"].needs
 
 
+def test_a_small_models_reinitialised_copy_is_kept_per_seed_and_gives_the_same_values(monkeypatch):
+    import copy
+
+    from explainers import explain
+    from explainers import metrics as M
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    x = torch.randn(1, 3, 4, 16, 16)
+    saliency = explain(model, x, "gradient", target=1).saliency
+    fresh = M.sanity_checks(copy.deepcopy(model), x, "gradient", saliency, 1, seed=2)
+    assert M.sanity_checks(model, x, "gradient", saliency, 1, seed=2) == fresh
+    kept = M._reinitialised(model, 2)
+    assert M._reinitialised(model, 2) is kept and M.sanity_checks(model, x, "gradient", saliency, 1, seed=2) == fresh
+    assert M._reinitialised(model, 3) is not kept and M._reinitialised(model, 3) is M._reinitialised(model, 3)
+    monkeypatch.setattr(M, "KEEP_COPY_BYTES", 0)                   # a large model: a new copy each time
+    other = copy.deepcopy(model)
+    assert M._reinitialised(other, 2) is not M._reinitialised(other, 2)
+
+
 def test_max_sensitivity_equals_captum_with_the_same_noise_and_knows_its_zeros():
     """Against Captum's ``sensitivity_max`` fed the same noise draws, on a small non-linear model with the gradient
     map; 0 for maps that do not depend on the clip: ``centre``, and the gradient of a linear model."""
