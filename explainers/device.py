@@ -93,11 +93,10 @@ def configure_cpu(threads: int | None = None, arenas: int | None = None, flush_d
     """Set torch's CPU threads (when given) and ``keep_freed_memory`` (with at most ``arenas`` heaps, when given),
     and flush denormal floats to zero (unless ``flush_denormal`` is False).
 
-    Backward passes through a trained model fill with gradients below 1e-38 (softmax rows near 0 and 1); a CPU
-    computes on such denormals many times slower, and a VideoMAE forward + backward took 1.3–1.7× as long
-    (docs/performance.md, denormals). Flushing them changes no map by more than 1e-38 of its scale. The setting
-    belongs to a thread: threads started afterwards (torch's pools, a server's workers) inherit it, so entry points
-    call this first."""
+    Passes through a trained transformer fill with numbers below 1.2e-38 (softmax rows near 0 and 1), on which a
+    CPU computes many times slower: the embedded transformer's Chefer relevance took 1.1–1.6× as long with them
+    (docs/performance.md, denormals), and no map measured changed. The setting belongs to a thread: threads
+    started afterwards (torch's pools, a server's workers) inherit it, so entry points call this first."""
     if threads:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
