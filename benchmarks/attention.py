@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from benchmarks.timing import best_of
+from benchmarks.timing import best_of, forward_backward
 from explainers import explain
 from explainers.device import configure_cpu
 from zoo.cards import card_from_dict
@@ -47,15 +47,10 @@ def costs(model: VideoClassifier, repeats: int) -> dict[str, float]:
     spec = model.input_spec
     x = torch.randn(1, 3, spec.frames, *spec.size)
 
-    def forward_backward() -> None:
-        xi = x.clone().requires_grad_(True)
-        torch.autograd.grad(model(xi)[0].max(), xi)
-
     with torch.inference_mode():
         model(x)
         seconds = {"forward": best_of(lambda: model(x), repeats)[0]}
-    forward_backward()
-    seconds["forward + backward"] = best_of(forward_backward, repeats)[0]
+    seconds["forward + backward"] = best_of(lambda: forward_backward(model, x), repeats, warmup=1)[0]
     for method in METHODS:
         explain(model, x, method)
         seconds[method] = best_of(lambda: explain(model, x, method), repeats)[0]

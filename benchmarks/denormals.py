@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.faithfulness import Clip, clips
-from benchmarks.timing import best_of
+from benchmarks.timing import best_of, forward_backward
 from explainers import REGISTRY, explain
 from explainers.device import configure_cpu
 from zoo.models import load_model
@@ -47,11 +47,7 @@ def measure(card: str, clip_set: str, count: int, repeats: int, folder: Path) ->
         xs = [clip.load(spec)[0] for clip in listed]
     seconds = dict.fromkeys(["forward + backward", *methods], 0.0)
     for i, x in enumerate(xs):
-        def forward_backward() -> None:
-            xi = x.clone().requires_grad_(True)
-            torch.autograd.grad(model(xi)[0].max(), xi)
-
-        seconds["forward + backward"] += best_of(forward_backward, repeats, warmup=1)[0]
+        seconds["forward + backward"] += best_of(lambda: forward_backward(model, x), repeats, warmup=1)[0]
         for method in methods:
             s, e = best_of(lambda: explain(model, x, method), repeats, warmup=1)
             seconds[method] += s

@@ -21,7 +21,7 @@ import json
 
 import torch
 
-from benchmarks.timing import best_of
+from benchmarks.timing import best_of, forward_backward
 from explainers import REGISTRY, explain
 from explainers.device import configure_cpu
 from explainers.maps import normalise
@@ -47,12 +47,7 @@ def per_clip_costs(model: VideoClassifier, x: torch.Tensor, batch: int) -> tuple
         model(xs)
         fwd = best_of(lambda: model(xs))[0] / batch
 
-    def fwd_bwd():
-        xi = x.clone().requires_grad_(True)
-        torch.autograd.grad(model(xi)[0].max(), xi)
-
-    fwd_bwd()
-    return fwd, best_of(fwd_bwd)[0]
+    return fwd, best_of(lambda: forward_backward(model, x), warmup=1)[0]
 
 
 def _preset_and_overrides(method: str, params: dict | None) -> tuple[str | None, dict]:

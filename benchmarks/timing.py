@@ -1,4 +1,5 @@
-"""The one timing helper of the benchmarks: the best of a few runs, with the device synchronised around each."""
+"""The timing helpers of the benchmarks: the best of a few runs, with the device synchronised around each, and the
+pass the gradient and extremal-perturbation methods repeat."""
 from __future__ import annotations
 
 import time
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 
 def synchronise() -> None:
@@ -27,3 +29,10 @@ def best_of(fn: Callable[[], Any], repeats: int = 3, warmup: int = 0) -> tuple[f
         synchronise()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor) -> None:
+    """One forward of the clip ``x`` and one backward of its top score to the input (the model's parameters may be
+    frozen: the input is the leaf that needs a gradient)."""
+    xi = x.clone().requires_grad_(True)
+    torch.autograd.grad(model(xi)[0].max(), xi)
