@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from explainers.metrics import (
     sanity_checks,
 )
 from zoo import ASSETS
+from zoo.architectures import batchnorms_folded
 from zoo.cards import InputSpec
 from zoo.models import ModelLoadError, VideoClassifier, load_model
 from zoo.synthetic import file_digest, ground_truth_for
@@ -54,6 +56,20 @@ MODELS_KEPT = 4                 # the three embedded models and the Space's prel
 def get_model(card_id: str) -> VideoClassifier:
     """The zoo model on the default device, loaded once per process (the last ``MODELS_KEPT`` used are kept)."""
     return load_model(card_id, DEVICE)
+
+
+_FOLDED: WeakKeyDictionary[VideoClassifier, VideoClassifier] = WeakKeyDictionary()
+
+
+def scoring_model(card_id: str) -> VideoClassifier:
+    """``get_model``'s model with its batch norms folded into the convolutions before them
+    (``zoo.architectures.batchnorms_folded``; kept while that model is): the same outputs to float rounding, with
+    faster forwards (docs/performance.md, folded batch norms). The metrics' passes use it; methods, whose hooks
+    name the model's layers, use ``get_model``'s."""
+    model = get_model(card_id)
+    if model not in _FOLDED:
+        _FOLDED[model] = batchnorms_folded(model)
+    return _FOLDED[model]
 
 
 @dataclass
@@ -134,7 +150,7 @@ def score(a: Analysis, max_batch: int | None = None) -> Analysis:
     """The analysis with every metric that applies (insertion/deletion and the saliency metric always; pointing
     games and localisation with ground truth): ``evaluation_forwards()`` forwards."""
     e, start = a.explanation, time.perf_counter()
-    metrics, curves = evaluate_map(get_model(a.clip.model_id), a.clip.x.to(DEVICE), e.saliency, e.target,
+    metrics, curves = evaluate_map(scoring_model(a.clip.model_id), a.clip.x.to(DEVICE), e.saliency, e.target,
                                    a.clip.truth, max_batch=max_batch)
     return Analysis(a.clip, e, metrics, curves, time.perf_counter() - start)
 
@@ -148,8 +164,9 @@ def check_more(a: Analysis, sensitivity: bool = False) -> Analysis:
     if sensitivity:
         values["max_sensitivity"] = max_sensitivity(model, x, e.method, e.saliency, e.target, seed=e.seed,
                                                     **e.params)
-    curves = road(model, x, e.saliency, e.target)
-    values.update({k: c.auc for k, c in curves.items()}, infidelity=infidelity(model, x, e.saliency, e.target))
+    folded = scoring_model(a.clip.model_id)
+    curves = road(folded, x, e.saliency, e.target)
+    values.update({k: c.auc for k, c in curves.items()}, infidelity=infidelity(folded, x, e.saliency, e.target))
     return Analysis(a.clip, e, {**a.metrics, **values}, {**a.curves, **curves}, a.scoring_s)
 
 

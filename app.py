@@ -543,10 +543,16 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
                                                 lambda nice: jobs.explain_on_gpu(clip, todo, target, seed,
                                                                                  limit(cost.explaining), nice))
                 jobs.learn(clip.model_id, explained)
-                progress(None, desc="Rendering the overlay")
-                yield Step(explained)
-                scored = yield from _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, where,
-                                             lambda nice: jobs.score_on_gpu(explained, limit(cost.scoring), nice))
+                scoring = _in_lane(jobs.SCORING, "Scoring", cost.scoring, progress, where,
+                                   lambda nice: jobs.score_on_gpu(explained, limit(cost.scoring), nice))
+                try:
+                    if not jobs.ON_ZERO_GPU:    # scoring starts (or takes its place in line) while the overlay
+                        next(scoring)           # is rendered and sent; on ZeroGPU a start waits for a GPU
+                    progress(None, desc="Rendering the overlay")
+                    yield Step(explained)
+                    scored = yield from scoring
+                finally:
+                    scoring.close()
                 jobs.learn(clip.model_id, scored)
                 ANSWERS.put(key, scored)
                 progress(None, desc="Rendering the curves, the table and the downloads")

@@ -201,9 +201,9 @@ def lower_priority(nice: int) -> bool:
 
 def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
                     limit_s: float | None = None, nice: int = 0) -> Generator[Any, None, None]:
-    """Run ``work(report)`` in a thread (its CPU priority lowered by ``nice``); yield its latest
-    ``Progress`` every ``poll_s`` while it runs, then its result (``TimedOut`` instead, if it ran past ``limit_s``
-    and was stopped).
+    """Run ``work(report)`` in a thread (its CPU priority lowered by ``nice``); yield a ``Progress`` as soon as it
+    has started (so a caller can start it and do something else meanwhile), its latest ``Progress`` every
+    ``poll_s`` while it runs, then its result (``TimedOut`` instead, if it ran past ``limit_s`` and was stopped).
 
     Closing the generator makes ``report`` return False, so explainers stop with ``Cancelled`` at their next
     progress report; the thread is not waited for (a close may come from the server's event loop). Passing the
@@ -229,7 +229,7 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
     thread = threading.Thread(target=target, name="videoxai-job", daemon=True)
     _started()
     thread.start()
-    due = time.perf_counter() + poll_s
+    due = time.perf_counter()
     try:
         while True:
             if deadline is not None and time.perf_counter() > deadline:

@@ -1,10 +1,11 @@
 """Speed of the batched insertion/deletion metric against a naive loop (one forward per step, as in RISE's
 reference evaluation), side by side in one run, with the largest difference between their curves; the whole metric
 pass of one map (insertion + deletion + S50/S75) against the time of its forwards alone, in the same batches; then
-the batched curves at ``precision="bf16"`` against fp32; ROAD (the same number of forwards, plus the imputation)
-against insertion/deletion; the sanity checks of a Grad-CAM map against the two
-Grad-CAM maps they need (the copy and re-initialisation of the model are the rest), on the model's first check
-(which makes the copy) and on later ones (which reuse it).
+the batched curves at ``precision="bf16"`` against fp32, and on the model with its batch norms folded into its
+convolutions (``zoo.architectures.batchnorms_folded``, as the app scores) against the model itself; ROAD (the same
+number of forwards, plus the imputation) against insertion/deletion; the sanity checks of a Grad-CAM map against
+the two Grad-CAM maps they need (the copy and re-initialisation of the model are the rest), on the model's first
+check (which makes the copy) and on later ones (which reuse it).
 
     python -m benchmarks.metric_speed [--models synth-r2plus1d-small synth-cnn-lstm] [--threads 2] [--batch 16]
 """
@@ -20,6 +21,7 @@ from benchmarks.timing import best_of
 from explainers import explain
 from explainers.device import configure_cpu
 from explainers.metrics import blurred, insertion_deletion, road, saliency_metric, sanity_checks, unit_ranks
+from zoo.architectures import batchnorms_folded
 from zoo.models import load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -71,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         bf16_s, bf16 = best_of(lambda: insertion_deletion(model, x, e.saliency, clip.label, max_batch=args.batch,
                                                         precision="bf16"), args.repeats)
         bf16_diff = max(float(np.abs(ours[k].probs - bf16[k].probs).max()) for k in naive)
+        folded = batchnorms_folded(model)
+        folded_s, fold = best_of(lambda: insertion_deletion(folded, x, e.saliency, clip.label, max_batch=args.batch),
+                                 args.repeats)
+        fold_diff = max(float(np.abs(ours[k].probs - fold[k].probs).max()) for k in naive)
         road_s, _ = best_of(lambda: road(model, x, e.saliency, clip.label, max_batch=args.batch), args.repeats)
         fresh = iter([copy.deepcopy(model) for _ in range(args.repeats)])        # each copy's first sanity check
         first_s, _ = best_of(lambda: sanity_checks(next(fresh), x, "grad_cam", e.saliency, clip.label), args.repeats)
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                             args.repeats)
         print(f"{card_id}: naive loop {naive_s:.2f} s, batched {ours_s:.2f} s, speed-up {naive_s / ours_s:.2f}×; "
               f"max |Δp| between the curves {diff:.1e}; batched bf16 {bf16_s:.2f} s, {ours_s / bf16_s:.2f}× fp32, "
-              f"max |Δp| {bf16_diff:.1e}; metric pass (insertion + deletion + S50/S75) {full_s:.2f} s against "
+              f"max |Δp| {bf16_diff:.1e}; batch norms folded {folded_s:.2f} s, {ours_s / folded_s:.2f}× unfolded, "
+              f"max |Δp| {fold_diff:.1e}; metric pass (insertion + deletion + S50/S75) {full_s:.2f} s against "
               f"its 60 forwards alone {alone_s:.2f} s: {full_s / alone_s:.2f}×; ROAD {road_s:.2f} s, "
               f"{road_s / ours_s:.2f}× insertion/deletion; sanity checks {sanity_s * 1e3:.0f} ms "
               f"against their two maps {maps_s * 1e3:.0f} ms: {sanity_s / maps_s:.2f}× (the first on a model "

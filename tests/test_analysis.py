@@ -76,6 +76,20 @@ def test_analysis_scores_every_applicable_metric(grad_cam):
     assert rows[1][1] == "lower" and rows[-1][2] == f"{grad_cam.explanation.forward_passes:,} + 1"
 
 
+def test_scores_come_from_the_model_with_folded_batch_norms_and_equal_the_models_own(grad_cam):
+    from explainers.metrics import evaluate_map
+
+    folded, model = analysis.scoring_model("synth-r2plus1d-small"), analysis.get_model("synth-r2plus1d-small")
+    assert folded is not model and folded is analysis.scoring_model("synth-r2plus1d-small")
+    assert not any("BatchNorm" in type(m).__name__ for m in folded.modules())
+    e = grad_cam.explanation
+    own, _ = evaluate_map(model, grad_cam.clip.x, e.saliency, e.target, grad_cam.clip.truth)
+    assert own.keys() == grad_cam.metrics.keys()
+    assert all(abs(own[k] - v) < 1e-5 for k, v in grad_cam.metrics.items())
+    transformer = analysis.get_model("synth-videomae-small")
+    assert analysis.scoring_model("synth-videomae-small") is transformer          # nothing to fold: no copy
+
+
 def test_the_metrics_table_marks_the_best_value_of_each_metric_by_its_direction(grad_cam):
     m = grad_cam.metrics
     other = analysis.Analysis(grad_cam.clip, grad_cam.explanation,

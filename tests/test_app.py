@@ -309,6 +309,18 @@ def test_the_overlay_comes_before_the_metrics():
     assert len(last[2].data) == 2 and "Insertion AUC" in last[4] and app.KEPT.get(last[6])
 
 
+def test_scoring_starts_before_the_overlay_is_rendered_and_stops_when_the_request_is_closed():
+    steps = _explain_steps("gradient", seed=11)                   # a seed no other test asks for: not answered
+    first = next(o for o in steps if o is not app.SKIP)
+    assert first[0].endswith(".mp4") and first[2] is None
+    assert app.jobs.SCORING.busy == 1, "the metrics' passes run while the overlay is rendered and sent"
+    steps.close()
+    deadline = time.perf_counter() + 5
+    while (app.jobs.SCORING.busy or _job_threads()) and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert app.jobs.SCORING.busy == 0 and not _job_threads()
+
+
 def test_a_request_asked_before_is_answered_without_the_model(monkeypatch, tmp_path):
     monkeypatch.setattr(app, "ANSWERS", app.Answers(4))
     first = _explain("gradient", seed=3)

@@ -15,6 +15,7 @@ from zoo.architectures import (
     LucasKanadeFlow,
     TemporalConv,
     batchnorms_as_affine,
+    batchnorms_folded,
     build,
     temporal_convs_as_2d,
 )
@@ -136,6 +137,57 @@ def test_temporal_convs_as_2d_keeps_names_parameters_and_logits(arch):
     assert len(time_only) >= 9                           # the stem's and every block's temporal convolutions
     assert converted.state_dict().keys() == state.keys()
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def _randomised_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with running statistics and affine parameters far from the identity, so that a fold is seen."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(), m.running_var.uniform_(0.5, 2)
+            if m.affine:
+                torch.nn.init.normal_(m.weight, 1.0, 0.3), torch.nn.init.normal_(m.bias)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["r2plus1d_small", "cnn_lstm", "r2plus1d_18"])
+def test_folded_batchnorms_give_the_same_logits_and_leave_the_model_alone(arch):
+    import torchvision.models.video as tvv
+
+    torch.manual_seed(0)
+    net = build(arch, 10) if arch != "r2plus1d_18" else tvv.r2plus1d_18(num_classes=10)
+    model = _randomised_norms(batchnorms_as_affine(temporal_convs_as_2d(net)))
+    before = copy.deepcopy(model.state_dict())
+    norms = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    folded = batchnorms_folded(model)
+    assert folded is not model
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.Identity) for m in folded.modules()) >= norms
+    x = torch.randn(2, 3, 8, 112 if arch == "cnn_lstm" else 32, 112 if arch == "cnn_lstm" else 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_only_a_batch_norm_right_after_a_convolution_in_a_plain_sequential_is_folded():
+    class Reordered(torch.nn.Sequential):            # its own forward: the order of its modules says nothing
+        def forward(self, x):
+            return self[1](self[0](x).flip(-1))
+
+    torch.manual_seed(0)
+    model = _randomised_norms(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(4),       # a ReLU between: kept
+        Reordered(torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4)),             # not a plain Sequential: kept
+        torch.nn.Sequential(torch.nn.Conv2d(4, 5, 3), torch.nn.ReLU(), torch.nn.Conv2d(5, 5, 1)),
+        torch.nn.BatchNorm2d(5)))                                                  # after a nested conv: folded
+    folded = batchnorms_folded(model)
+    assert [type(m).__name__ for m in folded] == ["Conv2d", "ReLU", "BatchNorm2d", "Reordered", "Sequential",
+                                                  "Identity"]
+    assert isinstance(folded[3][1], torch.nn.BatchNorm2d)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert batchnorms_folded(plain) is plain                 # nothing to fold: no copy
 
 
 def test_cnn_lstm_turns_cudnn_off_only_for_eval_mode_gradients():

@@ -82,6 +82,7 @@ def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_f
     assert re.search(r"sanity checks \d+ ms against their two maps \d+ ms: [\d.]+× \(the first on a model \d+ ms: "
                      r"[\d.]+×\)", out)
     assert re.search(r"ROAD [\d.]+ s, [\d.]+× insertion/deletion", out)
+    assert re.search(r"batch norms folded [\d.]+ s, [\d.]+× unfolded, max \|Δp\| \d\.\de-0[5-9]", out)
 
 
 def test_bench_precision_times_both_convolution_paths_of_both_models(capsys):

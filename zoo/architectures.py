@@ -18,9 +18,12 @@ norms as one multiply-add, whose backward is cheaper than PyTorch's.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.video.resnet import BasicBlock
 
 
@@ -93,6 +96,38 @@ def batchnorms_as_affine(model: nn.Module) -> nn.Module:
         if type(module) in AFFINE_BATCHNORMS:
             module.__class__ = AFFINE_BATCHNORMS[type(module)]
     return model
+
+
+def _plain_sequential(module: nn.Module) -> bool:
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def batchnorms_folded(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for inference in which each batch norm that directly follows a convolution in a plain
+    ``nn.Sequential`` (possibly the last module of a nested one, as in ``Conv2Plus1D``) is folded into that
+    convolution's weights (torch's ``fuse_conv_bn_eval``) and replaced by ``nn.Identity``: the same
+    eval-mode function to float rounding, one pass over the activations fewer per batch norm. ``model`` itself
+    when there is none to fold. For passes without hooks or training (the metrics); not for ``.train()``."""
+    def pairs(root: nn.Module) -> list[tuple[nn.Sequential, int, nn.Sequential, int]]:
+        found = []
+        for seq in filter(_plain_sequential, root.modules()):
+            for i in range(1, len(seq)):
+                holder, j = seq, i - 1
+                while _plain_sequential(holder[j]) and len(holder[j]):
+                    holder, j = holder[j], len(holder[j]) - 1
+                conv, norm = holder[j], seq[i]
+                if (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None
+                        and type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d, TemporalConv)):
+                    found.append((holder, j, seq, i))
+        return found
+
+    if not pairs(model):
+        return model
+    folded = copy.deepcopy(model).eval()
+    for holder, j, seq, i in pairs(folded):
+        holder[j] = fuse_conv_bn_eval(holder[j], seq[i])
+        seq[i] = nn.Identity()
+    return folded
 
 
 class Conv2Plus1D(nn.Sequential):
