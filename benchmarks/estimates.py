@@ -3,8 +3,9 @@ predict), and the ZeroGPU windows each method's ``fast`` preset asks for.
 
     python -m benchmarks.estimates [--model synth-r2plus1d-small] [--threads 2] [--methods grad_cam ...]
 
-Each method's ``fast`` preset runs once on the first example clip, as the app would (the map, then its metrics),
-estimated before it with no earlier run of the method. The window table is computed with ZeroGPU's prior (no run).
+Each method that applies to the model (as the app offers them) runs its ``fast`` preset once on the first
+example clip, as the app would (the map, then its metrics), estimated before it with no earlier run of the method.
+The window table is computed with ZeroGPU's prior (no run).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def accuracy_table(card_id: str, methods: list[str]) -> list[str]:
     clip = analysis.load_clip(sorted(analysis.EXAMPLES_DIR.glob("*.mp4"))[0], card_id)
     rows = ["| method | explaining: estimate | took | scoring: estimate | took | whole: took / estimate | "
             "peak memory estimate |", "|---|---|---|---|---|---|---|"]
-    for method in methods:
+    model = analysis.get_model(card_id)
+    for method in [m for m in methods if REGISTRY[m].not_applicable(model) is None]:     # as the app offers them
         todo = [jobs.Job(method, REGISTRY[method].preset_or_none("fast"), {})]
         cost = jobs.estimate(card_id, todo)
         if not cost.fits:

@@ -129,10 +129,11 @@ def test_bench_first_minute_times_a_click_to_the_overlay_and_to_the_curves_in_th
 
 
 def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):
-    estimates.main(["--threads", "1", "--methods", "grad_cam", "occlusion"])
+    estimates.main(["--threads", "1", "--methods", "grad_cam", "occlusion", "chefer"])
     out = capsys.readouterr().out
     for method in ("grad_cam", "occlusion"):
         assert re.search(rf"\| {method} \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \| [\d,]+ MB \|", out)
+    assert "| chefer |" not in out                     # the default model is a CNN: the app does not offer it
     assert "| `ep_unsync` |" in out                                        # the ZeroGPU windows of every method
     assert jobs.ON_ZERO_GPU is False, "the benchmark left the process estimating as on ZeroGPU"
 
