@@ -216,6 +216,26 @@ def test_the_probabilities_kernel_stays_until_the_last_method_on_the_model_ends(
     assert block.config._attn_implementation == "sdpa"
 
 
+@pytest.mark.parametrize("mask", [None, "keys", "full"])
+def test_the_probabilities_kernel_equals_sdpa_and_overwrites_its_scores_only_where_nothing_differentiates(mask):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 30, 8) for _ in range(3))
+    am = None if mask is None else torch.randn(2, 1, 1 if mask == "keys" else 30, 30)
+    expected = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=am).transpose(1, 2)
+    reference = ((q @ k.transpose(2, 3)) / 8 ** 0.5 + (0 if am is None else am)).softmax(-1)
+    with torch.no_grad():
+        out, probs = attention._attention_with_probabilities(None, q, k, v, am, 8 ** -0.5)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(probs, reference)
+    q.requires_grad_()
+    out, probs = attention._attention_with_probabilities(None, q, k, v, am, 8 ** -0.5)
+    torch.testing.assert_close(probs, reference)
+    assert probs.grad_fn is not None, "the gradient-weighted methods differentiate the probabilities"
+    (g,) = torch.autograd.grad(out.sum(), q)
+    (g_ref,) = torch.autograd.grad(nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=am).sum(), q)
+    torch.testing.assert_close(g, g_ref)
+
+
 def test_on_the_trained_transformer_every_attention_map_depends_on_its_weights():
     """The embedded transformer: each method runs on it, and its map decorrelates from the map of the same model
     with every layer re-initialised (Adebayo et al.'s sanity check), while a fixed pattern does not."""
