@@ -51,6 +51,7 @@ MAX_SECONDS = float(os.environ.get("VIDEOXAI_MAX_SECONDS", 300))   # one request
 SETUP_S = 5.0            # a request's fixed cost on ZeroGPU: worker start, moving the clip
 OVERRUN, OVERRUN_S = 4.0, 15.0   # a step is stopped past 4× its estimate + 15 s (a first EP run takes 3.4× its
                                  # estimate alone, and steps share the cores with two other lanes)
+PAUSE_POLL_S = 0.01      # how often paused work looks whether the work it waits for has ended
 QUICK_S = float(os.environ.get("VIDEOXAI_QUICK_S", 1))      # explanations estimated under this take the quick lane
 PER_VISITOR = int(os.environ.get("VIDEOXAI_PER_VISITOR", 2))  # analyses one visitor may have running or waiting
 # Seconds per forward clip pass (a backward counts two) of a 787,242-parameter model on a 16×112×112 clip on a
@@ -199,11 +200,21 @@ def lower_priority(nice: int) -> bool:
     return True
 
 
+def outranked(nice: int) -> bool:
+    """Whether a lane of higher priority (lower ``nice``) has work running, for which work at ``nice`` pauses. Never
+    on ZeroGPU, where the work runs in another process and these lanes are not what it would see."""
+    return not ON_ZERO_GPU and any(lane.nice < nice and lane.running for lane in LANES)
+
+
 def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
                     limit_s: float | None = None, nice: int = 0) -> Generator[Any, None, None]:
     """Run ``work(report)`` in a thread (its CPU priority lowered by ``nice``); yield a ``Progress`` as soon as it
     has started (so a caller can start it and do something else meanwhile), its latest ``Progress`` every
     ``poll_s`` while it runs, then its result (``TimedOut`` instead, if it ran past ``limit_s`` and was stopped).
+
+    At each of its progress reports the work pauses while work of a higher-priority lane runs (``outranked``):
+    the cores' caches and memory are shared however low its priority, and a map's metrics ran 1.5–1.6× slower
+    beside a long run at nice 10 or 19 (docs/performance.md, many visitors). The time limit does not count the pauses.
 
     Closing the generator makes ``report`` return False, so explainers stop with ``Cancelled`` at their next
     progress report; the thread is not waited for (a close may come from the server's event loop). Passing the
@@ -212,10 +223,20 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
     stop = threading.Event()
     last = Progress(0.0, "starting")
     deadline = None if limit_s is None else time.perf_counter() + limit_s
+    paused = [0.0, None]                       # seconds paused so far, and when the pause in progress began
 
     def report(fraction: float, message: str) -> bool:
         updates.put(Progress(fraction, message))
+        if outranked(nice):
+            paused[1] = time.perf_counter()
+            while outranked(nice) and not stop.is_set():
+                time.sleep(PAUSE_POLL_S)
+            paused[0], paused[1] = paused[0] + time.perf_counter() - paused[1], None
         return not stop.is_set()
+
+    def paused_s() -> float:
+        began = paused[1]
+        return paused[0] + (0.0 if began is None else time.perf_counter() - began)
 
     def target() -> None:
         lower_priority(nice)
@@ -232,7 +253,7 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
     due = time.perf_counter()
     try:
         while True:
-            if deadline is not None and time.perf_counter() > deadline:
+            if deadline is not None and time.perf_counter() > deadline + paused_s():
                 stop.set()
             try:
                 item = updates.get(timeout=max(0.0, due - time.perf_counter()))
@@ -308,8 +329,14 @@ class Lane:
         with self._cond:
             return len(self._line) + len(self._running)
 
+    @property
+    def running(self) -> int:
+        """Requests running in the lane."""
+        return len(self._running)
+
 
 QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1, nice=10), Lane("scoring", 1, nice=5)
+LANES = (QUICK, SCORING, LONG)
 
 
 def wait_idle(timeout_s: float) -> bool:

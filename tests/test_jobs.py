@@ -307,6 +307,46 @@ def test_a_quick_request_is_served_while_a_long_one_runs():
     running.close()
 
 
+def test_work_pauses_at_its_reports_while_a_higher_priority_lane_runs_and_its_time_limit_waits_too():
+    returned = []
+
+    def long_work(report):                      # 0.3 s of work, reporting every 10 ms
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            if not report(0.5, "working"):
+                return "stopped"
+            returned.append(time.perf_counter())
+            time.sleep(0.01)
+        return "finished"
+    steps = jobs.run_cancellable(long_work, poll_s=0.02, limit_s=0.6, nice=jobs.LONG.nice)
+    next(steps)
+    time.sleep(0.05)
+    quick = jobs.QUICK.run(_busy(0.8), poll_s=0.02)
+    next(quick)
+    began = time.perf_counter()
+    assert jobs.outranked(jobs.LONG.nice) and jobs.outranked(jobs.SCORING.nice) and not jobs.outranked(0)
+    items = list(quick)
+    ended = time.perf_counter()
+    assert items[-1] == "finished"
+    assert not [t for t in returned if began + 0.05 < t < ended - 0.05], "long work went on beside quick work"
+    assert list(steps)[-1] == "finished", "0.8 s of pause is not counted against its 0.6 s limit"
+    assert not jobs.outranked(jobs.LONG.nice)
+
+
+def test_paused_work_is_still_cancelled_at_once():
+    steps = jobs.run_cancellable(_work(30, stopped := []), poll_s=0.02, nice=jobs.LONG.nice)
+    next(steps)
+    quick = jobs.QUICK.run(_busy(30), poll_s=0.02)
+    next(quick)
+    time.sleep(0.05)
+    closed = time.perf_counter()
+    steps.close()
+    while not stopped and time.perf_counter() - closed < 2:
+        time.sleep(0.005)
+    quick.close()
+    assert stopped and stopped[0] - closed < 0.1
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 def test_long_work_runs_at_a_lower_cpu_priority_than_quick_work():
     def priority(report):
