@@ -189,8 +189,9 @@ def capture_attention(model: nn.Module, gradients: bool) -> Iterator[list[dict]]
     def keep(kind: str, probs: torch.Tensor) -> None:
         record = {"kind": kind, "probs": probs.detach().float().mean(1)}
         records.append(record)
-        if gradients and probs.requires_grad:
-            probs.register_hook(lambda g: record.__setitem__("relevance", head_relevance(g, probs.detach())))
+        if gradients and probs.requires_grad:        # the hook holds a detached alias: ``probs`` itself would
+            detached = probs.detach()                # make a loop through its autograd node that is never freed
+            probs.register_hook(lambda g: record.__setitem__("relevance", head_relevance(g, detached)))
 
     hooks = []
     for name, m in found:

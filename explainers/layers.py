@@ -36,14 +36,16 @@ def forward_hooks(hooks: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]
 
 @contextlib.contextmanager
 def capture(module: nn.Module, grad: bool = True) -> Iterator[dict]:
-    """Record ``module``'s forward output as ``store["act"]`` and, with ``grad``, its gradient as
+    """Record ``module``'s forward output (detached) as ``store["act"]`` and, with ``grad``, its gradient as
     ``store["grad"]``; tuple outputs (transformer blocks) use their first element (``forward_hooks``: this
-    thread's passes only)."""
+    thread's passes only). Detached, because the gradient hook lives in the output's autograd node and refers to
+    ``store``: a store holding the output itself would close a loop through C++ that Python's garbage collector
+    cannot see, and every call would leak the layer's activation and gradient."""
     store: dict = {}
 
     def hook(_m, _inputs, output):
         out = output[0] if isinstance(output, (tuple, list)) else output
-        store["act"] = out
+        store["act"] = out.detach()
         if grad and out.requires_grad:
             out.register_hook(lambda g: store.__setitem__("grad", g))
 

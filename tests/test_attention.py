@@ -4,6 +4,9 @@ space-time steps equal their dense matrices, models without attention are refuse
 transformer every map depends on the weights."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -151,6 +154,27 @@ def test_each_method_leaves_the_model_as_it_was_counts_its_passes_and_repeats(me
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="target class 7 does not exist"):
         explain(model, x, method, target=7)
+
+
+@pytest.mark.parametrize("method", ["grad_rollout", "chefer", "grad_cam"])
+def test_a_gradient_method_leaves_no_tensor_of_its_pass_alive(method):
+    """Gradient hooks live in autograd nodes: a hook that refers back to the tensor it is on makes a loop that
+    Python's collector cannot see, and every call kept the tensors it captured (3.7 MB per Chefer map of the
+    embedded transformer, 0.45 MB per Grad-CAM map of the default model)."""
+    model, x = _wrapped("videomae")
+    outputs = []
+
+    def keep(_m, _i, out):
+        outputs.extend(weakref.ref(o) for o in (out if isinstance(out, tuple) else (out,))
+                       if isinstance(o, torch.Tensor))
+    handles = [m.register_forward_hook(keep) for m in model.modules() if m is not model]
+    try:
+        explain(model, x, method)
+    finally:
+        for handle in handles:
+            handle.remove()
+    gc.collect()
+    assert outputs and not [r for r in outputs if r() is not None]
 
 
 def test_models_without_attention_or_a_token_grid_are_refused_with_the_reason():
