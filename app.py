@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Hashable
+from collections.abc import Callable, Generator, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -634,14 +635,29 @@ def stop_confirmation(endpoint: str) -> Callable:
     return stopped
 
 
+_WRITING: set[Path] = set()     # result folders of requests still running, which a purge leaves however old
+
+
+@contextmanager
+def writing_to(folder: Path) -> Iterator[Path]:
+    """``folder`` kept from ``purge_results`` while the request that writes to it runs: made at its start, it can
+    be older than ``RETENTION_S`` by the time a long run's files are written."""
+    _WRITING.add(folder.resolve())
+    try:
+        yield folder
+    finally:
+        _WRITING.discard(folder.resolve())
+
+
 def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()) -> None:
-    """Remove what is older than ``RETENTION_S``: result folders, and in Gradio's cache folder ``cache`` the uploads
-    and the copies of outputs, but for ``keep`` (the examples). Gradio's own ``delete_cache`` (same clock) misses
-    the copies it makes for a session whose outputs were updated (a handler's skip yields), so those go by age."""
+    """Remove what is older than ``RETENTION_S``: result folders (but those of running requests, ``writing_to``),
+    and in Gradio's cache folder ``cache`` the uploads and the copies of outputs, but for ``keep`` (the examples).
+    Gradio's own ``delete_cache`` (same clock) misses the copies it makes for a session whose outputs were updated
+    (a handler's skip yields), so those go by age."""
     cutoff = time.time() - RETENTION_S
     for old in [*RESULTS.glob("*/*"), *(cache.glob("*/*") if cache else [])]:
         try:
-            if old.stat().st_mtime >= cutoff or old.resolve() in keep:
+            if old.stat().st_mtime >= cutoff or old.resolve() in keep or old.resolve() in _WRITING:
                 continue
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
@@ -716,17 +732,19 @@ def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_tru
     """The outputs of ``_analyse``'s steps: unchanged while it works, the overlay once explained, everything once
     scored (then with the key of the analyses in ``KEPT``), with a verdict against ``random`` once it is known."""
     shown = None
-    for item in steps:
-        if item is SKIP:
-            yield SKIP
-            continue
-        if item.random is not None and shown is not None and shown[-1] is not SKIP:   # scored already: the verdict
-            shown = (*shown[:4], result_markdown(item.analyses, item.random), *shown[5:])
-        elif not item.analyses[0].is_scored:
-            shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), SKIP)
-        else:
-            shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown), KEPT.put(item.analyses))
-        yield shown
+    with writing_to(folder):
+        for item in steps:
+            if item is SKIP:
+                yield SKIP
+                continue
+            if item.random is not None and shown is not None and shown[-1] is not SKIP:   # scored: the verdict
+                shown = (*shown[:4], result_markdown(item.analyses, item.random), *shown[5:])
+            elif not item.analyses[0].is_scored:
+                shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure), SKIP)
+            else:
+                shown = (*_outputs(item, folder, cmap, alpha, show_truth, show_structure, shown),
+                         KEPT.put(item.analyses))
+            yield shown
 
 
 def explain_clip(video_path: str | None, card_id: str, start_s: float | None, end_s: float | None, method: str,
@@ -1087,6 +1105,8 @@ def configure_server(threads: int | None = None) -> None:
     process): torch's threads (when given), two glibc heaps (each request works in a new thread: a quick and a long
     lane) and a short thread switch interval."""
     configure_cpu(threads, arenas=2)
+    if threads:
+        jobs.configure_threads(threads)
     sys.setswitchinterval(SWITCH_S)
 
 

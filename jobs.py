@@ -108,6 +108,38 @@ _working_lock = threading.Lock()
 IDLE_TRIM_S = 1.0             # the work threads' memory goes back to the kernel after this long with none running
 
 
+THREADS = torch.get_num_threads()    # torch threads for work that has the machine to itself (``configure_threads``)
+
+
+def configure_threads(threads: int) -> None:
+    """Set the torch threads that work which has the machine to itself runs with (``work_threads``)."""
+    global THREADS
+    THREADS = threads
+    torch.set_num_threads(threads)
+
+
+def work_threads() -> int:
+    """Torch threads for model work starting now: all ``THREADS`` while it is the only work of the only visitor,
+    one while other work or other visitors' requests share the cores. A team of threads waits at every operation for
+    its slowest member, so beside anything else that runs now and then (another lane's work, rendering, Gradio's
+    event loop) two threads on two cores lose more than they gain: a map's metrics took 1.32× as long as alone beside
+    a process busy 30 % of the time with two threads, and as long as alone with one (docs/performance.md, many
+    visitors). Off on ZeroGPU, whose work runs on a GPU in another process."""
+    if ON_ZERO_GPU:
+        return THREADS
+    with _held_lock:
+        visitors = len(_held)
+    return THREADS if _working <= 1 and visitors <= 1 else 1
+
+
+def use_work_threads() -> None:
+    """Set the calling thread's torch threads to ``work_threads()`` (a thread's own setting: each work thread calls
+    it as it starts and at each of its progress reports)."""
+    threads = work_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def _started() -> None:
     global _working, _starts
     with _working_lock:
@@ -149,6 +181,7 @@ def in_own_thread(work: Callable[..., Any], *args, **kwargs) -> Any:
 
     def target() -> None:
         try:
+            use_work_threads()
             outcome["value"] = context.run(work, *args, **kwargs)
         except BaseException as e:   # re-raised in the caller's thread
             outcome["error"] = e
@@ -227,6 +260,7 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
 
     def report(fraction: float, message: str) -> bool:
         updates.put(Progress(fraction, message))
+        use_work_threads()
         if outranked(nice):
             paused[1] = time.perf_counter()
             while outranked(nice) and not stop.is_set():
@@ -240,12 +274,13 @@ def run_cancellable(work: Callable[[ProgressFn], Any], poll_s: float = POLL_S,
 
     def target() -> None:
         lower_priority(nice)
+        use_work_threads()
         try:
             outcome = ("done", work(report))
         except BaseException as e:   # handed to the generator, which re-raises it in the caller's thread
             outcome = ("raised", e)
+        _ended()                     # first: the caller may start the next step (``work_threads`` counts this one)
         updates.put(outcome)
-        _ended()
 
     thread = threading.Thread(target=target, name="videoxai-job", daemon=True)
     _started()
@@ -280,7 +315,9 @@ class Lane:
 
     The app has three: a request's explanations wait in ``QUICK`` or ``LONG`` by their estimate, so a one-pass
     explanation is served while an EP or occlusion run goes on, and long runs take turns; then its scoring waits in
-    ``SCORING``, so a queue of metric passes never holds back the next overlay. Where they share the cores, quick
+    ``SCORING``, so a queue of metric passes never holds back the next overlay. Scoring runs two at a time: with
+    other visitors about, each piece of work has one torch thread (``work_threads``), so one scoring alone would
+    leave a core idle. Where they share the cores, quick
     work goes first (nice 0, as classifying), then scoring (1: Chromium on the same machine runs threads at nice
     −8 to 5, and with scoring at 5 its curves came 0.1–0.15 s later), then long runs (10); lower
     work also pauses while higher work runs (``outranked``). Written here rather than as Gradio concurrency groups
@@ -337,7 +374,7 @@ class Lane:
         return len(self._running)
 
 
-QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1, nice=10), Lane("scoring", 1, nice=1)
+QUICK, LONG, SCORING = Lane("quick", 1), Lane("long", 1, nice=10), Lane("scoring", 2, nice=1)
 LANES = (QUICK, SCORING, LONG)
 
 

@@ -389,6 +389,22 @@ def test_old_results_are_removed_when_a_new_request_writes(monkeypatch):
     assert not old.exists() and Path(video).is_relative_to(app.RESULTS) and Path(video).is_file()
 
 
+def test_a_running_requests_folder_stays_however_old_until_it_ends(monkeypatch):
+    monkeypatch.setattr(app, "RETENTION_S", 60)
+    folder = app.results_folder("explain-", gr.Request(session_hash="long-runner"))
+    past = time.time() - 120
+
+    def steps():          # a long run: its folder ages past the retention before the overlay is written
+        os.utime(folder, (past, past))
+        app.purge_results()
+        yield app.SKIP
+    outputs = list(app._explained(steps(), folder, "jet", 0.5, True, True))
+    assert len(outputs) == 1 and outputs[0] is app.SKIP and folder.is_dir(), "purged while its request still ran"
+    os.utime(folder, (past, past))
+    app.purge_results()
+    assert not folder.exists(), "kept once its request ended"
+
+
 def test_old_results_go_even_when_no_one_comes(monkeypatch):
     monkeypatch.setattr(app, "RETENTION_S", 60)
     old = app.results_folder("explain-", gr.Request(session_hash="someone-else"))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import jobs
 
@@ -382,3 +383,38 @@ def test_a_visitor_has_one_request_per_endpoint_in_flight():
                 pass
     with jobs.visitor_slot("a", "/explain", limit=2):
         pass
+
+
+def test_work_uses_every_thread_alone_and_one_beside_other_visitors_or_work():
+    seen: list[int] = []
+
+    def work(report):
+        while report(0.5, "working"):
+            seen.append(torch.get_num_threads())
+            time.sleep(0.01)
+
+    def threads_now(report):
+        return torch.get_num_threads()
+    end = time.perf_counter() + 10
+    while (jobs._working or jobs._held) and time.perf_counter() < end:    # earlier tests' closed work ends
+        time.sleep(0.01)
+    assert not jobs._working and not jobs._held, (jobs._working, jobs._held)
+    before = jobs.THREADS
+    jobs.configure_threads(2)
+    try:
+        with jobs.visitor_slot("alone", "/explain"):
+            assert list(jobs.run_cancellable(threads_now))[-1] == 2
+            assert jobs.work_threads() == 2, "a step's thread is counted out before its result is handed over"
+            steps = jobs.run_cancellable(work, poll_s=0.02)
+            next(steps)
+            time.sleep(0.1)
+            with jobs.visitor_slot("another", "/explain"):      # a second visitor arrives while it runs
+                time.sleep(0.1)
+                assert jobs.work_threads() == 1 and seen[-1] == 1
+                assert list(jobs.run_cancellable(threads_now))[-1] == 1
+            time.sleep(0.1)
+            steps.close()
+        assert seen[0] == 2 and seen[-1] == 2, "the running work follows the crowd at its reports"
+        assert torch.get_num_threads() == 2, "the caller's own setting is left alone"
+    finally:
+        jobs.configure_threads(before)
