@@ -657,7 +657,7 @@ def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()
     cutoff = time.time() - RETENTION_S
     for old in [*RESULTS.glob("*/*"), *(cache.glob("*/*") if cache else [])]:
         try:
-            if old.stat().st_mtime >= cutoff or old.resolve() in keep or old.resolve() in _WRITING:
+            if old.stat().st_mtime >= cutoff or old.resolve() in keep | _WRITING:
                 continue
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)

@@ -317,11 +317,10 @@ class Lane:
     explanation is served while an EP or occlusion run goes on, and long runs take turns; then its scoring waits in
     ``SCORING``, so a queue of metric passes never holds back the next overlay. Scoring runs two at a time: with
     other visitors about, each piece of work has one torch thread (``work_threads``), so one scoring alone would
-    leave a core idle. Where they share the cores, quick
-    work goes first (nice 0, as classifying), then scoring (1: Chromium on the same machine runs threads at nice
-    −8 to 5, and with scoring at 5 its curves came 0.1–0.15 s later), then long runs (10); lower
-    work also pauses while higher work runs (``outranked``). Written here rather than as Gradio concurrency groups
-    because one endpoint (``/explain``) serves every kind."""
+    leave a core idle. Where they share the cores, quick work goes first (nice 0, as classifying), then scoring (1:
+    Chromium on the same machine runs threads at nice −8 to 5, and with scoring at 5 its curves came 0.1–0.15 s
+    later), then long runs (10); lower work also pauses while higher work runs (``outranked``). Written here rather
+    than as Gradio concurrency groups because one endpoint (``/explain``) serves every kind."""
 
     def __init__(self, name: str, slots: int, nice: int = 0):
         self.name, self.slots, self.nice = name, slots, nice
