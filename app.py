@@ -642,11 +642,12 @@ _WRITING: set[Path] = set()     # result folders of requests still running, whic
 def writing_to(folder: Path) -> Iterator[Path]:
     """``folder`` kept from ``purge_results`` while the request that writes to it runs: made at its start, it can
     be older than ``RETENTION_S`` by the time a long run's files are written."""
-    _WRITING.add(folder.resolve())
+    resolved = folder.resolve()
+    _WRITING.add(resolved)
     try:
         yield folder
     finally:
-        _WRITING.discard(folder.resolve())
+        _WRITING.discard(resolved)
 
 
 def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()) -> None:
@@ -654,10 +655,10 @@ def purge_results(cache: Path | None = None, keep: frozenset[Path] = frozenset()
     and in Gradio's cache folder ``cache`` the uploads and the copies of outputs, but for ``keep`` (the examples).
     Gradio's own ``delete_cache`` (same clock) misses the copies it makes for a session whose outputs were updated
     (a handler's skip yields), so those go by age."""
-    cutoff = time.time() - RETENTION_S
+    cutoff, spared = time.time() - RETENTION_S, keep | _WRITING
     for old in [*RESULTS.glob("*/*"), *(cache.glob("*/*") if cache else [])]:
         try:
-            if old.stat().st_mtime >= cutoff or old.resolve() in keep | _WRITING:
+            if old.stat().st_mtime >= cutoff or old.resolve() in spared:
                 continue
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
@@ -1104,7 +1105,7 @@ def configure_server(threads: int | None = None) -> None:
     """The process settings the server runs with (``main``, and benchmarks that start the app in their own
     process): torch's threads (when given), two glibc heaps (each request works in a new thread: a quick and a long
     lane) and a short thread switch interval."""
-    configure_cpu(threads, arenas=2)
+    configure_cpu(arenas=2)
     if threads:
         jobs.configure_threads(threads)
     sys.setswitchinterval(SWITCH_S)
