@@ -111,6 +111,7 @@ class Analysis:
     metrics: dict[str, float] = field(default_factory=dict)
     curves: dict[str, Curve] = field(default_factory=dict)
     scoring_s: float = 0.0      # seconds the metrics took
+    timed_alone: bool = True    # whether the step that took the seconds above had the cores to itself
 
     @property
     def name(self) -> str:

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import spaces  # before torch: ZeroGPU patches CUDA at import
@@ -125,16 +125,27 @@ def work_threads() -> int:
     event loop) two threads on two cores lose more than they gain: a map's metrics took 1.32× as long as alone beside
     a process busy 30 % of the time with two threads, and as long as alone with one (docs/performance.md, many
     visitors). Off on ZeroGPU, whose work runs on a GPU in another process."""
+    return 1 if _sharing() else THREADS
+
+
+def _sharing() -> bool:
+    """Whether work starting now shares the cores: other work threads run, or other visitors have requests in
+    flight. Never on ZeroGPU, whose work runs on a GPU in another process."""
     if ON_ZERO_GPU:
-        return THREADS
+        return False
     with _held_lock:
         visitors = len(_held)
-    return THREADS if _working <= 1 and visitors <= 1 else 1
+    return _working > 1 or visitors > 1
+
+
+_step = threading.local()     # per work thread: whether the step it runs has shared the cores since it began
 
 
 def use_work_threads() -> None:
     """Set the calling thread's torch threads to ``work_threads()`` (a thread's own setting: each work thread calls
-    it as it starts and at each of its progress reports)."""
+    it as it starts and at each of its progress reports), and note whether its step has shared the cores."""
+    if _sharing():
+        _step.shared = True
     threads = work_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
@@ -493,9 +504,12 @@ def pass_seconds(card_id: str) -> PassTime:
 
 
 def _measure(model) -> PassTime:
+    """Seconds per clip at ``THREADS`` torch threads, the threads of work that has the machine to itself, whatever
+    the calling thread's own setting (one, in a crowd)."""
     spec = model.input_spec
     batch = default_batch(analysis.DEVICE)
     x = torch.randn(batch, 3, spec.frames, *spec.size, device=analysis.DEVICE, requires_grad=True)
+    own = torch.get_num_threads()
 
     def seconds(work: Callable[[], Any]) -> float:
         taken = []
@@ -504,9 +518,13 @@ def _measure(model) -> PassTime:
             work()
             taken.append(time.perf_counter() - start)
         return taken[-1] / batch
-    with torch.no_grad():
-        forward = seconds(lambda: model(x))
-    both = seconds(lambda: model(x).sum().backward())
+    torch.set_num_threads(THREADS)
+    try:
+        with torch.no_grad():
+            forward = seconds(lambda: model(x))
+        both = seconds(lambda: model(x).sum().backward())
+    finally:
+        torch.set_num_threads(own)
     return PassTime(forward, max(both - forward, forward))
 
 
@@ -542,9 +560,11 @@ def learn(card_id: str, results: list[Analysis]) -> None:
     """Remember how long each method's runs (of 100+ pass units, where latency is small) and the metrics took
     against what their passes predict: the method's own work (masks, flow, supervoxels) and the metrics' (blurring,
     ranking) make them slower than their passes alone, and on ZeroGPU the prior per pass is only a guess until
-    then."""
+    then. Only from steps that had the cores to themselves (``Analysis.timed_alone``): an estimate says what a
+    request costs, and in a crowd (one thread each, waiting for a core) a map's scoring took 2–3.5× as long as
+    alone (docs/performance.md, many visitors)."""
     passes = pass_seconds(card_id)
-    for a in results:
+    for a in filter(lambda a: a.timed_alone, results):
         e = a.explanation
         if e.forward_passes + 2 * e.backward_passes >= 100:
             _slowdown[(card_id, e.method)] = e.seconds / passes.of(e.forward_passes, e.backward_passes)
@@ -621,9 +641,11 @@ def _each(items: list, name: Callable[[Any], str], step: Callable[[Any, Progress
             def scaled(fraction: float, message: str, i: int = i, prefix: str = prefix) -> bool:
                 return report((i + fraction) / len(items), prefix + message)
             try:
+                _step.shared = False
                 if not scaled(0.0, "starting"):
                     raise Cancelled("stopped")
-                results.append(_on_cpu(step(item, scaled)))
+                done = _on_cpu(step(item, scaled))
+                results.append(replace(done, timed_alone=not _step.shared))
             except Cancelled:
                 return Failed("Stopped. Nothing was changed; run it again when you like.")
             except (ValueError, TypeError) as e:

@@ -31,8 +31,8 @@ def upsample(volume: torch.Tensor, size: tuple[int, int, int], mode: str = "tril
 def normalise(saliency: torch.Tensor) -> torch.Tensor:
     """Min-max to [0, 1]; a constant map becomes all zeros."""
     s = saliency.float()
-    lo, hi = s.min(), s.max()
-    return (s - lo) / (hi - lo) if hi > lo else torch.zeros_like(s)
+    lo, hi = torch.aminmax(s)
+    return (s - lo).div_(hi - lo) if hi > lo else torch.zeros_like(s)
 
 
 def gaussian_kernel(sigma: float, radius: int | None = None) -> torch.Tensor:

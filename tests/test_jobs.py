@@ -183,6 +183,51 @@ def test_the_estimate_counts_the_passes_the_run_makes():
     assert 0 < cost.seconds and cost.fits
 
 
+def _quiet() -> None:
+    """Wait for earlier tests' closed work and visitors to end."""
+    end = time.perf_counter() + 10
+    while (jobs._working or jobs._held) and time.perf_counter() < end:
+        time.sleep(0.01)
+    assert not jobs._working and not jobs._held, (jobs._working, jobs._held)
+
+
+@pytest.mark.integration
+def test_estimates_learn_only_from_steps_that_had_the_cores_to_themselves():
+    clip, todo = _example_clip(), [jobs.Job("grad_cam", None, {})]
+    _quiet()
+    jobs.forget()
+    prior = jobs.estimate(clip.model_id, todo).scoring
+    with jobs.visitor_slot("a", "/explain"), jobs.visitor_slot("b", "/explain"):
+        *_, crowded = jobs.analyse(clip, todo, None, 0)
+    assert not crowded[0].timed_alone and crowded[0].scoring_s > 0
+    jobs.learn(clip.model_id, crowded)
+    assert jobs.estimate(clip.model_id, todo).scoring == prior, "a crowd's timing is not the request's cost"
+    with jobs.visitor_slot("a", "/explain"):
+        *_, alone = jobs.analyse(clip, todo, None, 0)
+    assert alone[0].timed_alone
+    jobs.learn(clip.model_id, alone)
+    assert jobs.estimate(clip.model_id, todo).scoring == pytest.approx(alone[0].scoring_s)
+
+
+@pytest.mark.integration
+def test_a_models_pass_time_is_measured_at_the_threads_of_lone_work():
+    import analysis
+
+    model, seen = analysis.get_model("synth-r2plus1d-small"), []
+    _quiet()
+    jobs.forget()
+    before = jobs.THREADS
+    jobs.configure_threads(2)
+    handle = model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    try:
+        with jobs.visitor_slot("a", "/explain"), jobs.visitor_slot("b", "/explain"):
+            assert jobs.in_own_thread(lambda: (torch.get_num_threads(), jobs.pass_seconds(model.card.id))[0]) == 1
+        assert seen and set(seen) == {2}
+    finally:
+        handle.remove()
+        jobs.configure_threads(before)
+
+
 @pytest.mark.integration
 def test_a_request_over_budget_is_refused_before_any_work(monkeypatch):
     import gradio as gr
@@ -395,10 +440,7 @@ def test_work_uses_every_thread_alone_and_one_beside_other_visitors_or_work():
 
     def threads_now(report):
         return torch.get_num_threads()
-    end = time.perf_counter() + 10
-    while (jobs._working or jobs._held) and time.perf_counter() < end:    # earlier tests' closed work ends
-        time.sleep(0.01)
-    assert not jobs._working and not jobs._held, (jobs._working, jobs._held)
+    _quiet()
     before = jobs.THREADS
     jobs.configure_threads(2)
     try:
