@@ -729,6 +729,18 @@ def _outputs(step: Step, folder: Path, cmap: str, alpha: float, show_truth: bool
             [str(p) for p in files.values()])
 
 
+def metric_widths(methods: int) -> list[str]:
+    """Column widths of a metrics table of ``methods`` methods (metric, better, each method, what it measures): wide
+    enough that a method's name breaks between words, never inside one (Gradio's own widths broke "salienc|y"); the
+    table scrolls sideways where the page is narrower."""
+    return ["180px", "70px", *["124px"] * methods, "420px"]
+
+
+def compare_widths(methods: list[str]):
+    """The Compare table's column widths for the methods ticked (a page update, not part of the API's answer)."""
+    return gr.update(column_widths=metric_widths(len(methods or [])))
+
+
 def _explained(steps: Generator, folder: Path, cmap: str, alpha: float, show_truth: bool, show_structure: bool):
     """The outputs of ``_analyse``'s steps: unchanged while it works, the overlay once explained, everything once
     scored (then with the key of the analyses in ``KEPT``), with a verdict against ``random`` once it is known."""
@@ -834,23 +846,25 @@ def more_checks(key: str | None, progress: gr.Progress = gr.Progress(), request:
         WHERE.pop(where, None)
     m = checked.metrics
     model, order = m["sanity_model"], m["sanity_reversed"]
-    yield "\n".join([
-        f"**Checks of {REGISTRY[a.name].name}**", "", "| check | value | what it says |", "|---|---|---|",
-        f"| ρ with the map of the same model, every layer re-initialised | {model:.2f} | "
-        + ("the map depends on what the model learnt |" if model < SANE_RHO else
-           "**the map barely changes when the model is destroyed: it does not explain this model** |"),
-        f"| ρ with the map of the clip played backwards (frames put back in order) | {order:.2f} | "
-        + ("the map ignores the order of the frames, which tells moving left from moving right |"
-           if order >= ORDER_RHO else "the map changes with the order of the frames, as the action does |"),
-        f"| ROAD, most relevant first (lower is better) | {m['road_morf']:.3f} | "
-        f"{METRICS['road_morf'].help} |",
-        f"| ROAD, least relevant first (higher is better) | {m['road_lerf']:.3f} | "
-        + ("the map ranks what the model needs above what it does not |" if m["road_lerf"] > m["road_morf"] else
-           "**removing the least salient voxels first hurts as much: the ranking is not the model's** |"),
-        f"| Infidelity (lower is better) | {m['infidelity']:.2e} | {METRICS['infidelity'].help} |",
-        f"| Max-sensitivity (lower is better) | {m['max_sensitivity']:.3f} | {METRICS['max_sensitivity'].help} |"
-        if sensitivity else f"| Max-sensitivity | – | not run: its {SENSITIVITY_SAMPLES} more maps would need "
-                            f"{with_sensitivity.describe()}: {with_sensitivity.over(HARDWARE)} |"])
+    rows = [
+        ("ρ with the map of the same model, every layer re-initialised", f"{model:.2f}",
+         "the map depends on what the model learnt" if model < SANE_RHO else
+         "**the map barely changes when the model is destroyed: it does not explain this model**"),
+        ("ρ with the map of the clip played backwards (frames put back in order)", f"{order:.2f}",
+         "the map ignores the order of the frames, which tells moving left from moving right"
+         if order >= ORDER_RHO else "the map changes with the order of the frames, as the action does"),
+        ("ROAD, most relevant first (lower is better)", f"{m['road_morf']:.3f}", METRICS["road_morf"].help),
+        ("ROAD, least relevant first (higher is better)", f"{m['road_lerf']:.3f}",
+         "the map ranks what the model needs above what it does not" if m["road_lerf"] > m["road_morf"] else
+         "**removing the least salient voxels first hurts as much: the ranking is not the model's**"),
+        ("Infidelity (lower is better)", f"{m['infidelity']:.2e}", METRICS["infidelity"].help),
+        ("Max-sensitivity (lower is better)", f"{m['max_sensitivity']:.3f}", METRICS["max_sensitivity"].help)
+        if sensitivity else ("Max-sensitivity", "–", f"not run: its {SENSITIVITY_SAMPLES} more maps would need "
+                                                     f"{with_sensitivity.describe()}: "
+                                                     f"{with_sensitivity.over(HARDWARE)}")]
+    whole = '<span style="white-space:nowrap">{}</span>'.format    # a narrow column broke "-0.07" after "-0.0"
+    yield "\n".join([f"**Checks of {REGISTRY[a.name].name}**", "", f"| check | {whole('value')} | what it says |",
+                     "|---|---|---|", *(f"| {check} | {whole(value)} | {says} |" for check, value, says in rows)])
 
 
 def redraw_compared(key: str | None, cmap: str, alpha: float, show_truth: bool, request: gr.Request = None):
@@ -941,11 +955,11 @@ def display_controls():
     return cmap, alpha, truth
 
 
-def result_panel(prefix: str, status: gr.Markdown | None = None,
+def result_panel(prefix: str, methods: int, status: gr.Markdown | None = None,
                  under_curves: Callable[[], Any] | None = None) -> tuple[tuple, Any]:
-    """The outputs of one analysis, the overlay first; ``status`` (the summary) when the caller placed it already;
-    ``under_curves`` builds controls right under the insertion/deletion curves. Returns the outputs and what
-    ``under_curves`` returned (None without it)."""
+    """The outputs of an analysis of ``methods`` methods, the overlay first; ``status`` (the summary) when the caller
+    placed it already; ``under_curves`` builds controls right under the insertion/deletion curves. Returns the
+    outputs and what ``under_curves`` returned (None without it)."""
     video = gr.Video(label="Where the model looked", show_label=False, autoplay=True, loop=True, height=300,
                      elem_id=f"{prefix}-overlay")
     summary = status or gr.Markdown(elem_id=f"{prefix}-summary")
@@ -954,7 +968,7 @@ def result_panel(prefix: str, status: gr.Markdown | None = None,
         with gr.Column(min_width=320):
             curves = gr.Plot(label="Insertion / deletion", elem_id=f"{prefix}-curves")
             beside = under_curves() if under_curves is not None else None
-    table = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+    table = gr.Dataframe(label="Metrics", interactive=False, wrap=True, column_widths=metric_widths(methods))
     files = gr.File(label="Downloads: saliency volume (.npy), overlay (MP4), results.json", file_count="multiple",
                     elem_id=f"{prefix}-files")
     return (video, importance, curves, table, summary, files), beside
@@ -964,14 +978,15 @@ def gif_button(prefix: str) -> gr.Button:
     return gr.Button("Add the overlay as a GIF to the downloads", size="sm", elem_id=f"{prefix}-gif")
 
 
-def run_panel(label: str, prefix: str, under_curves: Callable[[], Any] | None = None
+def run_panel(label: str, prefix: str, methods: int, under_curves: Callable[[], Any] | None = None
               ) -> tuple[gr.Button, gr.Button, tuple, gr.Button, Any]:
     """The run and Stop buttons, the summary right under them (where the progress shows), the result panel and
     the GIF button of a tab that runs analyses."""
     with gr.Row():
         run = gr.Button(label, variant="primary", elem_id=f"{prefix}-button", scale=2)
         stop = gr.Button("Stop", variant="stop", elem_id=f"{prefix}-stop", scale=1)
-    out, beside = result_panel(prefix, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40), under_curves)
+    out, beside = result_panel(prefix, methods, gr.Markdown(elem_id=f"{prefix}-summary", min_height=40),
+                               under_curves)
     return run, stop, out, gif_button(prefix), beside
 
 
@@ -1027,7 +1042,7 @@ def build_demo() -> gr.Blocks:
                             step = gr.Slider(0, 28, value=0, step=1, label="at step (of 28)")
                         return kind, step, gr.Image(label="Perturbed clip", type="numpy", elem_id="explain-perturbed")
                     run_explain, stop_explain, out, make_gif, (kind, step, perturbed) = run_panel(
-                        "Explain", "explain", step_controls)
+                        "Explain", "explain", 1, step_controls)
                     with gr.Accordion("More checks: sanity (does the map depend on the model and the frames' "
                                       "order?), ROAD, infidelity and max-sensitivity", open=False):
                         run_checks = gr.Button(f"Run the checks ({2 + SENSITIVITY_SAMPLES} more maps, 123 more "
@@ -1048,7 +1063,8 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab("Compare"):
                     methods = gr.CheckboxGroup(method_choices(DEFAULT_MODEL), value=DEFAULT_COMPARE,
                                                label="Methods (each at its fast preset)")
-                    run_compare, stop_compare, c_out, c_make_gif, _ = run_panel("Compare", "compare")
+                    run_compare, stop_compare, c_out, c_make_gif, _ = run_panel("Compare", "compare",
+                                                                                len(DEFAULT_COMPARE))
                     with gr.Accordion("Display", open=False):
                         c_cmap, c_alpha, c_truth = display_controls()
                     compared = gr.State()
@@ -1056,7 +1072,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab("Learn"):
                     gr.Markdown(LEARN)
                     run_walk = gr.Button("Run the walk-through", variant="primary")
-                    w_out, _ = result_panel("learn")
+                    w_out, _ = result_panel("learn", len(WALKTHROUGH_METHODS))
 
         inputs = [video, model, start, end]
         off_main = jobs.off_main     # handlers that run torch ops, kept out of Gradio's long-lived threads
@@ -1084,6 +1100,7 @@ def build_demo() -> gr.Blocks:
         for control in (kind, step):
             control.change(off_main(show_step), [explained, kind, step], [perturbed, out[2]], api_name=False)
 
+        run_compare.click(compare_widths, methods, c_out[3], **UI)
         ev = run_compare.click(busy, None, run_compare, **UI).then(
             off_main(compare_clips), [*inputs, methods, target, seed, c_cmap, c_alpha, c_truth], [*c_out, compared],
             api_name="compare", show_progress_on=c_out[4], **MODEL_WORK)

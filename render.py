@@ -180,8 +180,13 @@ def frame_importance_figure(series: dict[str, np.ndarray], window: tuple[int, in
     return fig
 
 
+CURVES_PX, LEGEND_LINE_PX = 300, 21     # the curves' figure without a legend, and what each method's line adds
+
+
 def curves_figure(curves: dict[str, dict], step_fraction: float | None = None) -> go.Figure:
-    """Insertion (↑) and deletion (↓) curves of one or more methods side by side, AUC in the legend.
+    """Insertion (↑) and deletion (↓) curves of one or more methods side by side, one legend line per method with
+    both AUCs (clicking it hides both curves), under the plots: the figure grows by a line per method, so a long
+    comparison's legend never covers the axes.
 
     ``curves``: method name → {"insertion": Curve, "deletion": Curve} (``explainers.metrics.Curve``);
     ``step_fraction`` draws a marker line at the step shown next to the figure.
@@ -195,8 +200,11 @@ def curves_figure(curves: dict[str, dict], step_fraction: float | None = None) -
             c = pair[kind]
             fig.add_trace(go.Scatter(x=c.fractions, y=c.probs, mode="lines+markers", marker_size=4,
                                      line=dict(color=colour, dash="solid" if kind == "insertion" else "dot"),
-                                     name=f"{name} {kind} (AUC {c.auc:.3f})", legendgroup=name,
-                                     hovertemplate="%{x:.0%} of the clip: p = %{y:.3f}<extra>" + name + "</extra>"),
+                                     name=f"{name}: insertion AUC {pair['insertion'].auc:.3f}, deletion AUC "
+                                          f"{pair['deletion'].auc:.3f}", legendgroup=name,
+                                     showlegend=kind == "insertion",
+                                     hovertemplate=f"%{{x:.0%}} of the clip: p = %{{y:.3f}}<extra>{name} {kind}"
+                                                   "</extra>"),
                           row=1, col=col)
     if step_fraction is not None:
         for col in (1, 2):
@@ -206,5 +214,7 @@ def curves_figure(curves: dict[str, dict], step_fraction: float | None = None) -
     fig.update_yaxes(title_text="p(target class)", range=[0, 1.02], col=1)
     fig.update_yaxes(range=[0, 1.02], col=2)
     fig.update_annotations(font_size=12)
-    fig.update_layout(height=340, margin=dict(l=50, r=10, t=40, b=40), legend=dict(orientation="h", y=-0.3))
+    legend = LEGEND_LINE_PX * len(curves)
+    fig.update_layout(height=CURVES_PX + legend, margin=dict(l=50, r=10, t=40, b=60 + legend),
+                      legend=dict(yref="container", yanchor="bottom", y=0, x=0, font_size=11, tracegroupgap=2))
     return fig

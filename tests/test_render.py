@@ -93,7 +93,10 @@ def test_curves_figure_has_one_trace_per_method_and_curve():
     pair = {"insertion": Curve(fractions, fractions, 0.5), "deletion": Curve(fractions, 1 - fractions, 0.5)}
     fig = render.curves_figure({"grad_cam": pair, "occlusion": pair}, step_fraction=0.25)
     assert len(fig.data) == 4
-    assert [t.name for t in fig.data][:2] == ["grad_cam insertion (AUC 0.500)", "grad_cam deletion (AUC 0.500)"]
+    assert [t.showlegend for t in fig.data] == [True, False] * 2                  # one legend line per method
+    assert fig.data[0].name == "grad_cam: insertion AUC 0.500, deletion AUC 0.500"
+    assert fig.data[0].legendgroup == fig.data[1].legendgroup != fig.data[2].legendgroup    # one click hides both
+    assert fig.layout.height == render.CURVES_PX + 2 * render.LEGEND_LINE_PX     # the legend's lines below the plots
     assert fig.data[0].xaxis == "x" and fig.data[1].xaxis == "x2"
     assert [t.line.dash for t in fig.data] == ["solid", "dot"] * 2                  # insertion and deletion differ
     assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color   # one colour per method
