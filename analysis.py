@@ -246,10 +246,11 @@ def overlay_frames(a: Analysis, cmap: str = "jet", alpha: float = 0.5, show_trut
 
 
 def perturbed_strip(a: Analysis, kind: str, fraction: float, count: int = 8) -> np.ndarray:
-    """Frames of the insertion or deletion clip after ``fraction`` of the voxels, as a strip (what the curve scored)."""
+    """``count`` frames of the insertion or deletion clip after ``fraction`` of the voxels (what the curve scored),
+    numbered as in the clip's strip, in rows of 4: one row of 8 was 40 px tall beside the curves."""
     spec = get_model(a.clip.model_id).input_spec
     clip = perturbed_clip(a.clip.x, a.explanation.saliency, fraction, kind)
-    return render.frame_strip(render.enlarge(destandardise(clip, spec), 2), count=count)
+    return render.frame_strip(render.enlarge(destandardise(clip, spec), 2), count=count, columns=4, numbered=True)
 
 
 def view(analyses: list[Analysis], cmap: str = "jet", alpha: float = 0.5, show_truth: bool = True,

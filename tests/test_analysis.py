@@ -111,8 +111,10 @@ def test_overlay_frames_and_perturbed_strip(grad_cam):
     grid = analysis.view([grad_cam] * 4)                                          # the input, then 4 maps
     assert grid.shape[2] == 3 * 112 * scale + 2 * 4 and grid.shape[1] == 2 * (112 * scale + 16) + 4
     assert np.array_equal(grid[:, 16:16 + 112 * scale, :112 * scale], analysis.marked_frames(grad_cam.clip))
-    strip = analysis.perturbed_strip(grad_cam, "deletion", 1.0)
-    assert strip.shape[0] == 224 and strip[:, :224].max() <= 2 * 255 * 0.5        # everything deleted: mean colour
+    strip = analysis.perturbed_strip(grad_cam, "deletion", 1.0)                  # 8 frames, 2 rows, numbered
+    bar = 224 // 5
+    assert strip.shape[:2] == (2 * (bar + 224) + 2, 4 * 224 + 3 * 2)
+    assert strip[bar:bar + 224, :224].max() <= 2 * 255 * 0.5                      # everything deleted: mean colour
 
 
 def test_cli_writes_files_and_its_json_reproduces_the_map(tmp_path, capsys):

@@ -278,7 +278,7 @@ def test_explain_returns_video_figures_table_and_downloads():
     assert app.KEPT.get(state)[0].explanation.method == "grad_cam"
     assert again.endswith(".mp4") and again != video
     strip, figure = app.show_step(state, "insertion", 14)
-    assert strip["value"].shape[0] == 224 and "insertion after 50%" in strip["label"]
+    assert strip["value"].shape[0] == 2 * (224 // 5 + 224) + 2 and "insertion after 50%" in strip["label"]
     assert len(figure.layout.shapes) == 2
 
 
