@@ -309,9 +309,12 @@ def duration(seconds: float) -> str:
     return f"about {seconds:,.0f} s" if seconds < 90 else f"about {seconds / 60:,.0f} min"
 
 
-def method_choices(card_id: str) -> list[tuple[str, str]]:
+def method_choices(card_id: str, every: bool = False) -> list[tuple[str, str]]:
     """The methods that can explain ``card_id`` by family, each with how long its fast preset (or its defaults)
-    takes here, metrics included (``jobs.estimate``); every method, without times, where the model cannot load."""
+    takes here, metrics included (``jobs.estimate``); every method, without times, where the model cannot load.
+    ``every``: also those that cannot explain it, without times: what the pickers start with and so what the API
+    accepts, since a request may name any model (one a method cannot explain is refused with the reason); the page
+    narrows them to the chosen model's as it loads (``on_model``)."""
     try:
         jobs.pass_seconds(card_id)
         model = analysis.get_model(card_id)
@@ -320,13 +323,13 @@ def method_choices(card_id: str) -> list[tuple[str, str]]:
         known = False
 
     def cost(spec) -> str:
-        if not known:
+        if not known or spec.not_applicable(model) is not None:
             return ""
         estimate = jobs.estimate(card_id, [jobs.Job(spec.id, spec.preset_or_none("fast"), {})])
         return f" · {duration(estimate.seconds) if estimate.fits else 'too long here'}"
     return [(f"{FAMILIES[family]} · {spec.name}{cost(spec)}", spec.id)
             for family, specs in methods_by_family().items() for spec in specs
-            if not known or spec.not_applicable(model) is None]
+            if every or not known or spec.not_applicable(model) is None]
 
 
 def preset_choices(method: str | None = None) -> list[str]:
@@ -349,14 +352,24 @@ def target_choices(card_id: str) -> list[str]:
     return [TOP1, *[f"{i}: {name}" for i, name in enumerate(load_card(card_id).labels)]]
 
 
-def parse_target(target: str | int | None) -> int | None:
-    """None for the top-1 class, else the class index of "3: move_down", "3" or 3."""
+def parse_target(target: str | int | None, card_id: str) -> int | None:
+    """None for the top-1 class, else the class index of "3: move_down", "3", 3 or "move_down" for model
+    ``card_id``; a name that is not that class of this model is refused (a choice kept from another model's list
+    would otherwise explain whatever class has its number here)."""
     if target in (None, "", TOP1):
         return None
+    labels = load_card(card_id).labels
+    number, _, name = str(target).partition(":")
+    name = name.strip()
+    if not name and number.strip() in labels:
+        return labels.index(number.strip())
     try:
-        return int(str(target).split(":")[0])
+        index = int(number)
     except ValueError:
-        raise refuse(f"Class to explain: {target!r} is not a class; pick one from the list.") from None
+        index = None
+    if index is None or (name and 0 <= index < len(labels) and labels[index] != name):   # past the end: said later
+        raise refuse(f"Class to explain: {target!r} is not a class of this model; pick one from the list.")
+    return index
 
 
 def parse_seed(seed: float | str | None) -> int:
@@ -528,7 +541,7 @@ def _analyse(clip: ClipInput, todo: list[jobs.Job], target, seed, endpoint: str,
         raise refuse(f"This request needs {cost.describe()}: {cost.over(HARDWARE)}. Choose the fast preset, fewer "
                      f"steps, masks or iterations, a coarser grid, larger strides, or a one-pass method (gradient, "
                      f"Grad-CAM).")
-    target, seed = parse_target(target), parse_seed(seed)
+    target, seed = parse_target(target, clip.model_id), parse_seed(seed)
     key = request_key(clip, todo, target, seed)
     limit = lambda seconds: jobs.time_limit(seconds, cost.budget)
     visitor = request.session_hash if request else None
@@ -778,12 +791,12 @@ def compare_clips(video_path: str | None, card_id: str, start_s: float | None, e
                   methods: list[str], target: str, seed: float, cmap: str = "jet", alpha: float = 0.5,
                   show_truth: bool = True, progress: gr.Progress = gr.Progress(), request: gr.Request = None,
                   endpoint: str = "/compare"):
-    """Several methods (each at its ``fast`` preset) on the same clip: a grid of overlays, one metrics table, all
-    curves in one figure. A generator, as ``explain_clip``."""
+    """Several methods (each at its ``fast`` preset, each once) on the same clip: a grid of overlays, one metrics
+    table, all curves in one figure. A generator, as ``explain_clip``."""
     if not methods:
         raise refuse("Tick at least one method to compare.")
     clip = _load(video_path, card_id, start_s, end_s, progress)
-    todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in methods]
+    todo = [jobs.Job(m, default_preset(m) if m in REGISTRY else None, {}) for m in dict.fromkeys(methods)]
     steps = _analyse(clip, todo, target, seed, endpoint, progress, request)
     yield from _explained(steps, results_folder("compare-", request), cmap, alpha, show_truth, False)
 
@@ -1030,7 +1043,8 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2, min_width=340), gr.Tabs():
                 with gr.Tab("Explain"):
                     with gr.Row():
-                        method = gr.Dropdown(method_choices(DEFAULT_MODEL), value=DEFAULT_METHOD, label="Explainer",
+                        method = gr.Dropdown(method_choices(DEFAULT_MODEL, every=True), value=DEFAULT_METHOD,
+                                             label="Explainer",
                                              scale=3, elem_id="method")
                         preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset",
                                           scale=1)
@@ -1061,7 +1075,7 @@ def build_demo() -> gr.Blocks:
                     explained = gr.State()
 
                 with gr.Tab("Compare"):
-                    methods = gr.CheckboxGroup(method_choices(DEFAULT_MODEL), value=DEFAULT_COMPARE,
+                    methods = gr.CheckboxGroup(method_choices(DEFAULT_MODEL, every=True), value=DEFAULT_COMPARE,
                                                label="Methods (each at its fast preset)")
                     run_compare, stop_compare, c_out, c_make_gif, _ = run_panel("Compare", "compare",
                                                                                 len(DEFAULT_COMPARE))

@@ -59,6 +59,10 @@ class Param:
     def _validate(self, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
+        if self.kind == "bool" and not isinstance(value, bool):        # "false" would otherwise count as true
+            raise ValueError(f"{self.name} must be true or false, got {value!r}")
+        if self.kind == "str" and not (value is None or isinstance(value, str)):
+            raise ValueError(f"{self.name} must be text, got {value!r}")
         wanted = {"int": "a whole number", "float": "a number", "floats": "one or more numbers",
                   "ints": f"a list of {len(self.default) if self.kind == 'ints' else 0} whole numbers"}
         if self.kind in wanted and not _numbers(value, whole=self.kind in ("int", "ints"),

@@ -156,6 +156,9 @@ def test_bad_settings_are_messages(tmp_path):
     ({"method": "rise", "params": {"grid": [4, "x", 7]}}, "grid must be a list of 3 whole numbers"),
     ({"method": "rise", "params": {"grid": [291, 291, 291]}}, r"grid needs 3 integers in \[1, 32\]"),
     ({"method": "ep3d", "params": {"areas": [0.1] * 9}}, r"areas needs 1 to 8 numbers"),
+    ({"method": "grad_cam", "params": {"per_time_slice": "false"}}, "per_time_slice must be true or false, got 'fal"),
+    ({"method": "aosa_approx", "params": {"adjust": 0}}, "adjust must be true or false, got 0"),
+    ({"method": "grad_cam", "params": {"layer": {"a": [1]}}}, r"layer must be text, got \{'a': \[1\]\}"),
     ({"method": "occlusion", "params": {"strides": [1, 1, 1]}},
      r"needs about [\d,]+ s and [\d,]+ MB of memory at its peak \(84,742 forward"),
 ])
@@ -193,7 +196,12 @@ def test_card_method_and_parameter_texts_come_from_the_registry():
     assert app.resolved_params("occlusion",
                                "fast")["strides"] == list(app.REGISTRY["occlusion"].presets["fast"]["strides"])
     assert app.target_choices(app.DEFAULT_MODEL)[:2] == [app.TOP1, "0: move_left"]
-    assert app.parse_target(app.TOP1) is None and app.parse_target("3: move_down") == 3
+    model = app.DEFAULT_MODEL
+    assert app.parse_target(app.TOP1, model) is None and app.parse_target("3: move_down", model) == 3
+    assert app.parse_target("3", model) == app.parse_target(3, model) == app.parse_target("move_down", model) == 3
+    for wrong in ("3: grow", "grow up", "abc: move_down"):          # another model's choice, or no class at all
+        with pytest.raises(gr.Error, match="is not a class of this model"):
+            app.parse_target(wrong, model)
 
 
 def test_the_picker_offers_only_the_methods_that_apply_to_the_model():
@@ -621,6 +629,16 @@ def test_server_on_localhost_with_gradio_client(monkeypatch):
             assert table["headers"][2] == app.REGISTRY[method].name and f"explained **{truth}**" in summary
             assert len(files) == 3                          # the GIF is made when the page asks for it
         assert "/compare" in client.view_api(print_info=False, return_format="str")
+        transformer = "synth-videomae-small"          # methods the default model has not: any model, any method
+        *_, table, summary, _ = client.predict(handle_file(str(example)), transformer, 0, 0, "attention_rollout",
+                                               "default", TOP1, 0, {}, api_name="/explain")
+        assert table["headers"][2] == "Attention rollout" and "**Attention rollout** explained" in summary
+        *_, table, _, _ = client.predict(handle_file(str(example)), transformer, 0, 0, ["chefer", "grad_cam", "chefer"],
+                                         TOP1, 0, api_name="/compare")
+        assert table["headers"][2:-1] == ["Chefer relevance", "Grad-CAM"], "each method once"
+        with pytest.raises(Exception, match="Attention rollout cannot explain this model: it has no attention"):
+            client.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "attention_rollout", "default", TOP1,
+                           0, {}, api_name="/explain")
 
         job = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "ep3d", "fast", "top-1 class", 0,
                             {}, api_name="/explain")                   # about a minute of work here: the long lane
