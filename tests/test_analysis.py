@@ -143,6 +143,12 @@ def test_cli_refuses_a_bad_file_parameter_or_target_with_a_message(tmp_path, cap
         err = capsys.readouterr().err
         assert err.startswith("error: ") and says in err, err
     assert not (tmp_path / "out").exists()
+    for argv, says in ((["--params", "[1]"], "a JSON object of name: value is needed"),
+                       (["--params", "{bad"], "not JSON"), (["--preset", "turbo"], "invalid choice: 'turbo'")):
+        with pytest.raises(SystemExit):                                      # argparse's usage line and message
+            videoxai.main(["explain", str(EXAMPLE), *argv, "--out", str(tmp_path / "out")])
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_strip_outlines_the_part_of_each_frame_a_cropping_model_sees(grad_cam):
