@@ -11,6 +11,12 @@ results, Gradio's cache) over time: after warm-up, at the end, once idle, and af
 
 ``--think``: the seconds a visitor spends on each result before the next request (watching the overlay loop,
 reading the curves), drawn uniformly from the range; ``--think 0.5 2`` is a crowd of scripts.
+
+``--fetch``: the files a visitor fetches. ``page`` (the default) fetches what a page shows, as a browser does: the
+frame strip of each classification, and the overlay video of each explanation once it arrives; not the downloads
+list (maps, results) unless clicked. ``all`` is ``gradio_client``'s own default: every file of every streamed
+update, each over a new connection (the overlay three times per explanation), which cost the visitors' process
+0.2 s and the server 0.1 s of CPU per explanation beside what ``page`` fetches.
 """
 from __future__ import annotations
 
@@ -117,6 +123,7 @@ class Record:
         self.seconds: dict[str, list[float]] = defaultdict(list)
         self.counts: dict[tuple[str, str], int] = defaultdict(int)
         self.messages: dict[str, set[str]] = defaultdict(set)
+        self.fetched = 0                                   # files the visitors' pages fetched
 
     def add(self, kind: str, outcome: str, seconds: float | None = None, message: str = "") -> None:
         with self.lock:
@@ -127,23 +134,56 @@ class Record:
                 self.messages[f"{kind} {outcome}"].add(message.splitlines()[0][:160])
 
 
-def call(record: Record, kind: str, job, cancel_after: float | None = None, first: str | None = None) -> None:
+class Page:
+    """What a visitor's page fetches of an answer (``--fetch page``): the file of output ``shown`` (the overlay
+    video, the frame strip), once, over the visitor's one connection; nothing with ``--fetch all``, where
+    ``gradio_client`` has downloaded every file already."""
+
+    def __init__(self, fetch: str, record: Record):
+        import httpx
+
+        self.http = httpx.Client(timeout=60) if fetch == "page" else None
+        self.record = record
+
+    def show(self, outputs: tuple, shown: int) -> None:
+        item = outputs[shown] if isinstance(outputs, tuple) else None
+        if self.http is not None and isinstance(item, dict) and item.get("url"):
+            self.http.get(item["url"]).raise_for_status()
+            with self.record.lock:
+                self.record.fetched += 1
+
+
+def _has_file(outputs: tuple, index: int) -> bool:
+    """Whether output ``index`` of a streamed update is a file (a path once downloaded, else its FileData); a
+    skipped output is ``{"__type__": "update"}``."""
+    item = outputs[index] if isinstance(outputs, tuple) else None
+    return isinstance(item, str) or (isinstance(item, dict) and "path" in item)
+
+
+def call(record: Record, kind: str, job, cancel_after: float | None = None, first: str | None = None,
+         page: Page | None = None, shown: int = 0) -> None:
     """Wait for a submitted job (cancelling it after ``cancel_after`` s) and record what became of it; ``first``:
-    also record, under that kind, when its first result (an output with the overlay video) came."""
+    also record, under that kind, when its first result (an output with the overlay video) came; ``page`` fetches
+    output ``shown`` of the first result (or of the answer) as the visitor's page would."""
     start = time.time()
     try:
         while not job.done() and (cancel_after is None or time.time() - start < cancel_after):
-            if first is not None and any(isinstance(o, tuple) and isinstance(o[0], str) for o in job.outputs()):
+            if first is not None and (seen := next((o for o in job.outputs() if _has_file(o, shown)), None)):
                 record.add(first, "answered", time.time() - start)
                 first = None
+                if page is not None:
+                    page.show(seen, shown)
+                    page = None
             time.sleep(0.05)
         if not job.done():
             job.cancel()
             record.add(kind, "cancelled")
             return
-        job.result()
+        answer = job.result()
         if first is not None:                  # done before a poll saw the first result: the same time
             record.add(first, "answered", time.time() - start)
+        if page is not None:
+            page.show(answer, shown)
         record.add(kind, "answered", time.time() - start)
     except Exception as e:   # a refusal is the app's own message (or Gradio's "queue is full"); the rest failed
         from gradio_client.exceptions import AppError
@@ -153,12 +193,15 @@ def call(record: Record, kind: str, job, cancel_after: float | None = None, firs
         record.add(kind, "refused" if refused else "failed", message=f"{type(e).__name__}: {e}")
 
 
-def visitor(url: str, record: Record, until: float, long_runs: bool, seed: int, think: tuple[float, float]) -> None:
+def visitor(url: str, record: Record, until: float, long_runs: bool, seed: int, think: tuple[float, float],
+            fetch: str = "page") -> None:
     from gradio_client import Client, handle_file
 
     rng = random.Random(seed)
-    client = Client(url, verbose=False)
-    long_client = Client(url, verbose=False) if long_runs else None   # a second tab: one request per endpoint
+    files = {} if fetch == "all" else {"download_files": False}
+    client, page = Client(url, verbose=False, **files), Page(fetch, record)
+    long_client = Client(url, verbose=False, **files) if long_runs else None   # a second tab: one request per endpoint
+    long_page = Page(fetch, record)
     while time.time() < until:
         clip = handle_file(str(rng.choice(EXAMPLES)))
         background = None
@@ -166,13 +209,13 @@ def visitor(url: str, record: Record, until: float, long_runs: bool, seed: int, 
             method, preset = rng.choice(LONG)
             job = long_client.submit(clip, MODEL, 0, 0, method, preset, "top-1 class", 0, {}, api_name="/explain")
             cancel = rng.uniform(3, 15) if rng.random() < 0.5 else max(1.0, until - time.time())
-            background = threading.Thread(target=call, args=(record, "long explain", job, cancel))
+            background = threading.Thread(target=call, args=(record, "long explain", job, cancel, None, long_page))
             background.start()
-        call(record, "classify", client.submit(clip, MODEL, None, None, api_name="/classify"))
+        call(record, "classify", client.submit(clip, MODEL, None, None, api_name="/classify"), page=page, shown=1)
         method = rng.choice(QUICK)
         call(record, "one-pass explain", client.submit(clip, MODEL, 0, 0, method, "default", "top-1 class",
                                                        rng.randrange(2**32), {}, api_name="/explain"),
-             first="one-pass overlay")
+             first="one-pass overlay", page=page)
         if background is not None:
             background.join()
         time.sleep(rng.uniform(*think))
@@ -190,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--think", type=float, nargs=2, default=(5.0, 20.0), metavar=("MIN", "MAX"),
                         help="seconds a visitor spends on a result before the next request")
     parser.add_argument("--drops", type=int, default=3, help="visitors that drop their connection mid-run")
+    parser.add_argument("--fetch", choices=("page", "all"), default="page",
+                        help="files a visitor fetches: what a page shows, or every file of every update")
     parser.add_argument("--retention", type=int, default=60,
                         help="the server's VIDEOXAI_RETENTION_S (0: keep the default and do not wait for it)")
     args = parser.parse_args(argv)
@@ -224,8 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
                 last_cpu, last_t = cpu, t
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        threads = [threading.Thread(target=visitor, args=(server.url, record, until, i % 2 == 0, i, args.think))
-                   for i in range(args.visitors)]
+        threads = [threading.Thread(target=visitor, args=(server.url, record, until, i % 2 == 0, i, args.think,
+                                                          args.fetch)) for i in range(args.visitors)]
         for t in threads:
             t.start()
         for i in range(args.drops):        # visitors that start a long run and vanish a few seconds later
@@ -255,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {"requests": {kind: {**{o: record.counts.get((kind, o), 0) for o in OUTCOMES},
                                   **_latency(record.seconds.get(kind, []))} for kind in KINDS},
-              "messages": {key: sorted(m) for key, m in sorted(record.messages.items())},
+              "messages": {key: sorted(m) for key, m in sorted(record.messages.items())}, "fetched": record.fetched,
               "cpu_cores": [c for _, c, _ in samples], "client_cpu_cores": client_cpu / args.seconds,
               "idle_after_s": idle_after, "idle_cores": idle_cores, "rss_warm_mb": rss_warm,
               "rss_peak_mb": max(r for _, _, r in samples), "rss_end_mb": rss_end, "rss_later_mb": rss_later,
@@ -263,7 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
               "disk_end_mb": disk_end, "disk_later_mb": disk_later}
     print(f"\n{args.visitors} visitors for {args.seconds:.0f} s, {args.think[0]:g}–{args.think[1]:g} s on each "
           f"result ({args.visitors // 2 + args.visitors % 2} also starting long runs, about half cancelled), "
-          f"{args.drops} dropped connections; {os.cpu_count()} cores shared by the server and the clients\n")
+          f"{args.drops} dropped connections; files fetched: {args.fetch}; {os.cpu_count()} cores shared by the "
+          f"server and the clients\n")
     print("| request | answered | refused | cancelled | failed | p50 s | p95 s | max s |")
     print("|---|---|---|---|---|---|---|---|")
     for kind, r in report["requests"].items():

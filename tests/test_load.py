@@ -16,6 +16,8 @@ def test_a_short_load_run_answers_everything_and_reports_cpu_memory_and_disk(cap
     assert all(r["failed"] == 0 for r in requests.values()), report["messages"]
     assert requests["classify"]["answered"] >= 1 and requests["one-pass explain"]["answered"] >= 1
     assert requests["dropped connection"]["dropped"] == 1
+    shown = requests["classify"]["answered"] + requests["one-pass explain"]["answered"]
+    assert report["fetched"] >= shown, "each page fetched its strip or overlay"
     assert report["idle_cores"] < 0.5                        # idle after warm-up: Gradio's polling only
     assert report["idle_after_s"] is not None                # and back to that once the visitors left
     assert report["rss_end_mb"] > 0 and report["disk_end_mb"] >= report["disk_start_mb"]
