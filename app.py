@@ -52,6 +52,7 @@ log = logging.getLogger("videoxai.app")
 DEFAULT_MODEL = "synth-r2plus1d-small"
 DEFAULT_METHOD = "grad_cam"
 DEFAULT_COMPARE = ["random", "gradient", "grad_cam", "swag_v_ig", "aosa_approx"]
+ATTENTION_COMPARE = "attention_rollout"     # joins a comparison on a transformer (``on_model``)
 TOP1 = "top-1 class"
 WALKTHROUGH_CLIP = EXAMPLES_DIR / "synth_move_right_1000001.mp4"
 WALKTHROUGH_METHODS = ["random", "grad_cam", "occlusion"]
@@ -929,12 +930,16 @@ def on_method(method: str):
 
 def on_model(card_id: str, method: str, methods: list[str]):
     """The card, classes and method estimates of a newly picked model (or of the default, at page load); a chosen
-    method that cannot explain it gives way to Grad-CAM."""
+    method that cannot explain it gives way to Grad-CAM, and a comparison without the attention family gets
+    attention rollout where the model has attention."""
     choices = method_choices(card_id)
     offered = [m for _, m in choices]
+    compared = [m for m in methods or [] if m in offered]
+    if ATTENTION_COMPARE in offered and not any(REGISTRY[m].family == "attention" for m in compared):
+        compared.append(ATTENTION_COMPARE)
     return (card_markdown(card_id), gr.update(choices=target_choices(card_id), value=TOP1),
             gr.update(choices=choices, value=method if method in offered else DEFAULT_METHOD),
-            gr.update(choices=choices, value=[m for m in methods or [] if m in offered]))
+            gr.update(choices=choices, value=compared))
 
 
 # ------------------------------------------------------------------------------------------- layout

@@ -211,6 +211,12 @@ def test_the_picker_offers_only_the_methods_that_apply_to_the_model():
     assert method["value"] == app.DEFAULT_METHOD and methods["value"] == ["random"]
     _, _, method, _ = app.on_model(app.DEFAULT_MODEL, "saliency_tubes", [])
     assert method["value"] == "saliency_tubes"
+    _, _, _, methods = app.on_model("synth-videomae-small", "grad_cam", ["random", "saliency_tubes"])
+    assert methods["value"] == ["random", "attention_rollout"], "a transformer's comparison shows attention"
+    _, _, _, methods = app.on_model("synth-videomae-small", "grad_cam", ["random", "chefer"])
+    assert methods["value"] == ["random", "chefer"]
+    _, _, _, methods = app.on_model(app.DEFAULT_MODEL, "grad_cam", ["random", "attention_rollout"])
+    assert methods["value"] == ["random"]
 
 
 def test_every_method_in_the_picker_says_how_long_it_takes_on_this_model_here(monkeypatch):
