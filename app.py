@@ -1049,8 +1049,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Tab("Explain"):
                     with gr.Row():
                         method = gr.Dropdown(method_choices(DEFAULT_MODEL, every=True), value=DEFAULT_METHOD,
-                                             label="Explainer",
-                                             scale=3, elem_id="method")
+                                             label="Explainer", scale=3, elem_id="method")
                         preset = gr.Radio(preset_choices(), value=default_preset(DEFAULT_METHOD), label="Preset",
                                           scale=1)
                     cost = gr.Markdown(cost_line(DEFAULT_MODEL, DEFAULT_METHOD, default_preset(DEFAULT_METHOD),

@@ -146,18 +146,18 @@ class Page:
         self.record = record
 
     def show(self, outputs: tuple, shown: int) -> None:
-        item = outputs[shown] if isinstance(outputs, tuple) else None
+        item = _file(outputs, shown)
         if self.http is not None and isinstance(item, dict) and item.get("url"):
             self.http.get(item["url"]).raise_for_status()
             with self.record.lock:
                 self.record.fetched += 1
 
 
-def _has_file(outputs: tuple, index: int) -> bool:
-    """Whether output ``index`` of a streamed update is a file (a path once downloaded, else its FileData); a
-    skipped output is ``{"__type__": "update"}``."""
+def _file(outputs: tuple, index: int) -> str | dict | None:
+    """Output ``index`` of a streamed update if it is a file (a path once downloaded, else its FileData), else
+    None (a skipped output is ``{"__type__": "update"}``)."""
     item = outputs[index] if isinstance(outputs, tuple) else None
-    return isinstance(item, str) or (isinstance(item, dict) and "path" in item)
+    return item if isinstance(item, str) or (isinstance(item, dict) and "path" in item) else None
 
 
 def call(record: Record, kind: str, job, cancel_after: float | None = None, first: str | None = None,
@@ -168,7 +168,7 @@ def call(record: Record, kind: str, job, cancel_after: float | None = None, firs
     start = time.time()
     try:
         while not job.done() and (cancel_after is None or time.time() - start < cancel_after):
-            if first is not None and (seen := next((o for o in job.outputs() if _has_file(o, shown)), None)):
+            if first is not None and (seen := next((o for o in job.outputs() if _file(o, shown)), None)):
                 record.add(first, "answered", time.time() - start)
                 first = None
                 if page is not None:
