@@ -93,6 +93,14 @@ def auc(values: np.ndarray) -> float:
     return float((v.sum() - v[0] / 2 - v[-1] / 2) / (len(v) - 1))
 
 
+def sortable(a: torch.Tensor) -> torch.Tensor:
+    """The values of a map, flattened, as int32 keys in the same order: a float's bits, with the negatives'
+    reversed, order as the floats do, and torch sorts integers by radix, 5× faster than floats on a CPU (in
+    ascending order only: ``~keys`` sorts descending)."""
+    bits = (a.detach().flatten().float() + 0.0).view(torch.int32)       # + 0.0: -0.0 becomes 0.0, as floats compare
+    return torch.where(bits < 0, (bits & 0x7FFFFFFF).neg_() - 1, bits)
+
+
 def unit_ranks(saliency: torch.Tensor, mode: str, patch_grid: int = 16, seed: int = 0) -> torch.Tensor:
     """Rank (0 = most salient) of the unit each voxel belongs to, as a T×H×W long tensor, and the unit count.
 
@@ -110,7 +118,7 @@ def unit_ranks(saliency: torch.Tensor, mode: str, patch_grid: int = 16, seed: in
         raise ValueError(f"mode must be voxel, patch or frame, got {mode!r}")
     gen = torch.Generator().manual_seed(seed)
     shuffle = torch.randperm(len(units), generator=gen)
-    order = shuffle[torch.argsort(units[shuffle].float(), descending=True, stable=True)]
+    order = shuffle[torch.argsort(~sortable(units[shuffle]), stable=True)]       # descending: ~ reverses the order
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order))
     if mode == "voxel":
@@ -151,14 +159,26 @@ def insertion_deletion(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
     counts = torch.round(torch.linspace(0, n_units, steps + 1)).long()
     start = blurred(x) if insert_from is None else insert_from
     end = torch.zeros_like(x) if delete_to is None else delete_to
+    ranked, order = rank.flatten().sort(stable=True)
+    changed = torch.searchsorted(ranked, counts.to(ranked)).tolist()   # voxels inserted/deleted by step k
+    sources = ((start, x), (x, end))                                    # insertion, deletion: (from, what enters)
+    running: dict[int, tuple[int, torch.Tensor]] = {}                   # curve -> (step, its clip at that step)
 
     def make(idx: range) -> torch.Tensor:
-        clips = []
-        for i in idx:
+        """Each step's clip from the one before it in the same curve (batches come in order): the voxels that
+        enter at this step copied in, a tenth of the time of blending whole clips, and the same values."""
+        clips = torch.empty(len(idx), *x.shape[1:], dtype=x.dtype, device=x.device)
+        for j, i in enumerate(idx):
             curve, k = divmod(i, steps + 1)
-            kept = (rank < counts[k]).to(x.dtype)[None, None]      # 1 where a unit is inserted/deleted
-            clips.append(start * (1 - kept) + x * kept if curve == 0 else x * (1 - kept) + end * kept)
-        return torch.cat(clips)
+            base, enters = sources[curve]
+            done, clip = running.get(curve, (0, None))
+            if clip is None or done > k:
+                done, clip = 0, base[0].clone(memory_format=torch.contiguous_format)
+            entering = order[changed[done]:changed[k]]
+            clip.view(len(clip), -1).index_copy_(1, entering, enters[0].reshape(len(clip), -1)[:, entering])
+            running[curve] = (k, clip)
+            clips[j] = clip
+        return clips
 
     probs = _probabilities(model, make, 2 * (steps + 1), target, max_batch, precision)
     fractions = (counts.float() / n_units).numpy()
@@ -403,11 +423,9 @@ def masked_predictions(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor
 
 # ------------------------------------------------------------------------------------------- sanity check
 def ranks(a: torch.Tensor) -> torch.Tensor:
-    """The rank of each value of a map, flattened (0 = lowest; ties broken by position). Sorted as integers: a
-    float's bits, with the negatives' reversed, order as the floats do, and torch sorts integers by radix, 5× faster
-    than floats on a CPU."""
-    bits = (a.detach().flatten().float() + 0.0).view(torch.int32)       # + 0.0: -0.0 becomes 0.0, as floats compare
-    order = torch.where(bits < 0, (bits & 0x7FFFFFFF).neg_() - 1, bits).argsort(stable=True)
+    """The rank of each value of a map, flattened (0 = lowest; ties broken by position), sorted as ``sortable``
+    keys."""
+    order = sortable(a).argsort(stable=True)
     return torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
 
 
