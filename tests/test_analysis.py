@@ -64,6 +64,19 @@ def grad_cam():
     return analysis.analyse(clip, "grad_cam")
 
 
+def test_a_clip_scored_before_keeps_its_curves_ends_and_the_same_curves(grad_cam):
+    from explainers.metrics import curve_ends, evaluate_map
+
+    gradient = analysis.run_method(grad_cam.clip, "gradient")
+    key = (grad_cam.clip.digest, grad_cam.clip.model_id, None, None, grad_cam.explanation.target)
+    assert analysis._ends[key] == curve_ends(grad_cam.curves)          # kept when the Grad-CAM map was scored
+    scored = analysis.score(gradient)
+    _, alone = evaluate_map(analysis.scoring_model(grad_cam.clip.model_id), grad_cam.clip.x,
+                            gradient.explanation.saliency, gradient.explanation.target, grad_cam.clip.truth)
+    for kind in ("insertion", "deletion"):
+        assert np.allclose(scored.curves[kind].probs, alone[kind].probs, atol=1e-5)
+
+
 def test_analysis_scores_every_applicable_metric(grad_cam):
     assert set(grad_cam.metrics) == {"insertion", "deletion", "s50", "s75", "pointing", "temporal_pointing",
                                      *(f"loc_{kind}_{rule}" for kind in ("iou", "error")

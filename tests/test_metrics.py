@@ -133,6 +133,21 @@ def test_insertion_deletion_oracle_beats_inverted_and_is_batched(clip_and_oracle
         assert curves["insertion"].auc >= insertion_deletion(model, x, 1 - oracle, 0, 8, mode)["insertion"].auc
 
 
+def test_the_curves_ends_known_from_another_map_of_the_clip_save_four_forwards(clip_and_oracle):
+    from explainers.metrics import curve_ends
+
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    first = insertion_deletion(model, x, torch.rand(oracle.shape), target=0, steps=28, max_batch=64)
+    alone = insertion_deletion(model, x, oracle, target=0, steps=28, max_batch=64)
+    model.seen.clear()
+    known = insertion_deletion(model, x, oracle, target=0, steps=28, max_batch=64, ends=curve_ends(first))
+    assert model.seen == [54], "the blurred start, the clip (twice) and the deleted clip are not sent again"
+    for kind in ("insertion", "deletion"):
+        assert np.allclose(known[kind].probs, alone[kind].probs, atol=1e-6)
+        assert known[kind].auc == pytest.approx(alone[kind].auc, abs=1e-6)
+
+
 def test_road_removes_the_evidence_first_for_the_oracle_last_for_its_inverse(clip_and_oracle):
     from explainers.metrics import road
 
