@@ -39,6 +39,7 @@ from explainers.metrics import (
 from zoo import ASSETS
 from zoo.architectures import batchnorms_folded
 from zoo.cards import InputSpec
+from zoo.cli import json_object
 from zoo.models import ModelLoadError, VideoClassifier, load_model
 from zoo.synthetic import file_digest, ground_truth_for
 from zoo.video import PreparedClip, VideoError, destandardise, prepare_clip, seen_size, write_mp4
@@ -299,18 +300,6 @@ def save(analyses: list[Analysis], folder: str | Path, cmap: str = "jet", alpha:
     return files
 
 
-def _json_object(text: str) -> dict:
-    """``--params``: a JSON object, or argparse's message."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"a JSON object of name: value is needed, e.g. '{{\"steps\": 16}}', "
-                                         f"got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Explain one clip with one or more methods; write "
                                                             "overlays, maps and metrics.")
@@ -321,7 +310,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     presets = [*dict.fromkeys(p for spec in REGISTRY.values() for p in spec.presets), "default"]
     parser.add_argument("--preset", default="fast", choices=presets,
                         help="parameter preset where a method has it ('default': none)")
-    parser.add_argument("--params", type=_json_object, default={}, help="JSON object of parameter overrides")
+    parser.add_argument("--params", type=json_object, default={}, help="JSON object of parameter overrides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", type=float, default=None, help="segment start (s)")
     parser.add_argument("--end", type=float, default=None, help="segment end (s)")

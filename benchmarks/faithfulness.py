@@ -38,6 +38,7 @@ from explainers import REGISTRY, explain
 from explainers import metrics as M
 from explainers.device import configure_cpu
 from zoo import synthetic
+from zoo.cli import json_object
 from zoo.models import load_model
 from zoo.video import VideoError, prepare_clip, preprocess
 
@@ -491,7 +492,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument("--device", default="cpu",
                         help="torch device for the models, e.g. cuda (--engine ray: each worker's GPU, if any)")
-    parser.add_argument("--params", type=json.loads, default={},
+    parser.add_argument("--params", type=json_object, default={},
                         help="JSON object of parameters for every method given, e.g. '{\"ends\": \"virtual\"}'")
     parser.add_argument("--join", nargs="+", type=Path, metavar="RUN",
                         help="merge these runs' rows into --out and write its tables; compute nothing (with "

@@ -27,6 +27,7 @@ from explainers.device import configure_cpu
 from explainers.maps import normalise
 from explainers.metrics import spearman
 from zoo.cards import CARDS_DIR, card_from_dict
+from zoo.cli import json_object
 from zoo.models import VideoClassifier, load_model
 from zoo.synthetic import make_clip
 from zoo.video import preprocess
@@ -153,12 +154,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--methods", nargs="+", default=list(REGISTRY), choices=list(REGISTRY))
-    parser.add_argument("--params", type=json.loads, default={},
+    parser.add_argument("--params", type=json_object, default={},
                         help='JSON overrides for the methods that take them, e.g. \'{"iterations": 10}\'')
     parser.add_argument("--skip-references", action="store_true")
     parser.add_argument("--skip-precision", action="store_true", help="no bf16-vs-fp32 comparison")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args(argv)
+    for key in args.params:
+        if not any(p.name == key for m in args.methods for p in REGISTRY[m].params):
+            parser.error(f"--params: none of the methods takes {key!r}")
+    for method in args.methods:
+        try:
+            REGISTRY[method].resolve(*_preset_and_overrides(method, args.params))
+        except (TypeError, ValueError) as error:
+            parser.error(f"--params: {error}")
     configure_cpu(args.threads)
     torch.manual_seed(0)
     for card_id in args.models:

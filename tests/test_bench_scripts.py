@@ -73,6 +73,16 @@ def test_bench_speed_prints_rows_with_pass_counts_and_honours_param_overrides(ca
     assert not re.search(r"\| gradient \| [\d.]+ \| [\d.]+ \| [\d.]+×", out)
 
 
+@pytest.mark.parametrize("params, says", [("[1]", "a JSON object of name: value is needed"),
+                                          ("{bad", "not JSON"), ('{"nope": 1}', "none of the methods takes 'nope'"),
+                                          ('{"steps": "x"}', "steps must be a whole number")])
+def test_bench_speed_refuses_params_that_no_method_can_take(params, says, capsys):
+    with pytest.raises(SystemExit):
+        speed.main(["--models", "synth-cnn-lstm", "--methods", "gradient", "integrated_gradients",
+                    "--params", params])
+    assert says in capsys.readouterr().err
+
+
 def test_bench_metrics_compares_the_metric_pass_with_a_naive_loop_and_with_its_forwards(capsys):
     metric_speed.main(["--models", "synth-cnn-lstm", "--threads", "1", "--repeats", "1"])
     out = capsys.readouterr().out

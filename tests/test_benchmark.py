@@ -186,6 +186,10 @@ def test_params_reach_the_method_and_label_its_rows(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(args + ["--methods", "random", "--params", '{"masks": 10}'])
     assert "--params: random has no parameter(s) ['masks']" in capsys.readouterr().err
+    for params, says in (("[1]", "a JSON object of name: value is needed"), ("{bad", "not JSON")):
+        with pytest.raises(SystemExit):
+            benchmark.main(args + ["--params", params])
+        assert says in capsys.readouterr().err
 
 
 def test_validation_clips_for_choosing_settings(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,18 @@ from pathlib import Path
 from zoo.cards import list_cards, load_card
 from zoo.models import ModelLoadError, load_model
 from zoo.video import VideoError, prepare_clip
+
+
+def json_object(text: str) -> dict:
+    """An argparse type for ``--params``: a JSON object, or a message that says what is wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object of name: value is needed, e.g. '{{\"steps\": 16}}', "
+                                         f"got {text!r}")
+    return value
 
 
 def models(argv: list[str] | None = None, prog: str | None = None) -> int:
