@@ -4,6 +4,7 @@ and ``centre`` on every metric by more than the standard error of the paired dif
 (1 − oracle) worse than the oracle by as much. A metric that fails says nothing about the explainers it ranks.
 
     python -m benchmarks.separation --clips 100 --models synth-r2plus1d-small synth-cnn-lstm [--split val]
+        [--no-extra] [--deletion-end blur]
 
 Prints one Markdown table per model (rows = metrics; the means of the four maps, the oracle's margin over each
 floor ± its standard error, the verdict); ``--out FILE`` also writes them there.
@@ -38,15 +39,16 @@ def maps_of(model, x: torch.Tensor, truth: dict, seed: int) -> dict[str, torch.T
 
 
 def scores(model_id: str, n_clips: int, split: str = "test", seed: int = 0, log=print,
-           extra: tuple[str, ...] = M.EXTRA) -> dict[str, list[dict]]:
+           extra: tuple[str, ...] = M.EXTRA, deletion_end: str = "mean") -> dict[str, list[dict]]:
     """Every metric of every map on the first ``n_clips`` clips of ``split`` (of the extra ones, the groups in
-    ``extra``): {map: [metrics per clip]}."""
+    ``extra``; deletion into ``deletion_end``): {map: [metrics per clip]}."""
     model = load_model(model_id)
     out: dict[str, list[dict]] = {name: [] for name in MAPS}
     for i, clip_seed in enumerate(synthetic.split_seeds(split, n_clips)):
         x, truth = _synthetic(clip_seed, model.input_spec)
         for name, saliency in maps_of(model, x, truth, seed).items():
-            out[name].append(M.evaluate_map(model, x, saliency, truth["label"], truth, extra=extra)[0])
+            out[name].append(M.evaluate_map(model, x, saliency, truth["label"], truth, extra=extra,
+                                                  deletion_end=deletion_end)[0])
         log(f"{model_id}: clip {i + 1}/{n_clips}")
     return out
 
@@ -74,11 +76,12 @@ def verdicts(values: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, 
                 for other in (*FLOORS, "inverted")} for k in keys}
 
 
-def markdown(model_id: str, values: dict[str, list[dict]]) -> str:
+def markdown(model_id: str, values: dict[str, list[dict]], deletion_end: str = "mean") -> str:
     n = len(values["oracle"])
     comparisons = verdicts(values)
     head = ["metric", *MAPS, *next(iter(comparisons.values())), "separates"]
-    lines = [f"### {model_id} — {n} clips", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    into = ", deletion into the blurred clip" if deletion_end == "blur" else ""
+    lines = [f"### {model_id} — {n} clips{into}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for key, margins in comparisons.items():
         scale = 100 if key.startswith(PERCENT) else 1
         means = [scale * np.nanmean([row.get(key, np.nan) for row in values[name]]) for name in MAPS]
@@ -97,9 +100,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--split", default="test", choices=("val", "test"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-extra", action="store_true", help="leave out ROAD and infidelity")
+    parser.add_argument("--deletion-end", choices=M.DELETION_ENDS, default="mean",
+                        help="what deletion replaces voxels with: the mean colour (the papers') or the blurred clip")
     args = parser.parse_args(argv)
     configure_cpu(args.threads)
-    text = "\n".join(markdown(m, scores(m, args.clips, args.split)) for m in args.models)
+    extra = () if args.no_extra else M.EXTRA
+    text = "\n".join(markdown(m, scores(m, args.clips, args.split, extra=extra, deletion_end=args.deletion_end),
+                              args.deletion_end) for m in args.models)
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -381,6 +381,8 @@ def evaluation_forwards(steps: int = 28) -> int:
     return 2 * (steps + 1) + 2
 
 
+DELETION_ENDS = ("mean", "blur")     # what deletion replaces the voxels with: the mean colour (the papers') or the
+                                     # blurred clip
 EXTRA = ("road", "infidelity")     # the groups of extra metrics ``evaluate_map`` computes when asked
 
 
@@ -391,7 +393,7 @@ def extra_forwards(steps: int = 28, samples: int = 64) -> int:
 
 def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, target: int, truth: dict | None = None,
                  steps: int = 28, max_batch: int | None = None, precision: str = "fp32",
-                 extra: bool | tuple[str, ...] = False, ends: Ends | None = None
+                 extra: bool | tuple[str, ...] = False, ends: Ends | None = None, deletion_end: str = "mean"
                  ) -> tuple[dict[str, float], dict[str, Curve]]:
     """Every metric of ``METRICS`` that applies to one map, keyed by metric id, and the insertion/deletion curves
     (with ``extra`` True, also ROAD's curves and infidelity: ``extra_forwards(steps)`` more forwards; or only
@@ -401,9 +403,13 @@ def evaluate_map(model: nn.Module, x: torch.Tensor, saliency: torch.Tensor, targ
     action ``window`` (first, last frame, or None); localisation IoUs are means over the boxed frames, errors 0/1
     per clip (1: that IoU ≤ 0.5).
     Cost: ``evaluation_forwards(steps)`` forwards, at ``precision``; 4 fewer with ``ends`` (``insertion_deletion``).
+    ``deletion_end`` "blur" deletes into the blurred clip that insertion starts from instead of the mean colour
+    (TCSVT's ``remove_method="blur"``; docs/methods.md §20.6), ``ends`` then of maps scored so.
     """
+    if deletion_end not in DELETION_ENDS:
+        raise ValueError(f"deletion_end must be one of {list(DELETION_ENDS)}, got {deletion_end!r}")
     curves = insertion_deletion(model, x, saliency, target, steps=steps, max_batch=max_batch, precision=precision,
-                                ends=ends)
+                                ends=ends, delete_to=blurred(x) if deletion_end == "blur" else None)
     sm = saliency_metric(model, x, saliency, target, precision=precision)
     values = {"insertion": curves["insertion"].auc, "deletion": curves["deletion"].auc, "s50": sm[0.5],
               "s75": sm[0.75]}

@@ -150,12 +150,17 @@ def test_bench_estimates_compares_each_methods_estimate_with_its_run(capsys):
 
 def test_bench_separation_writes_a_row_per_metric_with_margins_and_a_verdict(tmp_path):
     out, threads = tmp_path / "separation.md", torch.get_num_threads()
-    try:                                # both cores for its 1,500 forwards, then back to the suite's one thread
-        text = separation.main(["--models", "synth-r2plus1d-small", "--clips", "2", "--threads", "2", "--out",
-                                str(out)])
+    args = ["--models", "synth-r2plus1d-small", "--clips", "2", "--threads", "2"]
+    try:                                # both cores for its 2,000 forwards, then back to the suite's one thread
+        text = separation.main([*args, "--out", str(out)])
+        blur = separation.main([*args, "--no-extra", "--deletion-end", "blur"])
     finally:
         torch.set_num_threads(threads)
-    assert out.read_text() == text and text.startswith("### synth-r2plus1d-small — 2 clips")
+    assert out.read_text() == text and text.startswith("### synth-r2plus1d-small — 2 clips\n")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "±" in line]
     assert len(rows) == sum("method" not in spec.needs for spec in separation.M.METRICS.values())   # of a map
     assert all(re.search(r"\| (yes|\*\*no\*\*) \|$", row) for row in rows)
+    assert blur.startswith("### synth-r2plus1d-small — 2 clips, deletion into the blurred clip")
+    assert "| Deletion AUC (CD) ↓ |" in blur and "ROAD" not in blur and "Infidelity" not in blur
+    deletion = [line for line in (text, blur) for line in line.splitlines() if line.startswith("| Deletion")]
+    assert deletion[0] != deletion[1]

@@ -148,6 +148,20 @@ def test_the_curves_ends_known_from_another_map_of_the_clip_save_four_forwards(c
         assert known[kind].auc == pytest.approx(alone[kind].auc, abs=1e-6)
 
 
+def test_deletion_into_the_blurred_clip_ends_where_insertion_starts(clip_and_oracle):
+    from explainers.metrics import evaluate_map
+
+    x, oracle = clip_and_oracle
+    model = CountingCuboid()
+    _, mean = evaluate_map(model, x, oracle, 0)
+    _, blur = evaluate_map(model, x, oracle, 0, deletion_end="blur")
+    assert blur["deletion"].probs[-1] == pytest.approx(blur["insertion"].probs[0], abs=1e-6)   # p(blurred clip)
+    assert mean["deletion"].probs[-1] != pytest.approx(blur["deletion"].probs[-1], abs=1e-3)
+    assert np.array_equal(blur["insertion"].probs, mean["insertion"].probs)
+    with pytest.raises(ValueError, match="deletion_end must be one of"):
+        evaluate_map(model, x, oracle, 0, deletion_end="grey")
+
+
 def test_road_removes_the_evidence_first_for_the_oracle_last_for_its_inverse(clip_and_oracle):
     from explainers.metrics import road
 
