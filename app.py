@@ -8,7 +8,7 @@ allow loading Hub models that are not cached yet).
 
     python app.py [--host 127.0.0.1] [--port 7860]
 
-API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare`` (see the README).
+API endpoints (``gradio_client``): ``/classify``, ``/explain``, ``/compare``, ``/methods`` (see the README).
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
 from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu, release_freed_memory
 from explainers.metrics import METRICS, SENSITIVITY_SAMPLES
+from explainers.registry import plain
 from zoo import ASSETS
 from zoo.cards import load_card
 from zoo.hub import describe_revision
@@ -346,7 +347,36 @@ def default_preset(method: str) -> str:
 def resolved_params(method: str, preset: str | None) -> dict:
     """The parameter values a preset gives (JSON-friendly: tuples as lists)."""
     values = REGISTRY[method].resolve(None if preset == "default" else preset, {})
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return {k: plain(v) for k, v in values.items()}
+
+
+def describe_methods(card_id: str = DEFAULT_MODEL) -> dict:
+    """What the API's ``method``, ``preset``, ``params`` and ``target`` take for model ``card_id``: the model (id,
+    name, classes) and every method (``MethodSpec.summary``) with ``applies`` (false with ``why_not`` where it
+    cannot explain this model) and, where it applies and the model loads here, ``estimate``: seconds, passes and
+    peak memory of one request at its ``fast`` preset (or its defaults), metrics included, and whether that fits
+    this machine's budget."""
+    if card_id not in jobs.SELECTABLE:
+        raise refuse(f"Unknown model {card_id!r}; the models offered here: {', '.join(jobs.SELECTABLE)}.")
+    card = load_card(card_id)
+    try:
+        model = analysis.get_model(card_id)
+    except ModelLoadError as e:
+        model, why = None, str(e)
+    out = []
+    for spec in REGISTRY.values():
+        entry = spec.summary()
+        reason = why if model is None else spec.not_applicable(model)
+        entry["applies"] = None if model is None else reason is None
+        if reason is not None:
+            entry["why_not"] = reason
+        elif model is not None:
+            e = jobs.estimate(card_id, [jobs.Job(spec.id, spec.preset_or_none("fast"), {})])
+            entry["estimate"] = {"preset": spec.preset_or_none("fast") or "default", "seconds": round(e.seconds, 2),
+                                 "forward": e.forward, "backward": e.backward, "memory_mb": round(e.memory_mb),
+                                 "fits": e.fits}
+        out.append(entry)
+    return {"model": {"id": card_id, "name": card.name, "classes": list(card.labels)}, "methods": out}
 
 
 def target_choices(card_id: str) -> list[str]:
@@ -1097,6 +1127,7 @@ def build_demo() -> gr.Blocks:
         model.change(off_main(on_model), [model, method, methods], [card, target, method, methods], api_name=False)
         demo.load(off_main(on_model), [model, method, methods], [card, target, method, methods], api_name=False)
         run_classify.click(off_main(classify), inputs, [label, strip, notes], api_name="classify", **CHEAP)
+        gr.api(off_main(describe_methods), api_name="methods", **CHEAP)
         for trigger in (video.change, model.change):
             trigger(off_main(preview), inputs, [label, strip, notes], api_name=False, **CHEAP)
         method.change(on_method, method, [about, preset, params], api_name=False)

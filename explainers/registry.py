@@ -49,6 +49,13 @@ class Param:
             return "ints" if all(isinstance(v, int) for v in self.default) else "floats"
         return "str"
 
+    def summary(self) -> dict:
+        """The parameter as JSON: name, kind, default, range or choices where it has them, help."""
+        bounds = {"minimum": self.minimum, "maximum": self.maximum,
+                  "choices": None if self.choices is None else list(self.choices)}
+        return {"name": self.name, "kind": self.kind, "default": plain(self.default),
+                **{k: v for k, v in bounds.items() if v is not None}, "help": self.help}
+
     def validate(self, value: Any) -> Any:
         """The value in the parameter's type and range; ``ValueError`` with a message for a person otherwise."""
         try:
@@ -86,6 +93,11 @@ class Param:
                                                         for v in value):
                 raise ValueError(f"{self.name} needs 1 to {MAX_VALUES} numbers in [{lo}, {hi}], got {value}")
         return value
+
+
+def plain(value: Any) -> Any:
+    """A parameter value as JSON has it: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 PassCount = Callable[[dict, tuple[int, int, int]], tuple[int, int]]
@@ -143,6 +155,15 @@ class MethodSpec:
         values.update(self.presets.get(preset or "", {}))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return {k: known[k].validate(v) for k, v in values.items()}
+
+    def summary(self) -> dict:
+        """What the method is, as JSON: id, name, family, paper, needs, cost, description, default score, whether
+        it is stochastic, its presets' values and its parameters (``Param.summary``)."""
+        return {"id": self.id, "name": self.name, "family": FAMILIES[self.family], "paper": self.paper,
+                "needs": self.needs, "cost": self.cost, "description": self.description, "score": self.score,
+                "stochastic": self.stochastic,
+                "presets": {name: {k: plain(v) for k, v in values.items()} for name, values in self.presets.items()},
+                "params": [p.summary() for p in self.params]}
 
     def preset_or_none(self, preset: str | None) -> str | None:
         """``preset`` if this method has it, else None (its defaults): how the app and the CLI apply one preset name

@@ -645,6 +645,12 @@ def test_server_on_localhost_with_gradio_client(monkeypatch):
         with pytest.raises(Exception, match="Attention rollout cannot explain this model: it has no attention"):
             client.predict(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "attention_rollout", "default", TOP1,
                            0, {}, api_name="/explain")
+        described = client.predict(transformer, api_name="/methods")        # what to send, and what it costs
+        chefer = next(m for m in described["methods"] if m["id"] == "chefer")
+        assert described["model"]["classes"][3] == "move_down" and chefer["applies"]
+        assert (chefer["estimate"]["forward"], chefer["estimate"]["backward"]) == (61, 1)   # the map, then metrics
+        with pytest.raises(Exception, match="Unknown model 'nope'"):
+            client.predict("nope", api_name="/methods")
 
         job = client.submit(handle_file(str(example)), app.DEFAULT_MODEL, 0, 0, "ep3d", "fast", "top-1 class", 0,
                             {}, api_name="/explain")                   # about a minute of work here: the long lane
@@ -700,3 +706,21 @@ def test_more_checks_leave_max_sensitivity_out_saying_why_when_its_maps_would_no
     shown = [item for item in app.more_checks(key, progress=lambda *a, **k: None) if item is not app.SKIP][-1]
     assert "| Infidelity (lower is better) |" in shown
     assert re.search(r"\| Max-sensitivity \| <span[^>]*>–</span> \| not run: its 10 more maps would need", shown)
+
+
+def test_the_methods_endpoint_says_what_each_method_takes_and_costs_for_a_model():
+    described = app.describe_methods("synth-r2plus1d-small")
+    json.dumps(described)                                                  # all of it is JSON
+    assert [m["id"] for m in described["methods"]] == list(app.REGISTRY)
+    by_id = {m["id"]: m for m in described["methods"]}
+    assert not by_id["chefer"]["applies"] and "no attention layers" in by_id["chefer"]["why_not"]
+    occlusion = by_id["occlusion"]
+    assert occlusion["applies"] and occlusion["estimate"]["preset"] == "fast"
+    fast = app.REGISTRY["occlusion"].presets["fast"]
+    assert occlusion["presets"]["fast"] == {k: app.plain(v) for k, v in fast.items()}
+    fill = next(p for p in occlusion["params"] if p["name"] == "fill")
+    assert fill["kind"] == "choice" and fill["default"] == "blur" and "zero" in fill["choices"]
+    expected = app.jobs.estimate("synth-r2plus1d-small", [app.jobs.Job("occlusion", "fast", {})])
+    assert (occlusion["estimate"]["forward"], occlusion["estimate"]["fits"]) == (expected.forward, expected.fits)
+    with pytest.raises(gr.Error, match="Unknown model"):
+        app.describe_methods("nope")
