@@ -353,9 +353,9 @@ def resolved_params(method: str, preset: str | None) -> dict:
 def describe_methods(card_id: str = DEFAULT_MODEL) -> dict:
     """What the API's ``method``, ``preset``, ``params`` and ``target`` take for model ``card_id``: the model (id,
     name, classes) and every method (``MethodSpec.summary``) with ``applies`` (false with ``why_not`` where it
-    cannot explain this model) and, where it applies and the model loads here, ``estimate``: seconds, passes and
-    peak memory of one request at its ``fast`` preset (or its defaults), metrics included, and whether that fits
-    this machine's budget."""
+    cannot explain this model; null, with the reason, where the model cannot load here) and, where it applies,
+    ``estimate``: seconds, passes and peak memory of one request at its ``fast`` preset (or its defaults), metrics
+    included, and whether that fits this machine's budget."""
     if card_id not in jobs.SELECTABLE:
         raise refuse(f"Unknown model {card_id!r}; the models offered here: {', '.join(jobs.SELECTABLE)}.")
     card = load_card(card_id)
@@ -371,10 +371,10 @@ def describe_methods(card_id: str = DEFAULT_MODEL) -> dict:
         if reason is not None:
             entry["why_not"] = reason
         elif model is not None:
-            e = jobs.estimate(card_id, [jobs.Job(spec.id, spec.preset_or_none("fast"), {})])
-            entry["estimate"] = {"preset": spec.preset_or_none("fast") or "default", "seconds": round(e.seconds, 2),
-                                 "forward": e.forward, "backward": e.backward, "memory_mb": round(e.memory_mb),
-                                 "fits": e.fits}
+            cost = jobs.estimate(card_id, [jobs.Job(spec.id, spec.preset_or_none("fast"), {})])
+            entry["estimate"] = {"preset": spec.preset_or_none("fast") or "default",
+                                 "seconds": round(cost.seconds, 2), "forward": cost.forward, "backward": cost.backward,
+                                 "memory_mb": round(cost.memory_mb), "fits": cost.fits}
         out.append(entry)
     return {"model": {"id": card_id, "name": card.name, "classes": list(card.labels)}, "methods": out}
 

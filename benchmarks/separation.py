@@ -47,8 +47,9 @@ def scores(model_id: str, n_clips: int, split: str = "test", seed: int = 0, log=
     for i, clip_seed in enumerate(synthetic.split_seeds(split, n_clips)):
         x, truth = _synthetic(clip_seed, model.input_spec)
         for name, saliency in maps_of(model, x, truth, seed).items():
-            out[name].append(M.evaluate_map(model, x, saliency, truth["label"], truth, extra=extra,
-                                                  deletion_end=deletion_end)[0])
+            metrics, _ = M.evaluate_map(model, x, saliency, truth["label"], truth, extra=extra,
+                                        deletion_end=deletion_end)
+            out[name].append(metrics)
         log(f"{model_id}: clip {i + 1}/{n_clips}")
     return out
 

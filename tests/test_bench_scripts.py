@@ -162,5 +162,5 @@ def test_bench_separation_writes_a_row_per_metric_with_margins_and_a_verdict(tmp
     assert all(re.search(r"\| (yes|\*\*no\*\*) \|$", row) for row in rows)
     assert blur.startswith("### synth-r2plus1d-small — 2 clips, deletion into the blurred clip")
     assert "| Deletion AUC (CD) ↓ |" in blur and "ROAD" not in blur and "Infidelity" not in blur
-    deletion = [line for line in (text, blur) for line in line.splitlines() if line.startswith("| Deletion")]
+    deletion = [next(row for row in table.splitlines() if row.startswith("| Deletion")) for table in (text, blur)]
     assert deletion[0] != deletion[1]
