@@ -36,6 +36,7 @@ from explainers.metrics import (
     road,
     sanity_checks,
 )
+from explainers.registry import preset_choices
 from zoo import ASSETS
 from zoo.architectures import batchnorms_folded
 from zoo.cards import InputSpec
@@ -307,8 +308,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--model", default="synth-r2plus1d-small")
     parser.add_argument("--method", nargs="+", default=["grad_cam"], choices=list(REGISTRY))
     parser.add_argument("--target", type=int, default=None, help="class index (default: the top-1 class)")
-    presets = [*dict.fromkeys(p for spec in REGISTRY.values() for p in spec.presets), "default"]
-    parser.add_argument("--preset", default="fast", choices=presets,
+    parser.add_argument("--preset", default="fast", choices=preset_choices(),
                         help="parameter preset where a method has it ('default': none)")
     parser.add_argument("--params", type=json_object, default={}, help="JSON object of parameter overrides")
     parser.add_argument("--seed", type=int, default=0)

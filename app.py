@@ -42,7 +42,7 @@ from analysis import EXAMPLES_DIR, Analysis, ClipInput, load_clip
 from explainers import FAMILIES, REGISTRY, methods_by_family
 from explainers.device import configure_cpu, release_freed_memory
 from explainers.metrics import METRICS, SENSITIVITY_SAMPLES
-from explainers.registry import plain
+from explainers.registry import plain, preset_choices
 from zoo import ASSETS
 from zoo.cards import load_card
 from zoo.hub import describe_revision
@@ -332,12 +332,6 @@ def method_choices(card_id: str, every: bool = False) -> list[tuple[str, str]]:
     return [(f"{FAMILIES[family]} · {spec.name}{cost(spec)}", spec.id)
             for family, specs in methods_by_family().items() for spec in specs
             if every or not known or spec.not_applicable(model) is None]
-
-
-def preset_choices(method: str | None = None) -> list[str]:
-    """The presets of ``method``, or of every method (what the API accepts), and "default" (no preset)."""
-    specs = [REGISTRY[method]] if method else REGISTRY.values()
-    return [*dict.fromkeys(p for spec in specs for p in spec.presets), "default"]
 
 
 def default_preset(method: str) -> str:

@@ -219,6 +219,12 @@ def get_method(method: str) -> MethodSpec:
     return REGISTRY[method]
 
 
+def preset_choices(method: str | None = None) -> list[str]:
+    """The presets of ``method``, or of every method, and "default" (no preset): what the app and the CLI take."""
+    specs = [get_method(method)] if method else REGISTRY.values()
+    return [*dict.fromkeys(p for spec in specs for p in spec.presets), "default"]
+
+
 def methods_by_family() -> dict[str, list[MethodSpec]]:
     """Specs grouped by family, in registration order (for menus)."""
     groups: dict[str, list[MethodSpec]] = {f: [] for f in FAMILIES}
